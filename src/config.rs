@@ -1,0 +1,526 @@
+//! Worker configuration: required values in [`WorkerConfig::new`], everything else with a
+//! documented default, all of it validated when the [`Worker`](crate::Worker) is built.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::protocol::MAX_SERVICE_NAME_LEN;
+
+/// Heartbeat of the reference broker (zguide `mdbroker`): a slower worker heartbeat makes it flap.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(2500);
+/// Liveness of the reference broker: 3 heartbeats, so 7.5 s of silence with the defaults.
+pub const DEFAULT_LIVENESS: u32 = 3;
+/// Reconnect delay of the reference worker (zguide `mdwrkapi`).
+pub const DEFAULT_RECONNECT: Duration = Duration::from_millis(2500);
+/// Upper bound of the exponential reconnect backoff: retries stay frequent enough that a
+/// restarted broker sees its workers back within about half a minute.
+pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(32);
+/// Longest poll wait: bounds how long an idle worker takes to notice `shutdown()`.
+pub const DEFAULT_POLLING_INTERVAL: Duration = Duration::from_millis(100);
+/// Linger on close: long enough for the last REPLY and DISCONNECT to leave over loopback or a
+/// LAN, short enough that a stop never hangs on a dead broker.
+pub const DEFAULT_LINGER: Duration = Duration::from_secs(1);
+/// Longest a send may wait on a full pipe before the frames are dropped and logged.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Largest message accepted from the broker. Large bodies (tens of MiB) pass; a runaway or
+/// hostile peer cannot make the worker allocate without bound.
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 256 * 1024 * 1024;
+
+/// A configuration value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The broker address list holds no address at all.
+    #[error("broker_address is empty")]
+    NoBrokerAddress,
+    /// An item of the comma-separated broker address list is empty.
+    #[error("broker_address {list:?} has an empty item at position {position}")]
+    EmptyBrokerAddress {
+        /// The whole list as given.
+        list: String,
+        /// Zero-based position of the empty item.
+        position: usize,
+    },
+    /// A broker address is not a ZeroMQ endpoint a worker can connect to.
+    #[error("broker_address item {endpoint:?} is not a valid endpoint: {reason}")]
+    InvalidEndpoint {
+        /// The offending item, trimmed.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The service name is empty.
+    #[error("service_name is empty")]
+    EmptyServiceName,
+    /// The service name starts with `mmi.`, which 8/MMI reserves for brokers.
+    #[error(
+        "service_name {name:?} is reserved: names starting with \"mmi.\" belong to the broker"
+    )]
+    ReservedServiceName {
+        /// The name given.
+        name: String,
+    },
+    /// The service name is longer than the protocol's 255 bytes.
+    #[error("service_name of {len} bytes is longer than {MAX_SERVICE_NAME_LEN}")]
+    ServiceNameTooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A numeric or duration value is out of its range.
+    #[error("{field} = {value} is invalid: {reason}")]
+    InvalidValue {
+        /// The configuration field.
+        field: &'static str,
+        /// The value given, as text.
+        value: String,
+        /// Why it cannot be used.
+        reason: &'static str,
+    },
+}
+
+/// Configuration of a [`Worker`](crate::Worker).
+///
+/// ```
+/// use std::time::Duration;
+/// use majordomo_worker::WorkerConfig;
+///
+/// let config = WorkerConfig::new("tcp://127.0.0.1:5555,tcp://127.0.0.1:5556", "echo")
+///     .heartbeat(Duration::from_millis(1000))
+///     .liveness(5);
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Clone)]
+pub struct WorkerConfig {
+    pub(crate) broker_address: String,
+    pub(crate) service_name: String,
+    pub(crate) heartbeat: Duration,
+    pub(crate) liveness: u32,
+    pub(crate) reconnect: Duration,
+    pub(crate) reconnect_max: Duration,
+    pub(crate) polling_interval: Duration,
+    pub(crate) linger: Duration,
+    pub(crate) send_timeout: Duration,
+    pub(crate) send_disconnect: bool,
+    pub(crate) max_message_size: u64,
+    pub(crate) context: Option<zmq::Context>,
+}
+
+impl WorkerConfig {
+    /// A configuration for `service_name` on the broker(s) at `broker_address`, a
+    /// comma-separated list of ZeroMQ endpoints (`tcp://`, `ipc://`, `inproc://`) that the
+    /// worker rotates through on each reconnect. Everything else has its default.
+    pub fn new(broker_address: impl Into<String>, service_name: impl Into<String>) -> Self {
+        WorkerConfig {
+            broker_address: broker_address.into(),
+            service_name: service_name.into(),
+            heartbeat: DEFAULT_HEARTBEAT,
+            liveness: DEFAULT_LIVENESS,
+            reconnect: DEFAULT_RECONNECT,
+            reconnect_max: DEFAULT_RECONNECT_MAX,
+            polling_interval: DEFAULT_POLLING_INTERVAL,
+            linger: DEFAULT_LINGER,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
+            send_disconnect: true,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            context: None,
+        }
+    }
+
+    /// Interval between the worker's heartbeats, and the unit of broker liveness.
+    /// Must not be zero. Defaults to 2500 ms (the reference broker's).
+    pub fn heartbeat(mut self, heartbeat: Duration) -> Self {
+        self.heartbeat = heartbeat;
+        self
+    }
+
+    /// How many heartbeat intervals of silence from the broker, while the worker is idle, make
+    /// the worker consider it dead and reconnect. Must not be zero. Defaults to 3.
+    pub fn liveness(mut self, liveness: u32) -> Self {
+        self.liveness = liveness;
+        self
+    }
+
+    /// First delay before reconnecting; it doubles on each failed attempt (with jitter) up to
+    /// [`reconnect_max`](Self::reconnect_max) and is reset once the broker is heard again.
+    /// Must not be zero. Defaults to 2500 ms.
+    pub fn reconnect(mut self, reconnect: Duration) -> Self {
+        self.reconnect = reconnect;
+        self
+    }
+
+    /// Upper bound of the reconnect backoff. Must be at least [`reconnect`](Self::reconnect).
+    /// Defaults to 32 s.
+    pub fn reconnect_max(mut self, reconnect_max: Duration) -> Self {
+        self.reconnect_max = reconnect_max;
+        self
+    }
+
+    /// Longest single wait in poll; bounds how quickly an idle worker notices
+    /// [`shutdown`](crate::ShutdownHandle::shutdown). Must not be zero. Defaults to 100 ms.
+    pub fn polling_interval(mut self, polling_interval: Duration) -> Self {
+        self.polling_interval = polling_interval;
+        self
+    }
+
+    /// How long a closing socket may keep trying to deliver its last messages (the final REPLY
+    /// and DISCONNECT). Defaults to 1 s. Sockets closed for a reconnect linger 0: the broker
+    /// they pointed at is presumed dead.
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Longest a send waits on a full pipe before the message is dropped and logged, so a
+    /// stuck broker never freezes heartbeating. Must not be zero. Defaults to 1 s.
+    pub fn send_timeout(mut self, send_timeout: Duration) -> Self {
+        self.send_timeout = send_timeout;
+        self
+    }
+
+    /// Whether a graceful shutdown sends DISCONNECT to the broker after the last REPLY.
+    /// Turn off for brokers that mishandle it (the zguide Python broker). Defaults to `true`.
+    pub fn send_disconnect(mut self, send_disconnect: bool) -> Self {
+        self.send_disconnect = send_disconnect;
+        self
+    }
+
+    /// Largest message, in bytes, the worker accepts (`ZMQ_MAXMSGSIZE`): a larger one drops
+    /// the connection and the worker reconnects. Must not be zero. Defaults to 256 MiB.
+    pub fn max_message_size(mut self, max_message_size: u64) -> Self {
+        self.max_message_size = max_message_size;
+        self
+    }
+
+    /// A ZeroMQ context to create the socket in, shared with other workers or with an
+    /// `inproc://` broker. Defaults to a context of the worker's own.
+    pub fn context(mut self, context: zmq::Context) -> Self {
+        self.context = Some(context);
+        self
+    }
+
+    /// The broker address list as given.
+    pub fn broker_address(&self) -> &str {
+        &self.broker_address
+    }
+
+    /// The service name.
+    pub fn service_name(&self) -> &str {
+        &self.service_name
+    }
+
+    /// Checks every value.
+    ///
+    /// # Errors
+    ///
+    /// The first [`ConfigError`] found, naming the field and the value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        parse_endpoints(&self.broker_address)?;
+        validate_service_name(&self.service_name)?;
+        non_zero("heartbeat", self.heartbeat)?;
+        non_zero("reconnect", self.reconnect)?;
+        non_zero("reconnect_max", self.reconnect_max)?;
+        non_zero("polling_interval", self.polling_interval)?;
+        non_zero("send_timeout", self.send_timeout)?;
+        fits_millis("heartbeat", self.heartbeat)?;
+        fits_millis("linger", self.linger)?;
+        fits_millis("send_timeout", self.send_timeout)?;
+        if self.liveness == 0 {
+            return Err(invalid("liveness", 0, "must be at least 1"));
+        }
+        if self.heartbeat.checked_mul(self.liveness).is_none() {
+            return Err(invalid(
+                "liveness",
+                self.liveness,
+                "heartbeat x liveness overflows",
+            ));
+        }
+        if self.reconnect_max < self.reconnect {
+            return Err(invalid(
+                "reconnect_max",
+                format!("{:?}", self.reconnect_max),
+                "must be at least reconnect",
+            ));
+        }
+        if self.max_message_size == 0 || self.max_message_size > i64::MAX as u64 {
+            return Err(invalid(
+                "max_message_size",
+                self.max_message_size,
+                "must be between 1 and 2^63-1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The validated endpoints, trimmed, in rotation order.
+    pub(crate) fn endpoints(&self) -> Result<Vec<String>, ConfigError> {
+        parse_endpoints(&self.broker_address)
+    }
+}
+
+impl fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("broker_address", &self.broker_address)
+            .field("service_name", &self.service_name)
+            .field("heartbeat", &self.heartbeat)
+            .field("liveness", &self.liveness)
+            .field("reconnect", &self.reconnect)
+            .field("reconnect_max", &self.reconnect_max)
+            .field("polling_interval", &self.polling_interval)
+            .field("linger", &self.linger)
+            .field("send_timeout", &self.send_timeout)
+            .field("send_disconnect", &self.send_disconnect)
+            .field("max_message_size", &self.max_message_size)
+            .field("shared_context", &self.context.is_some())
+            .finish()
+    }
+}
+
+fn invalid(field: &'static str, value: impl fmt::Display, reason: &'static str) -> ConfigError {
+    ConfigError::InvalidValue {
+        field,
+        value: value.to_string(),
+        reason,
+    }
+}
+
+fn non_zero(field: &'static str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        Err(invalid(field, "0 ms", "must be greater than zero"))
+    } else {
+        Ok(())
+    }
+}
+
+fn fits_millis(field: &'static str, value: Duration) -> Result<(), ConfigError> {
+    if value.as_millis() > i32::MAX as u128 {
+        Err(invalid(
+            field,
+            format!("{} ms", value.as_millis()),
+            "must be below 2^31 ms",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a service name a worker may register.
+///
+/// # Errors
+///
+/// [`ConfigError::EmptyServiceName`], [`ConfigError::ReservedServiceName`] or
+/// [`ConfigError::ServiceNameTooLong`].
+pub fn validate_service_name(name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() {
+        Err(ConfigError::EmptyServiceName)
+    } else if name.starts_with("mmi.") {
+        Err(ConfigError::ReservedServiceName {
+            name: name.to_string(),
+        })
+    } else if name.len() > MAX_SERVICE_NAME_LEN {
+        Err(ConfigError::ServiceNameTooLong { len: name.len() })
+    } else {
+        Ok(())
+    }
+}
+
+/// Splits a comma-separated endpoint list, trims each item and checks it.
+///
+/// # Errors
+///
+/// A [`ConfigError`] naming the first bad item.
+pub fn parse_endpoints(list: &str) -> Result<Vec<String>, ConfigError> {
+    if list.trim().is_empty() {
+        return Err(ConfigError::NoBrokerAddress);
+    }
+    list.split(',')
+        .enumerate()
+        .map(|(position, item)| {
+            let endpoint = item.trim();
+            if endpoint.is_empty() {
+                return Err(ConfigError::EmptyBrokerAddress {
+                    list: list.to_string(),
+                    position,
+                });
+            }
+            check_endpoint(endpoint).map_err(|reason| ConfigError::InvalidEndpoint {
+                endpoint: endpoint.to_string(),
+                reason,
+            })?;
+            Ok(endpoint.to_string())
+        })
+        .collect()
+}
+
+/// Checks one endpoint a socket can connect to: `tcp://host:port`, `ipc://path`,
+/// `inproc://name`.
+fn check_endpoint(endpoint: &str) -> Result<(), &'static str> {
+    let (scheme, rest) = endpoint
+        .split_once("://")
+        .ok_or("expected transport://address")?;
+    if rest.is_empty() {
+        return Err("address after :// is empty");
+    }
+    if rest.chars().any(char::is_whitespace) {
+        return Err("address contains white space");
+    }
+    match scheme {
+        "tcp" => check_tcp(rest),
+        "ipc" | "inproc" => Ok(()),
+        _ => Err("transport must be tcp, ipc or inproc"),
+    }
+}
+
+fn check_tcp(address: &str) -> Result<(), &'static str> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or("tcp address needs host:port")?;
+    // A source address may precede the host: tcp://eth0;192.168.1.1:5555.
+    let host = host.rsplit_once(';').map_or(host, |(_, host)| host);
+    if host.is_empty() {
+        return Err("tcp address has no host");
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err("tcp port must be a number from 1 to 65535"),
+        Ok(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> WorkerConfig {
+        WorkerConfig::new("tcp://127.0.0.1:5555", "echo")
+    }
+
+    #[test]
+    fn defaults_match_the_reference_broker() {
+        let c = config();
+        assert_eq!(c.heartbeat, Duration::from_millis(2500));
+        assert_eq!(c.liveness, 3);
+        assert_eq!(c.reconnect, Duration::from_millis(2500));
+        assert_eq!(c.reconnect_max, Duration::from_secs(32));
+        assert_eq!(c.polling_interval, Duration::from_millis(100));
+        assert!(c.send_disconnect);
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn endpoint_lists_are_split_trimmed_and_kept_in_order() {
+        assert_eq!(
+            parse_endpoints(" tcp://a:1 , ipc:///tmp/x,inproc://b "),
+            Ok(vec![
+                "tcp://a:1".to_string(),
+                "ipc:///tmp/x".to_string(),
+                "inproc://b".to_string()
+            ])
+        );
+        assert_eq!(
+            parse_endpoints("tcp://[::1]:5555"),
+            Ok(vec!["tcp://[::1]:5555".to_string()])
+        );
+    }
+
+    #[test]
+    fn bad_endpoint_lists_name_the_bad_item() {
+        let cases = [
+            ("", ConfigError::NoBrokerAddress),
+            (
+                "tcp://a:1,,tcp://b:2",
+                ConfigError::EmptyBrokerAddress {
+                    list: "tcp://a:1,,tcp://b:2".into(),
+                    position: 1,
+                },
+            ),
+            (
+                "tcp://a:1,",
+                ConfigError::EmptyBrokerAddress {
+                    list: "tcp://a:1,".into(),
+                    position: 1,
+                },
+            ),
+        ];
+        for (list, expected) in cases {
+            assert_eq!(parse_endpoints(list), Err(expected), "list {list:?}");
+        }
+        for bad in [
+            "localhost:5555",
+            "udp://a:1",
+            "tcp://a",
+            "tcp://a:0",
+            "tcp://a:99999",
+            "tcp://:5555",
+            "tcp://",
+            "inproc://",
+            "tcp://a b:1",
+        ] {
+            match parse_endpoints(&format!("tcp://ok:1,{bad}")) {
+                Err(ConfigError::InvalidEndpoint { endpoint, .. }) => assert_eq!(endpoint, bad),
+                other => panic!("{bad}: expected InvalidEndpoint, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn service_names_are_checked() {
+        assert_eq!(
+            validate_service_name(""),
+            Err(ConfigError::EmptyServiceName)
+        );
+        assert_eq!(
+            validate_service_name("mmi.service"),
+            Err(ConfigError::ReservedServiceName {
+                name: "mmi.service".into()
+            })
+        );
+        assert_eq!(
+            validate_service_name(&"s".repeat(256)),
+            Err(ConfigError::ServiceNameTooLong { len: 256 })
+        );
+        assert_eq!(validate_service_name(&"s".repeat(255)), Ok(()));
+        assert_eq!(validate_service_name("mmi"), Ok(()));
+    }
+
+    #[test]
+    fn zero_and_inconsistent_values_are_refused_with_their_field() {
+        let cases: Vec<(WorkerConfig, &str)> = vec![
+            (config().heartbeat(Duration::ZERO), "heartbeat"),
+            (config().liveness(0), "liveness"),
+            (config().reconnect(Duration::ZERO), "reconnect"),
+            (
+                config()
+                    .reconnect(Duration::from_secs(5))
+                    .reconnect_max(Duration::from_secs(1)),
+                "reconnect_max",
+            ),
+            (
+                config().polling_interval(Duration::ZERO),
+                "polling_interval",
+            ),
+            (config().send_timeout(Duration::ZERO), "send_timeout"),
+            (config().max_message_size(0), "max_message_size"),
+            (config().linger(Duration::from_secs(1 << 40)), "linger"),
+        ];
+        for (c, field) in cases {
+            match c.validate() {
+                Err(ConfigError::InvalidValue { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: expected InvalidValue, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn config_errors_read_as_short_sentences() {
+        let err = config().liveness(0).validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "liveness = 0 is invalid: must be at least 1"
+        );
+        let err = parse_endpoints("foo").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "broker_address item \"foo\" is not a valid endpoint: expected transport://address"
+        );
+    }
+}
