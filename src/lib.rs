@@ -1,10 +1,57 @@
-//! A ZeroMQ Majordomo (MDP/0.1) worker.
+//! A ZeroMQ Majordomo (MDP/0.1) worker that every real broker can rely on.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use majordomo_worker::{Message, Worker, WorkerConfig};
+//!
+//! // Answer every request of the "echo" service with its own frames.
+//! let config = WorkerConfig::new("tcp://127.0.0.1:5555", "echo");
+//! let mut worker = Worker::new(config, |request: Vec<Message>| request)?;
+//! let _signals = worker.shutdown_handle().shutdown_on_signals()?; // SIGINT/SIGTERM stop it
+//! worker.run()?; // until shutdown: finishes the request in hand, REPLY, DISCONNECT
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Layers
+//!
+//! ```text
+//! protocol   frames <-> WorkerMessage      pure: no socket, no clock
+//! session    messages + time -> actions     pure state machine, time is an input
+//! worker     socket, poll, action calls     the only layer that does I/O
+//! ```
+//!
+//! [`protocol`] decodes and encodes MDP/0.1 frames, generic over the frame type so that
+//! `zmq::Message` buffers reach the action without a copy. [`session`] decides when to
+//! heartbeat, when the broker is dead, when to reconnect and to which address, and keeps
+//! exactly one REPLY per REQUEST; it is tested with simulated time. [`Worker`] carries the
+//! session's decisions out on a DEALER socket.
+//!
+//! # Behaviour on broker failure
+//!
+//! A broker that sends DISCONNECT, or stays silent for `heartbeat × liveness` while the worker
+//! is idle, is left: the socket is closed, the worker waits the reconnect delay (doubling with
+//! jitter up to `reconnect_max`, reset once a broker answers), then opens a new socket to the
+//! next address of the list and sends READY. Time spent inside the action never counts as
+//! broker silence. Malformed frames are logged and dropped; the connection is kept.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod action;
 pub mod config;
+mod error;
 pub mod protocol;
 pub mod session;
+mod shutdown;
+mod worker;
 
+pub use action::{BytesAction, WorkerAction};
 pub use config::{ConfigError, WorkerConfig};
+pub use error::Error;
 pub use protocol::ProtocolError;
+pub use shutdown::{ShutdownHandle, SignalGuard};
+pub use worker::{Received, Worker, WorkerStats};
+/// The `zmq` crate this library is built on, for sharing a [`zmq::Context`].
+pub use zmq;
+/// A frame: the buffer ZeroMQ received or will send, dereferencing to `[u8]`.
+pub use zmq::Message;

@@ -1,7 +1,7 @@
 //! MDP/0.1 wire format: frames to typed messages and back.
 //!
 //! This layer is pure: no socket, no clock. It is generic over the frame type `F`
-//! (anything that is `AsRef<[u8]>`), so the worker can decode `zmq::Message` frames and
+//! (anything that dereferences to `[u8]`), so the worker can decode `zmq::Message` frames and
 //! hand the body frames to the action without copying them, while tests use `Vec<u8>`.
 //!
 //! Two families of messages travel through a broker:
@@ -15,6 +15,7 @@
 //! saying what was wrong, never a panic.
 
 use std::fmt;
+use std::ops::Deref;
 
 /// The header of every worker message (7/MDP).
 pub const WORKER_HEADER: &[u8] = b"MDPW01";
@@ -246,7 +247,7 @@ impl<F> WorkerMessage<F> {
     }
 }
 
-impl<F: AsRef<[u8]>> WorkerMessage<F> {
+impl<F: Deref<Target = [u8]>> WorkerMessage<F> {
     /// Decodes the frames of a worker message as a DEALER socket receives them:
     /// `""`, `"MDPW01"`, command, then the command's frames.
     ///
@@ -311,7 +312,7 @@ pub struct ClientMessage<F> {
     pub body: Vec<F>,
 }
 
-impl<F: AsRef<[u8]>> ClientMessage<F> {
+impl<F: Deref<Target = [u8]>> ClientMessage<F> {
     /// Decodes `""`, `"MDPC01"`, service, body frames: a request at the broker, or a reply
     /// at a DEALER client (a REQ client's socket strips the leading empty frame: put an
     /// empty frame first or use [`ClientMessage::decode_without_delimiter`]).
@@ -353,11 +354,11 @@ impl<F: AsRef<[u8]>> ClientMessage<F> {
         let header = frames
             .next()
             .ok_or(ProtocolError::TooFewFrames { count: 0, min: 2 })?;
-        check_header(header.as_ref(), CLIENT_HEADER, CLIENT_HEADER_V2)?;
+        check_header(header.deref(), CLIENT_HEADER, CLIENT_HEADER_V2)?;
         let service = frames
             .next()
             .ok_or(ProtocolError::TooFewFrames { count: 1, min: 2 })?;
-        check_service_name(service.as_ref())?;
+        check_service_name(service.deref())?;
         Ok(ClientMessage {
             service,
             body: frames.collect(),
@@ -392,7 +393,7 @@ pub fn check_service_name(name: &[u8]) -> Result<(), ProtocolError> {
     }
 }
 
-fn decode_worker_head<F: AsRef<[u8]>>(
+fn decode_worker_head<F: Deref<Target = [u8]>>(
     frames: &mut std::vec::IntoIter<F>,
 ) -> Result<Command, ProtocolError> {
     if frames.len() < 3 {
@@ -405,21 +406,21 @@ fn decode_worker_head<F: AsRef<[u8]>>(
     let header = frames
         .next()
         .ok_or(ProtocolError::TooFewFrames { count: 1, min: 3 })?;
-    check_header(header.as_ref(), WORKER_HEADER, WORKER_HEADER_V2)?;
+    check_header(header.deref(), WORKER_HEADER, WORKER_HEADER_V2)?;
     let command = frames
         .next()
         .ok_or(ProtocolError::TooFewFrames { count: 2, min: 3 })?;
-    match command.as_ref() {
+    match command.deref() {
         [byte] => Command::from_byte(*byte).ok_or(ProtocolError::UnknownCommand(*byte)),
         other => Err(ProtocolError::BadCommandFrame { len: other.len() }),
     }
 }
 
-fn expect_empty<F: AsRef<[u8]>>(frame: Option<F>) -> Result<(), ProtocolError> {
+fn expect_empty<F: Deref<Target = [u8]>>(frame: Option<F>) -> Result<(), ProtocolError> {
     match frame {
-        Some(frame) if frame.as_ref().is_empty() => Ok(()),
+        Some(frame) if frame.deref().is_empty() => Ok(()),
         Some(frame) => Err(ProtocolError::MissingEmptyFrame {
-            found: ShownBytes::new(frame.as_ref()),
+            found: ShownBytes::new(frame.deref()),
         }),
         None => Err(ProtocolError::TooFewFrames { count: 0, min: 1 }),
     }
@@ -439,12 +440,12 @@ fn check_header(found: &[u8], expected: &[u8], v2: &[u8]) -> Result<(), Protocol
     }
 }
 
-fn decode_ready<F: AsRef<[u8]>>(rest: Vec<F>) -> Result<WorkerMessage<F>, ProtocolError> {
+fn decode_ready<F: Deref<Target = [u8]>>(rest: Vec<F>) -> Result<WorkerMessage<F>, ProtocolError> {
     let mut rest = rest.into_iter();
     let service = rest
         .next()
         .ok_or(ProtocolError::TooFewFrames { count: 3, min: 4 })?;
-    check_service_name(service.as_ref())?;
+    check_service_name(service.deref())?;
     let extra = rest.len();
     if extra > 0 {
         return Err(ProtocolError::TrailingFrames {
@@ -456,13 +457,13 @@ fn decode_ready<F: AsRef<[u8]>>(rest: Vec<F>) -> Result<WorkerMessage<F>, Protoc
 }
 
 /// Splits `address…, "", body…` at the first empty frame.
-fn split_envelope<F: AsRef<[u8]>>(
+fn split_envelope<F: Deref<Target = [u8]>>(
     command: Command,
     mut rest: Vec<F>,
 ) -> Result<(Vec<F>, Vec<F>), ProtocolError> {
     let delimiter = rest
         .iter()
-        .position(|frame| frame.as_ref().is_empty())
+        .position(|frame| frame.deref().is_empty())
         .ok_or(ProtocolError::MissingDelimiter { command })?;
     if delimiter == 0 {
         return Err(ProtocolError::MissingAddress { command });

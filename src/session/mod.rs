@@ -215,6 +215,11 @@ impl<F> Session<F> {
         }
     }
 
+    /// Whether actions are queued for the I/O layer.
+    pub fn has_actions(&self) -> bool {
+        !self.actions.is_empty()
+    }
+
     /// The next action to carry out, if any.
     pub fn poll_action(&mut self) -> Option<Action<F>> {
         self.actions.pop_front()

@@ -1,0 +1,170 @@
+//! Stopping a worker from another thread, or on SIGINT/SIGTERM.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+/// Asks one or more workers to stop gracefully. `Clone + Send + Sync`; [`shutdown`]
+/// never blocks, and is safe to call any number of times, from any thread.
+///
+/// A worker idle in poll notices within its
+/// [`polling_interval`](crate::WorkerConfig::polling_interval); one waiting out a reconnect
+/// delay is woken at once; one inside the action finishes the request, sends its REPLY, then
+/// DISCONNECT.
+///
+/// [`shutdown`]: ShutdownHandle::shutdown
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    flag: AtomicBool,
+    // Dropping the sender wakes every receiver at once: that is the whole signal.
+    wake: Mutex<Option<Sender<()>>>,
+    woken: Receiver<()>,
+}
+
+impl ShutdownHandle {
+    /// A handle in the running state.
+    pub fn new() -> ShutdownHandle {
+        let (sender, receiver) = crossbeam_channel::bounded(0);
+        ShutdownHandle {
+            inner: Arc::new(Inner {
+                flag: AtomicBool::new(false),
+                wake: Mutex::new(Some(sender)),
+                woken: receiver,
+            }),
+        }
+    }
+
+    /// Asks every worker holding this handle to stop. Returns at once.
+    pub fn shutdown(&self) {
+        self.inner.flag.store(true, Ordering::SeqCst);
+        let sender = match self.inner.wake.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        drop(sender);
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    pub fn is_shutdown(&self) -> bool {
+        self.inner.flag.load(Ordering::SeqCst)
+    }
+
+    /// Waits up to `timeout` or until shutdown, whichever comes first; true on shutdown.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        if self.is_shutdown() {
+            return true;
+        }
+        match self.inner.woken.recv_timeout(timeout) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => self.is_shutdown(),
+            Err(RecvTimeoutError::Timeout) => self.is_shutdown(),
+        }
+    }
+
+    /// Wires SIGINT and SIGTERM to [`shutdown`](Self::shutdown), with signal-hook, until the
+    /// returned guard is dropped. A second signal while stopping exits the process at once with
+    /// status 1, so an impatient operator is never stuck.
+    ///
+    /// The library installs no signal handler unless this is called.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error from registering the handlers.
+    pub fn shutdown_on_signals(&self) -> std::io::Result<SignalGuard> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        use signal_hook::iterator::Signals;
+
+        let signalled = Arc::new(AtomicBool::new(false));
+        let mut ids = Vec::new();
+        for signal in [SIGINT, SIGTERM] {
+            // Registered before the flag, so it sees the flag as the previous signal left it.
+            ids.push(signal_hook::flag::register_conditional_shutdown(
+                signal,
+                1,
+                Arc::clone(&signalled),
+            )?);
+            ids.push(signal_hook::flag::register(signal, Arc::clone(&signalled))?);
+        }
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let close = signals.handle();
+        let handle = self.clone();
+        let thread = thread::Builder::new()
+            .name("mdp-signals".into())
+            .spawn(move || {
+                for signal in signals.forever() {
+                    tracing::info!(signal, "signal received, shutting down");
+                    handle.shutdown();
+                }
+            })?;
+        Ok(SignalGuard {
+            close,
+            ids,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Default for ShutdownHandle {
+    fn default() -> Self {
+        ShutdownHandle::new()
+    }
+}
+
+/// Keeps SIGINT/SIGTERM wired to a [`ShutdownHandle`]; dropping it unregisters the handlers.
+#[derive(Debug)]
+pub struct SignalGuard {
+    close: signal_hook::iterator::Handle,
+    ids: Vec<signal_hook::SigId>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for SignalGuard {
+    fn drop(&mut self) {
+        self.close.close();
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn shutdown_wakes_a_waiter_in_another_thread_at_once() {
+        let handle = ShutdownHandle::new();
+        let waiter = handle.clone();
+        let t = thread::spawn(move || {
+            let start = Instant::now();
+            let stopped = waiter.wait_timeout(Duration::from_secs(30));
+            (stopped, start.elapsed())
+        });
+        handle.shutdown();
+        let (stopped, waited) = t.join().unwrap();
+        assert!(stopped);
+        assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+    }
+
+    #[test]
+    fn wait_times_out_while_running_and_shutdown_is_idempotent() {
+        let handle = ShutdownHandle::new();
+        assert!(!handle.wait_timeout(Duration::from_millis(1)));
+        assert!(!handle.is_shutdown());
+        handle.shutdown();
+        handle.shutdown();
+        assert!(handle.is_shutdown());
+        assert!(handle.wait_timeout(Duration::from_secs(30)));
+    }
+}
