@@ -1,6 +1,7 @@
 use super::*;
 
 type Frames = Vec<Vec<u8>>;
+type Message = WorkerMessage<Vec<u8>>;
 
 fn frames(parts: &[&[u8]]) -> Frames {
     parts.iter().map(|p| p.to_vec()).collect()
@@ -12,7 +13,7 @@ fn worker(parts: &[&[u8]]) -> Result<WorkerMessage<Vec<u8>>, ProtocolError> {
 
 #[test]
 fn every_valid_worker_command_decodes_to_its_message() {
-    let cases: Vec<(&[&[u8]], WorkerMessage<Vec<u8>>)> = vec![
+    let cases: Vec<(&[&[u8]], Message)> = vec![
         (
             &[b"", b"MDPW01", &[1], b"echo"],
             WorkerMessage::Ready {
