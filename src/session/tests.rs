@@ -1,2 +1,865 @@
 #[allow(unused_imports)]
 use super::*;
+
+// Simulated time only: every test takes `t0` once and feeds `t0 + offset` to the session.
+
+const MS: Duration = Duration::from_millis(1);
+const NS: Duration = Duration::from_nanos(1);
+const HEARTBEAT: Duration = Duration::from_millis(100);
+const LIVENESS: u32 = 3;
+/// `HEARTBEAT × LIVENESS`: how long an idle broker may stay silent.
+const WINDOW: Duration = Duration::from_millis(300);
+const RECONNECT: Duration = Duration::from_millis(50);
+const RECONNECT_MAX: Duration = Duration::from_millis(400);
+
+type Frames = Vec<Vec<u8>>;
+type Act = Action<Vec<u8>>;
+
+fn config(endpoints: usize) -> SessionConfig {
+    SessionConfig {
+        heartbeat: HEARTBEAT,
+        liveness: LIVENESS,
+        reconnect: RECONNECT,
+        reconnect_max: RECONNECT_MAX,
+        endpoints,
+        send_disconnect: true,
+        seed: 0x5eed_1234_abcd_0001,
+    }
+}
+
+fn session(endpoints: usize) -> Session<Vec<u8>> {
+    Session::new(config(endpoints))
+}
+
+/// Everything the session has queued, in order.
+fn drain(s: &mut Session<Vec<u8>>) -> Vec<Act> {
+    std::iter::from_fn(|| s.poll_action()).collect()
+}
+
+/// A session that connected to endpoint 0 at `t0` and is idle, with nothing queued.
+fn started(endpoints: usize, t0: Instant) -> Session<Vec<u8>> {
+    let mut s = session(endpoints);
+    s.handle_timeout(t0);
+    assert_eq!(drain(&mut s), vec![Action::Connect { endpoint: 0 }]);
+    assert_eq!(s.state(), State::Idle);
+    s
+}
+
+/// A session started at `t0` that received a REQUEST from `client-1` with body `work` at `at`
+/// and delivered it to the action.
+fn busy(endpoints: usize, t0: Instant, at: Instant) -> Session<Vec<u8>> {
+    let mut s = started(endpoints, t0);
+    s.handle_message(at, request(&[b"client-1"], &[b"work"]));
+    assert_eq!(drain(&mut s), vec![deliver(&[b"work"])]);
+    assert_eq!(s.state(), State::Busy);
+    s
+}
+
+fn frames(parts: &[&[u8]]) -> Frames {
+    parts.iter().map(|p| p.to_vec()).collect()
+}
+
+fn request(envelope: &[&[u8]], body: &[&[u8]]) -> WorkerMessage<Vec<u8>> {
+    WorkerMessage::Request {
+        envelope: frames(envelope),
+        body: frames(body),
+    }
+}
+
+fn deliver(body: &[&[u8]]) -> Act {
+    Action::Deliver { body: frames(body) }
+}
+
+fn reply(envelope: &[&[u8]], body: &[&[u8]]) -> Act {
+    Action::Send(WorkerMessage::Reply {
+        envelope: frames(envelope),
+        body: frames(body),
+    })
+}
+
+fn close(reason: DisconnectReason, graceful: bool) -> Act {
+    Action::Close { reason, graceful }
+}
+
+const HEARTBEAT_OUT: Act = Action::Send(WorkerMessage::Heartbeat);
+
+/// Drives the session like the I/O layer would with no input: wakes it at each deadline up
+/// to and including `end`. Returns each action with the offset from `t0` it was queued at.
+/// Fails if a deadline does not move forward once handled (the loop would spin).
+fn run_until(s: &mut Session<Vec<u8>>, t0: Instant, end: Instant) -> Vec<(Duration, Act)> {
+    let mut out = Vec::new();
+    while let Some(at) = s.next_deadline().filter(|&at| at <= end) {
+        s.handle_timeout(at);
+        out.extend(drain(s).into_iter().map(|a| (at - t0, a)));
+        if let Some(next) = s.next_deadline() {
+            assert!(
+                next > at,
+                "deadline {:?} still due after handling it",
+                next - t0
+            );
+        }
+    }
+    out
+}
+
+/// The reconnect delay chosen by the last disconnect at `at` (the only timer in Backoff).
+fn backoff_delay(s: &Session<Vec<u8>>, at: Instant) -> Duration {
+    assert_eq!(s.state(), State::Backoff);
+    s.next_deadline().expect("a reconnect deadline in Backoff") - at
+}
+
+/// Lets the broker of a connection made at `connected` stay silent: the session must close
+/// exactly at `connected + WINDOW`. Returns the close time and the reconnect delay chosen.
+fn expire(s: &mut Session<Vec<u8>>, connected: Instant) -> (Instant, Duration) {
+    let at = connected + WINDOW;
+    s.handle_timeout(at);
+    assert_eq!(drain(s), vec![close(DisconnectReason::BrokerSilent, false)]);
+    (at, backoff_delay(s, at))
+}
+
+/// Wakes the session at the end of its backoff; returns the time and endpoint it connected to.
+fn reconnect(s: &mut Session<Vec<u8>>) -> (Instant, usize) {
+    let at = s.next_deadline().expect("a reconnect deadline");
+    s.handle_timeout(at);
+    match drain(s).as_slice() {
+        [Action::Connect { endpoint }] => (at, *endpoint),
+        other => panic!("expected one Connect, got {other:?}"),
+    }
+}
+
+fn assert_within(delay: Duration, step: Duration) {
+    assert!(
+        delay >= step / 2 && delay <= step,
+        "delay {delay:?} outside [{:?}, {step:?}]",
+        step / 2
+    );
+}
+
+// --- Start ---------------------------------------------------------------------------
+
+#[test]
+fn next_deadline_is_none_before_start() {
+    let mut s = session(3);
+    assert_eq!(s.state(), State::Start);
+    assert_eq!(s.next_deadline(), None);
+    assert_eq!(s.poll_action(), None);
+    assert!(!s.is_busy());
+    assert!(!s.is_stopping());
+    assert_eq!(s.stats(), SessionStats::default());
+}
+
+#[test]
+fn first_timeout_connects_to_endpoint_zero_and_nothing_else() {
+    let t0 = Instant::now();
+    let mut s = session(3);
+    s.handle_timeout(t0);
+    assert_eq!(drain(&mut s), vec![Action::Connect { endpoint: 0 }]);
+    assert_eq!(s.state(), State::Idle);
+    assert_eq!(s.endpoint(), 0);
+    assert_eq!(
+        s.stats().reconnects,
+        0,
+        "the first socket is not a reconnect"
+    );
+    assert_eq!(s.stats().heartbeats_sent, 0);
+    // The first HEARTBEAT is due one interval after READY, never before it.
+    assert_eq!(s.next_deadline(), Some(t0 + HEARTBEAT));
+}
+
+#[test]
+fn messages_before_the_first_connect_are_dropped_and_counted() {
+    let t0 = Instant::now();
+    let mut s = session(1);
+    s.handle_message(t0, WorkerMessage::Heartbeat);
+    s.handle_message(t0, request(&[b"c"], &[b"x"]));
+    assert_eq!(drain(&mut s), vec![]);
+    assert_eq!(s.state(), State::Start);
+    assert_eq!(s.stats().unexpected_messages, 2);
+    assert_eq!(s.stats().requests, 0);
+}
+
+// --- Heartbeats ------------------------------------------------------------------------
+
+#[test]
+fn heartbeats_go_out_every_interval_for_an_hour_while_the_broker_answers() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    let beats = 36_000u32; // one hour at 100 ms
+    for k in 1..=beats {
+        let due = t0 + HEARTBEAT * k;
+        assert_eq!(s.next_deadline(), Some(due), "heartbeat {k}");
+        // One nanosecond early: nothing.
+        s.handle_timeout(due - NS);
+        assert_eq!(s.poll_action(), None, "heartbeat {k} sent early");
+        s.handle_timeout(due);
+        assert_eq!(drain(&mut s), vec![HEARTBEAT_OUT], "heartbeat {k}");
+        // The broker answers a little later, as the reference broker does.
+        s.handle_message(due + MS, WorkerMessage::Heartbeat);
+        assert_eq!(s.poll_action(), None);
+    }
+    assert_eq!(s.state(), State::Idle);
+    assert_eq!(
+        s.stats(),
+        SessionStats {
+            heartbeats_sent: u64::from(beats),
+            ..SessionStats::default()
+        }
+    );
+}
+
+#[test]
+fn heartbeats_are_due_time_based_also_on_turns_that_received_data() {
+    // The broker chats every 30 ms; every turn that received data also runs the timers. Our
+    // HEARTBEAT must still go out every 100 ms, not only when a poll times out.
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    let mut sent_at = Vec::new();
+    for k in 1..=40u32 {
+        let now = t0 + 30 * MS * k;
+        s.handle_message(now, WorkerMessage::Heartbeat);
+        s.handle_timeout(now);
+        for a in drain(&mut s) {
+            assert_eq!(a, HEARTBEAT_OUT);
+            sent_at.push((now - t0).as_millis());
+        }
+    }
+    // Due at 100, then 100 after each send: first turn at or after each due time.
+    assert_eq!(
+        sent_at,
+        vec![120, 240, 360, 480, 600, 720, 840, 960, 1080, 1200]
+    );
+}
+
+#[test]
+fn a_late_wakeup_sends_one_heartbeat_not_a_burst() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    s.handle_message(t0 + 240 * MS, WorkerMessage::Heartbeat);
+    // Woken 250 ms late: 3 intervals passed, still one HEARTBEAT, the next one an interval on.
+    s.handle_timeout(t0 + 350 * MS);
+    assert_eq!(drain(&mut s), vec![HEARTBEAT_OUT]);
+    assert_eq!(s.stats().heartbeats_sent, 1);
+    assert_eq!(s.next_deadline(), Some(t0 + 450 * MS));
+}
+
+#[test]
+fn heartbeats_keep_their_schedule_while_a_request_is_in_flight() {
+    let t0 = Instant::now();
+    let mut s = busy(1, t0, t0 + 30 * MS);
+    let actions = run_until(&mut s, t0, t0 + 1000 * MS);
+    let expected: Vec<(Duration, Act)> = (1..=10u32)
+        .map(|k| (HEARTBEAT * k, HEARTBEAT_OUT))
+        .collect();
+    assert_eq!(actions, expected);
+    assert_eq!(s.state(), State::Busy);
+    assert_eq!(s.stats().heartbeats_sent, 10);
+}
+
+// --- Broker liveness ---------------------------------------------------------------------
+
+#[test]
+fn silent_broker_triggers_reconnect_after_liveness_heartbeats() {
+    let t0 = Instant::now();
+    let mut s = started(3, t0);
+    // Just before the deadline: heartbeats only.
+    let before = run_until(&mut s, t0, t0 + WINDOW - NS);
+    assert_eq!(
+        before,
+        vec![(100 * MS, HEARTBEAT_OUT), (200 * MS, HEARTBEAT_OUT)]
+    );
+    assert_eq!(s.state(), State::Idle);
+    assert_eq!(s.next_deadline(), Some(t0 + WINDOW));
+
+    s.handle_timeout(t0 + WINDOW);
+    assert_eq!(
+        drain(&mut s),
+        vec![close(DisconnectReason::BrokerSilent, false)],
+        "no HEARTBEAT on a socket being dropped"
+    );
+    assert_eq!(s.state(), State::Backoff);
+    let delay = backoff_delay(&s, t0 + WINDOW);
+    assert_within(delay, RECONNECT);
+
+    // Nothing until the delay is over, then a new socket to the next endpoint.
+    s.handle_timeout(t0 + WINDOW + delay - NS);
+    assert_eq!(drain(&mut s), vec![]);
+    s.handle_timeout(t0 + WINDOW + delay);
+    assert_eq!(drain(&mut s), vec![Action::Connect { endpoint: 1 }]);
+    assert_eq!(s.state(), State::Idle);
+    assert_eq!(s.endpoint(), 1);
+    assert_eq!(s.stats().reconnects, 1);
+    // The new connection gets its own full window and heartbeat interval.
+    let connected = t0 + WINDOW + delay;
+    assert_eq!(s.next_deadline(), Some(connected + HEARTBEAT));
+    let next = run_until(&mut s, t0, connected + WINDOW - NS);
+    assert_eq!(next.len(), 2);
+    assert!(next.iter().all(|(_, a)| *a == HEARTBEAT_OUT));
+    assert_eq!(s.state(), State::Idle);
+}
+
+#[test]
+fn reconnects_rotate_through_three_endpoints_in_order() {
+    let t0 = Instant::now();
+    let mut s = started(3, t0);
+    let mut connected = t0;
+    let mut endpoints = vec![0];
+    for _ in 0..7 {
+        expire(&mut s, connected);
+        let (at, endpoint) = reconnect(&mut s);
+        assert_eq!(s.endpoint(), endpoint);
+        connected = at;
+        endpoints.push(endpoint);
+    }
+    assert_eq!(endpoints, vec![0, 1, 2, 0, 1, 2, 0, 1]);
+    assert_eq!(s.stats().reconnects, 7);
+}
+
+#[test]
+fn a_single_endpoint_is_used_for_every_reconnect() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    let mut connected = t0;
+    for n in 1..=5u64 {
+        expire(&mut s, connected);
+        let (at, endpoint) = reconnect(&mut s);
+        assert_eq!(endpoint, 0);
+        assert_eq!(s.stats().reconnects, n);
+        connected = at;
+    }
+}
+
+#[test]
+fn every_broker_heartbeat_pushes_the_expiry_back() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    // The broker is heard at 250 ms, then 500 ms, then never again.
+    let mut actions = Vec::new();
+    for heard in [250 * MS, 500 * MS] {
+        actions.extend(run_until(&mut s, t0, t0 + heard));
+        s.handle_message(t0 + heard, WorkerMessage::Heartbeat);
+    }
+    actions.extend(run_until(&mut s, t0, t0 + 500 * MS + WINDOW - NS));
+    let expected: Vec<(Duration, Act)> =
+        (1..=7u32).map(|k| (HEARTBEAT * k, HEARTBEAT_OUT)).collect();
+    assert_eq!(actions, expected, "heartbeats only, at 100..=700 ms");
+    assert_eq!(s.state(), State::Idle);
+    // Exactly heartbeat × liveness after it was last heard.
+    s.handle_timeout(t0 + 500 * MS + WINDOW);
+    assert_eq!(
+        drain(&mut s),
+        vec![close(DisconnectReason::BrokerSilent, false)]
+    );
+}
+
+#[test]
+fn a_request_answered_just_before_the_deadline_keeps_the_broker_alive() {
+    // Heard at 290 ms by way of a REQUEST answered at once: the old deadline (300 ms) is
+    // gone, the new one counts from the reply.
+    let t0 = Instant::now();
+    let mut s = busy(1, t0, t0 + 290 * MS);
+    assert_eq!(
+        s.handle_reply(t0 + 291 * MS, frames(&[b"done"])),
+        ReplyOutcome::Sent
+    );
+    assert_eq!(drain(&mut s), vec![reply(&[b"client-1"], &[b"done"])]);
+    s.handle_timeout(t0 + WINDOW);
+    assert_eq!(drain(&mut s), vec![HEARTBEAT_OUT]);
+    assert_eq!(s.state(), State::Idle);
+    s.handle_timeout(t0 + 291 * MS + WINDOW);
+    assert_eq!(
+        drain(&mut s),
+        vec![close(DisconnectReason::BrokerSilent, false)]
+    );
+}
+
+#[test]
+fn broker_disconnect_closes_at_once_and_reconnects_after_the_delay() {
+    let t0 = Instant::now();
+    let mut s = started(2, t0);
+    let at = t0 + 150 * MS;
+    assert_eq!(run_until(&mut s, t0, at), vec![(100 * MS, HEARTBEAT_OUT)]);
+    s.handle_message(at, WorkerMessage::Disconnect);
+    assert_eq!(
+        drain(&mut s),
+        vec![close(DisconnectReason::BrokerDisconnected, false)]
+    );
+    assert_eq!(s.state(), State::Backoff);
+    let delay = backoff_delay(&s, at);
+    assert_within(delay, RECONNECT);
+    // No heartbeat and no expiry on the dropped socket; only the reconnect.
+    assert_eq!(
+        run_until(&mut s, t0, at + delay),
+        vec![(at + delay - t0, Action::Connect { endpoint: 1 })]
+    );
+    assert_eq!(s.stats().reconnects, 1);
+    assert_eq!(s.stats().unexpected_messages, 0);
+}
+
+#[test]
+fn broker_disconnect_does_not_count_as_hearing_from_it() {
+    // DISCONNECT must not reset the backoff the way a live message does.
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    let (_, first) = expire(&mut s, t0);
+    assert_within(first, RECONNECT);
+    let (connected, _) = reconnect(&mut s);
+    let at = connected + 10 * MS;
+    s.handle_message(at, WorkerMessage::Disconnect);
+    assert_eq!(
+        drain(&mut s),
+        vec![close(DisconnectReason::BrokerDisconnected, false)]
+    );
+    assert_within(backoff_delay(&s, at), 2 * RECONNECT);
+}
+
+// --- Backoff -----------------------------------------------------------------------------
+
+#[test]
+fn backoff_grows_across_failed_attempts_up_to_the_maximum() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    let mut connected = t0;
+    let mut delays = Vec::new();
+    for step_ms in [50u64, 100, 200, 400, 400, 400] {
+        let (_, delay) = expire(&mut s, connected);
+        assert_within(delay, Duration::from_millis(step_ms));
+        delays.push(delay);
+        connected = reconnect(&mut s).0;
+    }
+    // Seeded: the same config gives the same delays.
+    let mut again = started(1, t0);
+    let mut connected = t0;
+    for &delay in &delays {
+        assert_eq!(expire(&mut again, connected).1, delay);
+        connected = reconnect(&mut again).0;
+    }
+}
+
+#[test]
+fn backoff_starts_over_once_the_new_broker_is_heard() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    let mut connected = t0;
+    for step_ms in [50u64, 100, 200] {
+        assert_within(expire(&mut s, connected).1, Duration::from_millis(step_ms));
+        connected = reconnect(&mut s).0;
+    }
+    // The fourth connection works: the broker answers.
+    let heard = connected + 20 * MS;
+    s.handle_message(heard, WorkerMessage::Heartbeat);
+    // It dies later: the delay is back to the first step, not 400 ms.
+    let (_, delay) = expire(&mut s, heard);
+    assert_within(delay, RECONNECT);
+    connected = reconnect(&mut s).0;
+    assert_within(expire(&mut s, connected).1, 2 * RECONNECT);
+}
+
+#[test]
+fn connect_failure_backs_off_and_tries_the_next_endpoint() {
+    let t0 = Instant::now();
+    let mut s = started(3, t0);
+    let mut now = t0;
+    let mut endpoints = Vec::new();
+    for step_ms in [50u64, 100, 200, 400] {
+        s.handle_connect_failed(now);
+        assert_eq!(
+            drain(&mut s),
+            vec![close(DisconnectReason::ConnectFailed, false)]
+        );
+        assert_within(backoff_delay(&s, now), Duration::from_millis(step_ms));
+        let (at, endpoint) = reconnect(&mut s);
+        endpoints.push(endpoint);
+        now = at;
+    }
+    assert_eq!(endpoints, vec![1, 2, 0, 1]);
+    assert_eq!(s.stats().reconnects, 4);
+    // A failure report with no socket open changes nothing.
+    s.handle_connect_failed(now);
+    drain(&mut s);
+    let backoff_until = s.next_deadline();
+    s.handle_connect_failed(now + MS);
+    assert_eq!(drain(&mut s), vec![]);
+    assert_eq!(s.next_deadline(), backoff_until);
+}
+
+// --- Requests and replies ----------------------------------------------------------------
+
+#[test]
+fn request_body_is_delivered_and_the_reply_keeps_the_envelope_unchanged() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    // Two binary routing frames (not UTF-8), a body with an empty frame in it.
+    let envelope: &[&[u8]] = &[&[0x00, 0xff, 0x80, 0x7f], &[0xc3, 0x28]];
+    let body: &[&[u8]] = &[b"first", b"", &[0xfe, 0x00]];
+    s.handle_message(t0 + 10 * MS, request(envelope, body));
+    assert_eq!(drain(&mut s), vec![deliver(body)]);
+    assert!(s.is_busy());
+    assert_eq!(s.state(), State::Busy);
+
+    let answer: &[&[u8]] = &[b"", &[0x01, 0x02]];
+    assert_eq!(
+        s.handle_reply(t0 + 20 * MS, frames(answer)),
+        ReplyOutcome::Sent
+    );
+    assert_eq!(drain(&mut s), vec![reply(envelope, answer)]);
+    assert!(!s.is_busy());
+    assert_eq!(s.state(), State::Idle);
+    assert_eq!(s.stats().requests, 1);
+    assert_eq!(s.stats().replies, 1);
+}
+
+#[test]
+fn a_second_reply_to_one_request_is_refused_and_sends_nothing() {
+    let t0 = Instant::now();
+    let mut s = busy(1, t0, t0 + 10 * MS);
+    assert_eq!(
+        s.handle_reply(t0 + 20 * MS, frames(&[b"one"])),
+        ReplyOutcome::Sent
+    );
+    assert_eq!(drain(&mut s), vec![reply(&[b"client-1"], &[b"one"])]);
+    assert_eq!(
+        s.handle_reply(t0 + 30 * MS, frames(&[b"two"])),
+        ReplyOutcome::NoRequest
+    );
+    assert_eq!(drain(&mut s), vec![]);
+    assert_eq!(s.stats().replies, 1);
+    assert_eq!(s.state(), State::Idle);
+}
+
+#[test]
+fn a_reply_with_no_request_at_all_is_refused() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    assert_eq!(s.handle_reply(t0, frames(&[b"x"])), ReplyOutcome::NoRequest);
+    assert_eq!(drain(&mut s), vec![]);
+    assert_eq!(s.stats().replies, 0);
+}
+
+#[test]
+fn a_request_while_busy_is_dropped_and_counted() {
+    let t0 = Instant::now();
+    let mut s = busy(1, t0, t0 + 10 * MS);
+    s.handle_message(t0 + 20 * MS, request(&[b"client-2"], &[b"more"]));
+    assert_eq!(drain(&mut s), vec![], "no second Deliver");
+    assert_eq!(s.stats().unexpected_messages, 1);
+    assert_eq!(s.stats().requests, 1);
+    // The reply goes to the first client, and only one REPLY leaves.
+    assert_eq!(
+        s.handle_reply(t0 + 30 * MS, frames(&[b"ok"])),
+        ReplyOutcome::Sent
+    );
+    assert_eq!(drain(&mut s), vec![reply(&[b"client-1"], &[b"ok"])]);
+    assert_eq!(
+        s.handle_reply(t0 + 40 * MS, frames(&[b"ok"])),
+        ReplyOutcome::NoRequest
+    );
+    assert_eq!(drain(&mut s), vec![]);
+}
+
+#[test]
+fn ready_and_reply_from_the_broker_are_dropped_and_counted() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    s.handle_message(
+        t0 + 10 * MS,
+        WorkerMessage::Ready {
+            service: b"echo".to_vec(),
+        },
+    );
+    s.handle_message(
+        t0 + 20 * MS,
+        WorkerMessage::Reply {
+            envelope: frames(&[b"c"]),
+            body: frames(&[b"b"]),
+        },
+    );
+    assert_eq!(drain(&mut s), vec![]);
+    assert_eq!(s.stats().unexpected_messages, 2);
+    assert_eq!(s.stats().requests, 0);
+    assert_eq!(s.state(), State::Idle);
+    assert!(!s.is_busy());
+}
+
+#[test]
+fn a_request_in_flight_for_ten_windows_never_counts_as_broker_silence() {
+    let t0 = Instant::now();
+    let mut s = busy(1, t0, t0 + 10 * MS);
+    // A broker that heartbeats busy workers (the reference one does not) must not re-arm a
+    // deadline that then runs out while the action is still working.
+    s.handle_message(t0 + 20 * MS, WorkerMessage::Heartbeat);
+    assert_eq!(drain(&mut s), vec![]);
+    let end = t0 + 10 * WINDOW;
+    let actions = run_until(&mut s, t0, end);
+    let expected: Vec<(Duration, Act)> = (1..=30u32)
+        .map(|k| (HEARTBEAT * k, HEARTBEAT_OUT))
+        .collect();
+    assert_eq!(actions, expected, "heartbeats only, no Close");
+    assert_eq!(s.state(), State::Busy);
+    assert!(s.is_busy());
+    assert_eq!(s.stats().reconnects, 0);
+    assert_eq!(s.stats().unexpected_messages, 0);
+}
+
+#[test]
+fn after_a_long_request_the_broker_gets_a_fresh_deadline_from_the_reply() {
+    let t0 = Instant::now();
+    let mut s = busy(1, t0, t0 + 10 * MS);
+    let replied = t0 + 10 * WINDOW + 50 * MS;
+    run_until(&mut s, t0, replied);
+    assert_eq!(
+        s.handle_reply(replied, frames(&[b"late"])),
+        ReplyOutcome::Sent
+    );
+    assert_eq!(drain(&mut s), vec![reply(&[b"client-1"], &[b"late"])]);
+    // Silence just under heartbeat × liveness after the reply: heartbeats only.
+    let actions = run_until(&mut s, t0, replied + WINDOW - NS);
+    assert_eq!(
+        actions,
+        vec![
+            (3100 * MS, HEARTBEAT_OUT),
+            (3200 * MS, HEARTBEAT_OUT),
+            (3300 * MS, HEARTBEAT_OUT),
+        ]
+    );
+    assert_eq!(s.state(), State::Idle);
+    // At the deadline: reconnect.
+    assert_eq!(s.next_deadline(), Some(replied + WINDOW));
+    s.handle_timeout(replied + WINDOW);
+    assert_eq!(
+        drain(&mut s),
+        vec![close(DisconnectReason::BrokerSilent, false)]
+    );
+    assert_eq!(s.state(), State::Backoff);
+}
+
+// --- Broker lost while busy --------------------------------------------------------------
+
+#[test]
+fn reply_after_a_broker_disconnect_is_reported_lost_and_not_sent() {
+    let t0 = Instant::now();
+    let mut s = busy(2, t0, t0 + 10 * MS);
+    let gone = t0 + 20 * MS;
+    s.handle_message(gone, WorkerMessage::Disconnect);
+    assert_eq!(
+        drain(&mut s),
+        vec![close(DisconnectReason::BrokerDisconnected, false)]
+    );
+    assert_eq!(s.state(), State::Backoff);
+    assert!(s.is_busy());
+    let reconnect_at = s.next_deadline().unwrap();
+    assert_within(reconnect_at - gone, RECONNECT);
+
+    // The reply comes back before the delay is over: nothing is sent, the timer connects.
+    let replied = gone + MS;
+    assert!(replied < reconnect_at);
+    assert_eq!(
+        s.handle_reply(replied, frames(&[b"r"])),
+        ReplyOutcome::ConnectionLost
+    );
+    assert_eq!(drain(&mut s), vec![]);
+    assert!(!s.is_busy());
+    assert_eq!(s.state(), State::Backoff);
+    assert_eq!(s.next_deadline(), Some(reconnect_at));
+    assert_eq!(s.stats().replies, 0);
+    s.handle_timeout(reconnect_at);
+    assert_eq!(drain(&mut s), vec![Action::Connect { endpoint: 1 }]);
+}
+
+#[test]
+fn reconnect_waits_for_the_request_in_flight_then_connects_on_reply() {
+    let t0 = Instant::now();
+    let mut s = busy(2, t0, t0 + 10 * MS);
+    let gone = t0 + 20 * MS;
+    s.handle_message(gone, WorkerMessage::Disconnect);
+    assert_eq!(
+        drain(&mut s),
+        vec![close(DisconnectReason::BrokerDisconnected, false)]
+    );
+    // The delay runs out while the action still works: no new socket yet.
+    let reconnect_at = s.next_deadline().unwrap();
+    s.handle_timeout(reconnect_at);
+    assert_eq!(
+        drain(&mut s),
+        vec![],
+        "no Connect while a request is in flight"
+    );
+    assert_eq!(s.state(), State::Backoff);
+    assert_eq!(s.next_deadline(), None, "only the reply can move it on");
+    // Ten seconds of waking brings nothing.
+    for k in 1..=100u32 {
+        s.handle_timeout(reconnect_at + HEARTBEAT * k);
+    }
+    assert_eq!(drain(&mut s), vec![]);
+
+    let replied = t0 + Duration::from_secs(10);
+    assert_eq!(
+        s.handle_reply(replied, frames(&[b"r"])),
+        ReplyOutcome::ConnectionLost
+    );
+    assert_eq!(drain(&mut s), vec![Action::Connect { endpoint: 1 }]);
+    assert_eq!(s.state(), State::Idle);
+    assert_eq!(s.stats().reconnects, 1);
+    assert_eq!(s.stats().replies, 0);
+    assert_eq!(s.next_deadline(), Some(replied + HEARTBEAT));
+}
+
+// --- Shutdown ----------------------------------------------------------------------------
+
+#[test]
+fn shutdown_while_idle_sends_disconnect_then_closes_then_stops() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    s.handle_shutdown(t0 + 10 * MS);
+    assert_eq!(
+        drain(&mut s),
+        vec![
+            Action::Send(WorkerMessage::Disconnect),
+            close(DisconnectReason::Shutdown, true),
+            Action::Stopped,
+        ]
+    );
+    assert_eq!(s.state(), State::Stopped);
+    assert!(s.is_stopping());
+    assert_eq!(s.next_deadline(), None);
+}
+
+#[test]
+fn shutdown_without_send_disconnect_only_closes_and_stops() {
+    let t0 = Instant::now();
+    let mut s = Session::new(SessionConfig {
+        send_disconnect: false,
+        ..config(1)
+    });
+    s.handle_timeout(t0);
+    assert_eq!(drain(&mut s), vec![Action::Connect { endpoint: 0 }]);
+    s.handle_shutdown(t0 + 10 * MS);
+    assert_eq!(
+        drain(&mut s),
+        vec![close(DisconnectReason::Shutdown, true), Action::Stopped]
+    );
+}
+
+#[test]
+fn shutdown_while_busy_waits_for_the_reply_then_replies_disconnects_and_closes() {
+    let t0 = Instant::now();
+    let mut s = busy(1, t0, t0 + 10 * MS);
+    s.handle_shutdown(t0 + 20 * MS);
+    assert_eq!(drain(&mut s), vec![], "nothing before the reply");
+    assert_eq!(s.state(), State::Busy);
+    assert!(s.is_stopping());
+    // The connection stays alive meanwhile: heartbeats go on, no Close.
+    assert_eq!(
+        run_until(&mut s, t0, t0 + 250 * MS),
+        vec![(100 * MS, HEARTBEAT_OUT), (200 * MS, HEARTBEAT_OUT)]
+    );
+    // A request sent before the broker knew is dropped, not delivered.
+    s.handle_message(t0 + 260 * MS, request(&[b"client-2"], &[b"late"]));
+    assert_eq!(drain(&mut s), vec![]);
+
+    assert_eq!(
+        s.handle_reply(t0 + 270 * MS, frames(&[b"last"])),
+        ReplyOutcome::Sent
+    );
+    assert_eq!(
+        drain(&mut s),
+        vec![
+            reply(&[b"client-1"], &[b"last"]),
+            Action::Send(WorkerMessage::Disconnect),
+            close(DisconnectReason::Shutdown, true),
+            Action::Stopped,
+        ]
+    );
+    assert_eq!(s.state(), State::Stopped);
+    assert_eq!(s.next_deadline(), None);
+}
+
+#[test]
+fn shutdown_before_start_just_stops() {
+    let t0 = Instant::now();
+    let mut s = session(1);
+    s.handle_shutdown(t0);
+    assert_eq!(drain(&mut s), vec![Action::Stopped]);
+    assert_eq!(s.state(), State::Stopped);
+    s.handle_timeout(t0 + MS);
+    assert_eq!(drain(&mut s), vec![], "a stopped session never connects");
+}
+
+#[test]
+fn shutdown_during_backoff_just_stops() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    expire(&mut s, t0);
+    s.handle_shutdown(t0 + WINDOW + MS);
+    assert_eq!(
+        drain(&mut s),
+        vec![Action::Stopped],
+        "no socket to send on or close"
+    );
+    assert_eq!(s.state(), State::Stopped);
+    assert_eq!(s.next_deadline(), None);
+    s.handle_timeout(t0 + Duration::from_secs(5));
+    assert_eq!(drain(&mut s), vec![], "the pending reconnect is cancelled");
+}
+
+#[test]
+fn shutdown_after_the_broker_left_mid_request_stops_after_the_reply_without_sending() {
+    let t0 = Instant::now();
+    let mut s = busy(1, t0, t0 + 10 * MS);
+    s.handle_message(t0 + 20 * MS, WorkerMessage::Disconnect);
+    drain(&mut s);
+    s.handle_shutdown(t0 + 30 * MS);
+    assert_eq!(drain(&mut s), vec![]);
+    assert_eq!(
+        s.handle_reply(t0 + 40 * MS, frames(&[b"r"])),
+        ReplyOutcome::ConnectionLost
+    );
+    assert_eq!(drain(&mut s), vec![Action::Stopped]);
+    assert_eq!(s.state(), State::Stopped);
+}
+
+#[test]
+fn a_second_shutdown_queues_nothing_more() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    s.handle_shutdown(t0);
+    assert_eq!(drain(&mut s).len(), 3);
+    s.handle_shutdown(t0 + MS);
+    assert_eq!(drain(&mut s), vec![]);
+
+    let mut b = busy(1, t0, t0);
+    b.handle_shutdown(t0 + MS);
+    b.handle_shutdown(t0 + 2 * MS);
+    assert_eq!(drain(&mut b), vec![]);
+    assert_eq!(
+        b.handle_reply(t0 + 3 * MS, frames(&[b"r"])),
+        ReplyOutcome::Sent
+    );
+    assert_eq!(
+        drain(&mut b).len(),
+        4,
+        "one REPLY, one DISCONNECT, one Close, one Stopped"
+    );
+}
+
+#[test]
+fn a_stopped_session_ignores_every_input_and_has_no_deadline() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    s.handle_shutdown(t0 + MS);
+    drain(&mut s);
+    let later = t0 + Duration::from_secs(3600);
+    s.handle_timeout(later);
+    s.handle_message(later, WorkerMessage::Heartbeat);
+    s.handle_message(later, request(&[b"c"], &[b"x"]));
+    s.handle_message(later, WorkerMessage::Disconnect);
+    s.handle_connect_failed(later);
+    assert_eq!(
+        s.handle_reply(later, frames(&[b"r"])),
+        ReplyOutcome::NoRequest
+    );
+    assert_eq!(drain(&mut s), vec![]);
+    assert_eq!(s.next_deadline(), None);
+    assert_eq!(s.state(), State::Stopped);
+    assert_eq!(s.stats().requests, 0);
+    assert_eq!(s.stats().reconnects, 0);
+}
