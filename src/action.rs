@@ -39,6 +39,12 @@ where
     }
 }
 
+impl WorkerAction for Box<dyn WorkerAction + Send> {
+    fn call(&mut self, request: Vec<Message>) -> Vec<Message> {
+        (**self).call(request)
+    }
+}
+
 /// Adapts a closure over plain byte vectors into a [`WorkerAction`].
 ///
 /// Convenient, at the cost of one copy of each request frame into a `Vec<u8>`; reply vectors

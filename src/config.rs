@@ -4,7 +4,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::events::{EventSink, Events};
 use crate::protocol::MAX_SERVICE_NAME_LEN;
+use crate::shutdown::{DrainHandle, ShutdownHandle};
 
 /// Heartbeat of the reference broker (zguide `mdbroker`): a slower worker heartbeat makes it flap.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(2500);
@@ -25,6 +27,10 @@ pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Largest message accepted from the broker. Large bodies (tens of MiB) pass; a runaway or
 /// hostile peer cannot make the worker allocate without bound.
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 256 * 1024 * 1024;
+/// Reply body sent when the action panics: one frame naming the failure.
+pub const DEFAULT_PANIC_REPLY: &[u8] = b"error: worker action panicked";
+/// Reply body sent when a request's deadline passes: one frame naming the failure.
+pub const DEFAULT_TIMEOUT_REPLY: &[u8] = b"error: worker request timed out";
 
 /// A configuration value that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,6 +109,12 @@ pub struct WorkerConfig {
     pub(crate) send_disconnect: bool,
     pub(crate) max_message_size: u64,
     pub(crate) context: Option<zmq::Context>,
+    pub(crate) request_timeout: Option<Duration>,
+    pub(crate) timeout_reply: Vec<Vec<u8>>,
+    pub(crate) panic_reply: Vec<Vec<u8>>,
+    pub(crate) shutdown: Option<ShutdownHandle>,
+    pub(crate) drain: Option<DrainHandle>,
+    pub(crate) events: Option<EventSink>,
 }
 
 impl WorkerConfig {
@@ -123,6 +135,12 @@ impl WorkerConfig {
             send_disconnect: true,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             context: None,
+            request_timeout: None,
+            timeout_reply: vec![DEFAULT_TIMEOUT_REPLY.to_vec()],
+            panic_reply: vec![DEFAULT_PANIC_REPLY.to_vec()],
+            shutdown: None,
+            drain: None,
+            events: None,
         }
     }
 
@@ -198,6 +216,52 @@ impl WorkerConfig {
         self
     }
 
+    /// Longest a request may run before the worker answers it with
+    /// [`timeout_reply`](Self::timeout_reply); the action's late result is then dropped, so
+    /// the request still gets exactly one REPLY. Needs the action on its own thread
+    /// ([`Worker::threaded`](crate::Worker::threaded)): an inline action cannot be interrupted.
+    /// Defaults to none.
+    pub fn request_timeout(mut self, request_timeout: Duration) -> Self {
+        self.request_timeout = Some(request_timeout);
+        self
+    }
+
+    /// The reply body frames sent for a request whose deadline passed.
+    /// Defaults to one frame, `error: worker request timed out`.
+    pub fn timeout_reply(mut self, frames: Vec<Vec<u8>>) -> Self {
+        self.timeout_reply = frames;
+        self
+    }
+
+    /// The reply body frames sent for a request whose action panicked (the panic is caught,
+    /// logged and counted, and the worker goes on serving).
+    /// Defaults to one frame, `error: worker action panicked`.
+    pub fn panic_reply(mut self, frames: Vec<Vec<u8>>) -> Self {
+        self.panic_reply = frames;
+        self
+    }
+
+    /// A shutdown handle to obey, so one handle can stop many workers.
+    /// Defaults to a handle of the worker's own.
+    pub fn shutdown_handle(mut self, handle: ShutdownHandle) -> Self {
+        self.shutdown = Some(handle);
+        self
+    }
+
+    /// A drain handle to obey: while it is drained the worker finishes its request, sends
+    /// DISCONNECT and waits; on resume it registers again. Defaults to a handle of its own.
+    pub fn drain_handle(mut self, handle: DrainHandle) -> Self {
+        self.drain = Some(handle);
+        self
+    }
+
+    /// Sends [`Event`](crate::Event)s about the worker's life to `events`, without ever
+    /// blocking. Defaults to no events.
+    pub fn events(mut self, events: &Events) -> Self {
+        self.events = Some(events.sink());
+        self
+    }
+
     /// The broker address list as given.
     pub fn broker_address(&self) -> &str {
         &self.broker_address
@@ -241,6 +305,9 @@ impl WorkerConfig {
                 "must be at least reconnect",
             ));
         }
+        if let Some(timeout) = self.request_timeout {
+            non_zero("request_timeout", timeout)?;
+        }
         if self.max_message_size == 0 || self.max_message_size > i64::MAX as u64 {
             return Err(invalid(
                 "max_message_size",
@@ -272,6 +339,8 @@ impl fmt::Debug for WorkerConfig {
             .field("send_disconnect", &self.send_disconnect)
             .field("max_message_size", &self.max_message_size)
             .field("shared_context", &self.context.is_some())
+            .field("request_timeout", &self.request_timeout)
+            .field("events", &self.events.is_some())
             .finish()
     }
 }

@@ -40,6 +40,8 @@
 mod action;
 pub mod config;
 mod error;
+pub mod events;
+pub mod pool;
 pub mod protocol;
 pub mod session;
 mod shutdown;
@@ -48,8 +50,9 @@ mod worker;
 pub use action::{BytesAction, WorkerAction};
 pub use config::{ConfigError, WorkerConfig};
 pub use error::Error;
+pub use events::{Event, Events, RequestOutcome, WorkerId};
 pub use protocol::ProtocolError;
-pub use shutdown::{ShutdownHandle, SignalGuard};
+pub use shutdown::{DrainHandle, ShutdownHandle, SignalGuard};
 pub use worker::{Received, Worker, WorkerStats};
 /// The `zmq` crate this library is built on, for sharing a [`zmq::Context`].
 pub use zmq;

@@ -19,6 +19,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 #[derive(Clone, Debug)]
 pub struct ShutdownHandle {
     inner: Arc<Inner>,
+    /// Handles whose shutdown also stops this one (see [`ShutdownHandle::child`]).
+    parents: Vec<Arc<Inner>>,
 }
 
 #[derive(Debug)]
@@ -39,7 +41,17 @@ impl ShutdownHandle {
                 wake: Mutex::new(Some(sender)),
                 woken: receiver,
             }),
+            parents: Vec::new(),
         }
+    }
+
+    /// A new handle that is shut down by its own [`shutdown`](Self::shutdown) or by this
+    /// one's: a pool stops every worker, and can still stop one worker alone.
+    pub fn child(&self) -> ShutdownHandle {
+        let mut child = ShutdownHandle::new();
+        child.parents.push(Arc::clone(&self.inner));
+        child.parents.extend(self.parents.iter().cloned());
+        child
     }
 
     /// Asks every worker holding this handle to stop. Returns at once.
@@ -55,6 +67,7 @@ impl ShutdownHandle {
     /// Whether [`shutdown`](Self::shutdown) was called.
     pub fn is_shutdown(&self) -> bool {
         self.inner.flag.load(Ordering::SeqCst)
+            || self.parents.iter().any(|p| p.flag.load(Ordering::SeqCst))
     }
 
     /// Waits up to `timeout` or until shutdown, whichever comes first; true on shutdown.
@@ -62,10 +75,18 @@ impl ShutdownHandle {
         if self.is_shutdown() {
             return true;
         }
-        match self.inner.woken.recv_timeout(timeout) {
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => self.is_shutdown(),
-            Err(RecvTimeoutError::Timeout) => self.is_shutdown(),
+        if self.parents.is_empty() {
+            let _: Result<(), RecvTimeoutError> = self.inner.woken.recv_timeout(timeout);
+            return self.is_shutdown();
         }
+        let mut select = crossbeam_channel::Select::new();
+        select.recv(&self.inner.woken);
+        for parent in &self.parents {
+            select.recv(&parent.woken);
+        }
+        // Any ready receiver was disconnected by a shutdown; which one does not matter.
+        let _ = select.ready_timeout(timeout);
+        self.is_shutdown()
     }
 
     /// Wires SIGINT and SIGTERM to [`shutdown`](Self::shutdown), with signal-hook, until the
@@ -117,6 +138,38 @@ impl Default for ShutdownHandle {
     }
 }
 
+/// Drains and resumes one or more workers. `Clone + Send + Sync`; never blocks.
+///
+/// [`drain`](Self::drain): each worker finishes the request in hand, sends its REPLY and
+/// DISCONNECT, closes its socket and waits. [`resume`](Self::resume): each registers again on a
+/// new socket. A drained worker still obeys its [`ShutdownHandle`].
+#[derive(Clone, Debug, Default)]
+pub struct DrainHandle {
+    drained: Arc<AtomicBool>,
+}
+
+impl DrainHandle {
+    /// A handle in the serving state.
+    pub fn new() -> DrainHandle {
+        DrainHandle::default()
+    }
+
+    /// Asks every worker holding this handle to drain.
+    pub fn drain(&self) {
+        self.drained.store(true, Ordering::SeqCst);
+    }
+
+    /// Asks every drained worker holding this handle to register again.
+    pub fn resume(&self) {
+        self.drained.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether workers are asked to be drained.
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::SeqCst)
+    }
+}
+
 /// Keeps SIGINT/SIGTERM wired to a [`ShutdownHandle`]; dropping it unregisters the handlers.
 #[derive(Debug)]
 pub struct SignalGuard {
@@ -155,6 +208,21 @@ mod tests {
         let (stopped, waited) = t.join().unwrap();
         assert!(stopped);
         assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+    }
+
+    #[test]
+    fn a_parent_shutdown_stops_and_wakes_its_children_but_not_the_reverse() {
+        let parent = ShutdownHandle::new();
+        let child = parent.child();
+        let grandchild = child.child();
+        grandchild.shutdown();
+        assert!(grandchild.is_shutdown());
+        assert!(!child.is_shutdown() && !parent.is_shutdown());
+        let waiter = child.clone();
+        let t = thread::spawn(move || waiter.wait_timeout(Duration::from_secs(30)));
+        parent.shutdown();
+        assert!(t.join().unwrap());
+        assert!(child.is_shutdown());
     }
 
     #[test]

@@ -343,3 +343,29 @@ fn dropping_a_connected_worker_sends_disconnect() {
         "expected DISCONNECT, got {frames:?}"
     );
 }
+
+#[test]
+fn receive_timeout_gives_up_when_idle_and_a_zero_timeout_serves_what_is_waiting() {
+    let broker = TestBroker::tcp();
+    let mut worker = Worker::new(config(&broker.endpoint, "echo"), echo).unwrap();
+    worker.connect().unwrap();
+    let id = broker.expect_ready("echo");
+    let start = Instant::now();
+    assert_eq!(
+        worker.receive_timeout(Duration::from_millis(50)).unwrap(),
+        None
+    );
+    assert!(start.elapsed() >= Duration::from_millis(50));
+    broker.request(&id, &[b"c"], &[b"waiting"]);
+    thread::sleep(Duration::from_millis(50)); // let it arrive in the worker's socket
+    assert_eq!(
+        worker.receive_timeout(Duration::ZERO).unwrap(),
+        Some(Received::Handled)
+    );
+    assert_eq!(broker.expect_reply(&id).1, frames(&[b"waiting"]));
+    assert!(
+        worker.broker_heard(),
+        "a request proves the broker knows the worker"
+    );
+    assert_eq!(worker.stats().requests, 1);
+}

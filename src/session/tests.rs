@@ -24,6 +24,8 @@ fn config(endpoints: usize) -> SessionConfig {
         endpoints,
         send_disconnect: true,
         seed: 0x5eed_1234_abcd_0001,
+        request_timeout: None,
+        timeout_reply: vec![b"timed out".to_vec()],
     }
 }
 
@@ -862,4 +864,254 @@ fn a_stopped_session_ignores_every_input_and_has_no_deadline() {
     assert_eq!(s.state(), State::Stopped);
     assert_eq!(s.stats().requests, 0);
     assert_eq!(s.stats().reconnects, 0);
+}
+
+// --- Request deadlines (action on its own thread) ----------------------------------------
+
+const TIMEOUT: Duration = Duration::from_millis(1000);
+
+fn with_deadline() -> SessionConfig {
+    SessionConfig {
+        request_timeout: Some(TIMEOUT),
+        ..config(1)
+    }
+}
+
+/// A session with a request deadline, started at `t0`, busy with `work` from `client-1` at t0.
+fn busy_with_deadline(t0: Instant) -> Session<Vec<u8>> {
+    let mut s = Session::new(with_deadline());
+    s.handle_timeout(t0);
+    assert_eq!(drain(&mut s), vec![Action::Connect { endpoint: 0 }]);
+    s.handle_message(t0, request(&[b"client-1"], &[b"work"]));
+    assert_eq!(drain(&mut s), vec![deliver(&[b"work"])]);
+    s
+}
+
+/// Whether `needle` stands in `actions` as one contiguous run (heartbeats may come around it).
+fn contains_run(actions: &[Act], needle: &[Act]) -> bool {
+    actions.windows(needle.len()).any(|w| w == needle)
+}
+
+fn timeout_reply(envelope: &[&[u8]]) -> Vec<Act> {
+    vec![reply(envelope, &[b"timed out"]), Action::RequestTimedOut]
+}
+
+#[test]
+fn a_passed_deadline_sends_the_timeout_reply_and_drops_the_late_result() {
+    let t0 = Instant::now();
+    let mut s = busy_with_deadline(t0);
+    s.handle_timeout(t0 + TIMEOUT - NS);
+    assert!(!drain(&mut s).contains(&Action::RequestTimedOut));
+    s.handle_timeout(t0 + TIMEOUT);
+    let actions = drain(&mut s);
+    assert!(
+        contains_run(&actions, &timeout_reply(&[b"client-1"])),
+        "{actions:?}"
+    );
+    assert_eq!(s.state(), State::Idle);
+    assert!(s.is_busy(), "the action still holds the request");
+    assert_eq!(
+        s.handle_reply(t0 + 2 * TIMEOUT, frames(&[b"late"])),
+        ReplyOutcome::Late
+    );
+    assert_eq!(drain(&mut s), vec![]);
+    assert!(!s.is_busy());
+    let stats = s.stats();
+    assert_eq!(
+        (stats.timeouts, stats.late_replies, stats.replies),
+        (1, 1, 1)
+    );
+}
+
+#[test]
+fn a_reply_before_the_deadline_disarms_it() {
+    let t0 = Instant::now();
+    let mut s = busy_with_deadline(t0);
+    assert_eq!(
+        s.handle_reply(t0 + 10 * MS, frames(&[b"done"])),
+        ReplyOutcome::Sent
+    );
+    s.handle_message(t0 + 10 * MS, WorkerMessage::Heartbeat);
+    drain(&mut s);
+    // Keep the broker alive past the old deadline: nothing but heartbeats may happen.
+    for step in 1..=20u32 {
+        let at = t0 + HEARTBEAT * step;
+        s.handle_message(at, WorkerMessage::Heartbeat);
+        s.handle_timeout(at);
+        for action in drain(&mut s) {
+            assert_eq!(action, HEARTBEAT_OUT, "at step {step}");
+        }
+    }
+    assert_eq!(s.stats().timeouts, 0);
+}
+
+#[test]
+fn a_request_arriving_while_the_action_finishes_a_timed_out_one_is_held_then_delivered() {
+    let t0 = Instant::now();
+    let mut s = busy_with_deadline(t0);
+    s.handle_timeout(t0 + TIMEOUT);
+    drain(&mut s);
+    let second = t0 + TIMEOUT + 10 * MS;
+    s.handle_message(second, request(&[b"client-2"], &[b"next"]));
+    assert_eq!(drain(&mut s), vec![], "the action is still busy");
+    assert_eq!(s.state(), State::Busy);
+    assert_eq!(
+        s.handle_reply(second + 10 * MS, frames(&[b"late"])),
+        ReplyOutcome::Late
+    );
+    assert_eq!(drain(&mut s), vec![deliver(&[b"next"])]);
+    assert_eq!(
+        s.handle_reply(second + 20 * MS, frames(&[b"answer"])),
+        ReplyOutcome::Sent
+    );
+    assert_eq!(drain(&mut s), vec![reply(&[b"client-2"], &[b"answer"])]);
+    assert_eq!(s.stats().requests, 2);
+}
+
+#[test]
+fn a_held_request_whose_deadline_passes_gets_the_timeout_reply_and_never_runs() {
+    let t0 = Instant::now();
+    let mut s = busy_with_deadline(t0);
+    s.handle_timeout(t0 + TIMEOUT);
+    drain(&mut s);
+    let second = t0 + TIMEOUT + 10 * MS;
+    s.handle_message(second, request(&[b"client-2"], &[b"next"]));
+    s.handle_timeout(second + TIMEOUT);
+    let actions = drain(&mut s);
+    assert!(
+        contains_run(&actions, &timeout_reply(&[b"client-2"])),
+        "{actions:?}"
+    );
+    assert_eq!(
+        s.handle_reply(second + TIMEOUT + MS, frames(&[b"late"])),
+        ReplyOutcome::Late
+    );
+    assert_eq!(
+        drain(&mut s),
+        vec![],
+        "the held request must not reach the action"
+    );
+    assert_eq!(s.stats().timeouts, 2);
+    assert_eq!(s.stats().requests, 1);
+}
+
+#[test]
+fn shutdown_does_not_wait_for_the_late_result_of_a_timed_out_request() {
+    let t0 = Instant::now();
+    let mut s = busy_with_deadline(t0);
+    s.handle_timeout(t0 + TIMEOUT);
+    drain(&mut s);
+    s.handle_shutdown(t0 + TIMEOUT + MS);
+    assert_eq!(
+        drain(&mut s),
+        vec![
+            Action::Send(WorkerMessage::Disconnect),
+            close(DisconnectReason::Shutdown, true),
+            Action::Stopped
+        ]
+    );
+}
+
+#[test]
+fn shutdown_answers_a_held_request_with_the_timeout_reply_before_leaving() {
+    let t0 = Instant::now();
+    let mut s = busy_with_deadline(t0);
+    s.handle_timeout(t0 + TIMEOUT);
+    drain(&mut s);
+    s.handle_message(t0 + TIMEOUT, request(&[b"client-2"], &[b"next"]));
+    s.handle_shutdown(t0 + TIMEOUT + MS);
+    let mut expected = timeout_reply(&[b"client-2"]);
+    expected.extend([
+        Action::Send(WorkerMessage::Disconnect),
+        close(DisconnectReason::Shutdown, true),
+        Action::Stopped,
+    ]);
+    assert_eq!(drain(&mut s), expected);
+}
+
+#[test]
+fn shutdown_while_busy_before_the_deadline_leaves_once_the_deadline_answers() {
+    let t0 = Instant::now();
+    let mut s = busy_with_deadline(t0);
+    s.handle_shutdown(t0 + MS);
+    assert_eq!(drain(&mut s), vec![]);
+    s.handle_timeout(t0 + TIMEOUT);
+    let actions = drain(&mut s);
+    let mut expected = timeout_reply(&[b"client-1"]);
+    expected.extend([
+        Action::Send(WorkerMessage::Disconnect),
+        close(DisconnectReason::Shutdown, true),
+        Action::Stopped,
+    ]);
+    assert!(contains_run(&actions, &expected), "{actions:?}");
+}
+
+// --- Drain and resume --------------------------------------------------------------------
+
+#[test]
+fn drain_while_idle_disconnects_and_pauses_until_resume_reconnects_to_the_same_broker() {
+    let t0 = Instant::now();
+    let mut s = started(3, t0);
+    s.handle_drain(t0 + MS);
+    assert_eq!(
+        drain(&mut s),
+        vec![
+            Action::Send(WorkerMessage::Disconnect),
+            close(DisconnectReason::Drained, true),
+            Action::Drained
+        ]
+    );
+    assert_eq!(s.state(), State::Paused);
+    assert_eq!(s.next_deadline(), None, "a paused session has no timer");
+    s.handle_timeout(t0 + WINDOW * 10);
+    assert_eq!(drain(&mut s), vec![]);
+    s.handle_resume(t0 + WINDOW * 10);
+    assert_eq!(drain(&mut s), vec![Action::Connect { endpoint: 0 }]);
+    assert_eq!(s.state(), State::Idle);
+}
+
+#[test]
+fn drain_while_busy_replies_first_then_disconnects() {
+    let t0 = Instant::now();
+    let mut s = busy(1, t0, t0 + MS);
+    s.handle_drain(t0 + 2 * MS);
+    assert_eq!(drain(&mut s), vec![]);
+    assert_eq!(
+        s.handle_reply(t0 + 3 * MS, frames(&[b"r"])),
+        ReplyOutcome::Sent
+    );
+    assert_eq!(
+        drain(&mut s),
+        vec![
+            reply(&[b"client-1"], &[b"r"]),
+            Action::Send(WorkerMessage::Disconnect),
+            close(DisconnectReason::Drained, true),
+            Action::Drained
+        ]
+    );
+}
+
+#[test]
+fn resume_before_the_drain_finished_cancels_it() {
+    let t0 = Instant::now();
+    let mut s = busy(1, t0, t0 + MS);
+    s.handle_drain(t0 + 2 * MS);
+    s.handle_resume(t0 + 3 * MS);
+    assert_eq!(
+        s.handle_reply(t0 + 4 * MS, frames(&[b"r"])),
+        ReplyOutcome::Sent
+    );
+    assert_eq!(drain(&mut s), vec![reply(&[b"client-1"], &[b"r"])]);
+    assert_eq!(s.state(), State::Idle);
+}
+
+#[test]
+fn shutdown_while_drained_just_stops() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    s.handle_drain(t0 + MS);
+    drain(&mut s);
+    s.handle_shutdown(t0 + 2 * MS);
+    assert_eq!(drain(&mut s), vec![Action::Stopped]);
+    assert_eq!(s.state(), State::Stopped);
 }

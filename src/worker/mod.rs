@@ -1,19 +1,29 @@
 //! The worker: one DEALER socket, a poll loop, and calls into the user's action.
 
+mod action_thread;
+mod stats;
 mod wire;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info, info_span, trace, warn, Span};
+use tracing::{debug, error, info, info_span, trace, warn, Span};
 use zmq::Message;
 
 use crate::action::WorkerAction;
 use crate::config::WorkerConfig;
 use crate::error::Error;
+use crate::events::{Event, EventSink, RequestOutcome, WorkerId};
 use crate::protocol::WorkerMessage;
-use crate::session::{Action, DisconnectReason, Session, SessionConfig, State};
-use crate::shutdown::ShutdownHandle;
+use crate::session::{
+    Action, DisconnectReason, ReplyOutcome, Session, SessionConfig, SessionStats, State,
+};
+use crate::shutdown::{DrainHandle, ShutdownHandle};
+use action_thread::{call_guarded, ActionResult, ActionThread};
+use stats::IoCounters;
+pub(crate) use stats::StatsCell;
+pub use stats::WorkerStats;
 use wire::SocketOptions;
 
 /// Most messages read in one poll pass before timers get their turn again.
@@ -23,36 +33,27 @@ const MAX_READS_PER_PASS: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub enum Received {
-    /// One request was handled and its reply sent.
+    /// One request was answered: its reply (the action's, the panic reply or the timeout
+    /// reply) was sent.
     Handled,
     /// The worker has shut down; every further call returns this at once.
     ShutDown,
 }
 
-/// Counters of a worker's life, cheap to read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct WorkerStats {
-    /// Requests handed to the action.
-    pub requests: u64,
-    /// Replies sent.
-    pub replies: u64,
-    /// Sockets opened after the first one.
-    pub reconnects: u64,
-    /// HEARTBEATs sent.
-    pub heartbeats_sent: u64,
-    /// Messages from the broker dropped because their frames were malformed.
-    pub malformed_dropped: u64,
-    /// Valid messages dropped because they made no sense in the worker's state.
-    pub unexpected_dropped: u64,
-    /// Messages that could not be sent within the send timeout.
-    pub send_failures: u64,
+/// Where the action runs.
+enum Runner<A> {
+    /// In the worker's thread, inside `receive()`.
+    Inline(A),
+    /// On a thread of its own; the worker keeps heartbeating meanwhile.
+    Thread(ActionThread),
 }
 
 /// A Majordomo worker: registers `service` with a broker and answers its requests.
 ///
-/// Build it with [`Worker::new`], then call [`receive`](Self::receive) in a loop (or
-/// [`run`](Self::run)); stop it from anywhere with a [`ShutdownHandle`] from
+/// Build it with [`Worker::new`] (the action runs inside [`receive`](Self::receive)) or
+/// [`Worker::threaded`] (the action runs on a thread of its own while the worker keeps
+/// heartbeating: for long requests and per-request deadlines). Then call `receive` in a loop,
+/// or [`run`](Self::run); stop it from anywhere with a [`ShutdownHandle`] from
 /// [`shutdown_handle`](Self::shutdown_handle). The first `receive` connects.
 ///
 /// ```no_run
@@ -65,41 +66,66 @@ pub struct WorkerStats {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Worker<A> {
-    action: A,
+    runner: Runner<A>,
     session: Session<Message>,
+    id: WorkerId,
     endpoints: Vec<String>,
-    service: String,
     options: SocketOptions,
     polling_interval: Duration,
+    send_disconnect: bool,
+    panic_reply: Vec<Vec<u8>>,
     context: zmq::Context,
     socket: Option<zmq::Socket>,
     shutdown: ShutdownHandle,
-    send_disconnect: bool,
+    drain: DrainHandle,
+    events: Option<EventSink>,
+    stats: Arc<StatsCell>,
+    io: IoCounters,
+    request_started: Option<(Instant, usize)>,
     span: Span,
-    malformed_dropped: u64,
-    send_failures: u64,
 }
 
 impl<A: WorkerAction> Worker<A> {
-    /// A worker with a shutdown handle of its own.
+    /// A worker that runs `action` inline, inside [`receive`](Self::receive).
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] naming the first invalid field and its value.
+    /// [`Error::Config`] naming the first invalid field and its value, including a
+    /// `request_timeout` (which needs [`Worker::threaded`]).
     pub fn new(config: WorkerConfig, action: A) -> Result<Worker<A>, Error> {
-        Worker::with_shutdown(config, action, ShutdownHandle::new())
+        if let Some(timeout) = config.request_timeout {
+            return Err(crate::ConfigError::InvalidValue {
+                field: "request_timeout",
+                value: format!("{} ms", timeout.as_millis()),
+                reason: "needs the action on its own thread: use Worker::threaded",
+            }
+            .into());
+        }
+        Worker::build(config, Runner::Inline(action))
     }
+}
 
-    /// A worker that stops when `shutdown` is triggered, so one handle can stop many.
+impl<A: WorkerAction + Send + 'static> Worker<A> {
+    /// A worker that runs `action` on a thread of its own: while a request runs, the worker
+    /// keeps heartbeating, watches its broker and enforces the `request_timeout`.
+    ///
+    /// Costs one hand-off over an inproc socket per request (see BENCHMARKS.md); use it for
+    /// requests that can outlast `heartbeat × liveness` or that need a deadline.
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] naming the first invalid field and its value.
-    pub fn with_shutdown(
-        config: WorkerConfig,
-        action: A,
-        shutdown: ShutdownHandle,
-    ) -> Result<Worker<A>, Error> {
+    /// [`Error::Config`] naming the first invalid field and its value, or [`Error::Zmq`] if
+    /// the thread's socket cannot be made.
+    pub fn threaded(config: WorkerConfig, action: A) -> Result<Worker<A>, Error> {
+        config.validate()?;
+        let context = config.context.clone().unwrap_or_default();
+        let thread = ActionThread::spawn(&context, action)?;
+        Worker::build(config.context(context), Runner::Thread(thread))
+    }
+}
+
+impl<A: WorkerAction> Worker<A> {
+    fn build(config: WorkerConfig, runner: Runner<A>) -> Result<Worker<A>, Error> {
         config.validate()?;
         let endpoints = config.endpoints()?;
         let session = Session::new(SessionConfig {
@@ -110,32 +136,40 @@ impl<A: WorkerAction> Worker<A> {
             endpoints: endpoints.len(),
             send_disconnect: config.send_disconnect,
             seed: seed(),
+            request_timeout: config.request_timeout,
+            timeout_reply: config.timeout_reply.clone(),
         });
+        let id = WorkerId::next(&config.service_name);
         let span = info_span!(
             "mdp_worker",
             service = %config.service_name,
+            worker = id.number,
             broker = tracing::field::Empty
         );
         Ok(Worker {
-            action,
+            runner,
             session,
+            id,
+            endpoints,
             options: SocketOptions::from_config(&config),
             polling_interval: config.polling_interval,
-            context: config.context.clone().unwrap_or_default(),
-            service: config.service_name,
-            endpoints,
-            socket: None,
-            shutdown,
             send_disconnect: config.send_disconnect,
+            panic_reply: config.panic_reply.clone(),
+            context: config.context.clone().unwrap_or_default(),
+            socket: None,
+            shutdown: config.shutdown.clone().unwrap_or_default(),
+            drain: config.drain.clone().unwrap_or_default(),
+            events: config.events.clone(),
+            stats: Arc::new(StatsCell::default()),
+            io: IoCounters::default(),
+            request_started: None,
             span,
-            malformed_dropped: 0,
-            send_failures: 0,
         })
     }
 
     /// Waits for one request, answers it, and returns [`Received::Handled`]; or returns
     /// [`Received::ShutDown`] once the worker has stopped. Heartbeats, broker liveness,
-    /// reconnects and malformed input are handled inside, between requests.
+    /// reconnects, drains and malformed input are handled inside, between requests.
     ///
     /// After a shutdown every call returns `ShutDown` at once, without touching a socket.
     ///
@@ -143,19 +177,48 @@ impl<A: WorkerAction> Worker<A> {
     ///
     /// [`Error::Zmq`] when ZeroMQ fails in a way the worker cannot recover from by itself.
     pub fn receive(&mut self) -> Result<Received, Error> {
-        let span = self.span.clone();
-        let _entered = span.enter();
         loop {
-            if self.session.state() == State::Stopped {
-                return Ok(Received::ShutDown);
-            }
-            let now = Instant::now();
-            self.check_shutdown(now);
-            self.session.handle_timeout(now);
-            if let Some(received) = self.run_actions()? {
+            if let Some(received) = self.receive_until(None)? {
                 return Ok(received);
             }
-            self.wait_for_input()?;
+        }
+    }
+
+    /// Like [`receive`](Self::receive), but gives up after `timeout`: `Ok(None)` when no
+    /// request was answered (and the worker did not stop) meanwhile. Heartbeats and
+    /// reconnects go on as in `receive`; `Duration::ZERO` only handles what is already due.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Zmq`] when ZeroMQ fails in a way the worker cannot recover from by itself.
+    pub fn receive_timeout(&mut self, timeout: Duration) -> Result<Option<Received>, Error> {
+        self.receive_until(Some(Instant::now() + timeout))
+    }
+
+    fn receive_until(&mut self, deadline: Option<Instant>) -> Result<Option<Received>, Error> {
+        let span = self.span.clone();
+        let _entered = span.enter();
+        let mut polled = false;
+        loop {
+            let now = Instant::now();
+            if self.session.state() != State::Stopped {
+                self.check_controls(now);
+                self.session.handle_timeout(now);
+            }
+            // Carries out everything queued, including what the last input queued: a stop
+            // decided while a threaded action finished still sends its REPLY and DISCONNECT.
+            let received = self.run_actions();
+            self.publish_stats();
+            if let Some(received) = received? {
+                return Ok(Some(received));
+            }
+            // Even a zero timeout reads what is already waiting, once.
+            let remaining = deadline.map(|d| d.saturating_duration_since(now));
+            if polled && remaining.is_some_and(|r| r.is_zero()) {
+                return Ok(None);
+            }
+            self.wait_for_input(remaining)?;
+            polled = true;
         }
     }
 
@@ -169,14 +232,47 @@ impl<A: WorkerAction> Worker<A> {
         Ok(())
     }
 
+    /// Connects and sends READY now instead of in the first [`receive`](Self::receive), so the
+    /// broker knows the worker before its loop starts. Does nothing once connected.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Zmq`] if the socket cannot be made.
+    pub fn connect(&mut self) -> Result<(), Error> {
+        let span = self.span.clone();
+        let _entered = span.enter();
+        if self.session.state() == State::Start {
+            self.session.handle_timeout(Instant::now());
+            self.run_actions()?;
+            self.publish_stats();
+        }
+        Ok(())
+    }
+
     /// A handle that stops this worker from any thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
     }
 
+    /// A handle that drains and resumes this worker from any thread.
+    pub fn drain_handle(&self) -> DrainHandle {
+        self.drain.clone()
+    }
+
     /// Asks the worker to stop: same as `shutdown_handle().shutdown()`. Never blocks.
     pub fn shutdown(&self) {
         self.shutdown.shutdown();
+    }
+
+    /// Whether the broker has sent anything on the current connection: proof that it knows
+    /// this worker (a READY alone may still be in flight).
+    pub fn broker_heard(&self) -> bool {
+        self.session.broker_heard()
+    }
+
+    /// This worker's identity in events.
+    pub fn id(&self) -> &WorkerId {
+        &self.id
     }
 
     /// Where the worker's protocol session stands.
@@ -191,21 +287,41 @@ impl<A: WorkerAction> Worker<A> {
 
     /// The counters so far.
     pub fn stats(&self) -> WorkerStats {
-        let s = self.session.stats();
-        WorkerStats {
-            requests: s.requests,
-            replies: s.replies,
-            reconnects: s.reconnects,
-            heartbeats_sent: s.heartbeats_sent,
-            malformed_dropped: self.malformed_dropped,
-            unexpected_dropped: s.unexpected_messages,
-            send_failures: self.send_failures,
+        self.stats.snapshot()
+    }
+
+    pub(crate) fn stats_cell(&self) -> Arc<StatsCell> {
+        Arc::clone(&self.stats)
+    }
+
+    fn publish_stats(&self) {
+        let session: SessionStats = self.session.stats();
+        self.stats
+            .publish(&session, &self.io, self.session.is_busy());
+    }
+
+    fn emit(&self, event: impl FnOnce(WorkerId) -> Event) {
+        if let Some(sink) = &self.events {
+            sink.emit(event(self.id.clone()));
         }
     }
 
-    fn check_shutdown(&mut self, now: Instant) {
-        if self.shutdown.is_shutdown() && !self.session.is_stopping() {
-            self.session.handle_shutdown(now);
+    /// Feeds shutdown and drain requests from the handles to the session.
+    fn check_controls(&mut self, now: Instant) {
+        if self.shutdown.is_shutdown() {
+            if !self.session.is_stopping() {
+                self.session.handle_shutdown(now);
+            }
+            return;
+        }
+        let drained = self.drain.is_drained();
+        if drained && !self.session.is_draining() {
+            self.session.handle_drain(now);
+        } else if !drained && self.session.is_draining() {
+            self.session.handle_resume(now);
+            if self.session.state() != State::Paused {
+                self.emit(|worker| Event::Resumed { worker });
+            }
         }
     }
 
@@ -214,14 +330,24 @@ impl<A: WorkerAction> Worker<A> {
         let mut handled = false;
         while let Some(action) = self.session.poll_action() {
             match action {
-                Action::Connect { endpoint } => self.connect(endpoint)?,
-                Action::Send(message) => self.send(message)?,
-                Action::Deliver { body } => {
-                    self.deliver(body);
-                    handled = true;
+                Action::Connect { endpoint } => self.connect_to(endpoint)?,
+                Action::Send(message) => {
+                    if matches!(message, WorkerMessage::Reply { .. }) {
+                        handled = true;
+                    }
+                    self.send(message)?;
                 }
+                Action::Deliver { body } => self.deliver(body)?,
+                Action::RequestTimedOut => self.finish_request(RequestOutcome::TimedOut),
                 Action::Close { reason, graceful } => self.close(reason, graceful),
-                Action::Stopped => info!("worker stopped"),
+                Action::Drained => {
+                    info!("drained");
+                    self.emit(|worker| Event::Drained { worker });
+                }
+                Action::Stopped => {
+                    info!("worker stopped");
+                    self.emit(|worker| Event::Stopped { worker });
+                }
             }
         }
         Ok(match (handled, self.session.state()) {
@@ -231,7 +357,7 @@ impl<A: WorkerAction> Worker<A> {
         })
     }
 
-    fn connect(&mut self, endpoint: usize) -> Result<(), Error> {
+    fn connect_to(&mut self, endpoint: usize) -> Result<(), Error> {
         self.socket = None;
         let address = &self.endpoints[endpoint];
         self.span.record("broker", address.as_str());
@@ -239,10 +365,10 @@ impl<A: WorkerAction> Worker<A> {
             Ok(socket) => {
                 info!(broker = %address, "connected, sending READY");
                 self.socket = Some(socket);
-                let ready = WorkerMessage::Ready {
-                    service: Message::from(self.service.as_str()),
-                };
-                self.send(ready)
+                let broker = address.clone();
+                self.emit(|worker| Event::Connected { worker, broker });
+                let service = Message::from(&*self.id.service);
+                self.send(WorkerMessage::Ready { service })
             }
             Err((operation, source)) => {
                 warn!(broker = %address, operation, error = %source, "cannot connect");
@@ -267,7 +393,7 @@ impl<A: WorkerAction> Worker<A> {
         match wire::send_frames(socket, message.encode()) {
             Ok(()) => Ok(()),
             Err(zmq::Error::EAGAIN) => {
-                self.send_failures += 1;
+                self.io.send_failures += 1;
                 warn!(%command, "send timed out on a full pipe, message dropped");
                 Ok(())
             }
@@ -278,16 +404,71 @@ impl<A: WorkerAction> Worker<A> {
         }
     }
 
-    fn deliver(&mut self, body: Vec<Message>) {
-        let size: usize = body.iter().map(|f| f.len()).sum();
-        debug!(frames = body.len(), size, "request");
-        let started = Instant::now();
-        let reply = self.action.call(body);
-        debug!(frames = reply.len(), elapsed = ?started.elapsed(), "reply");
+    fn deliver(&mut self, body: Vec<Message>) -> Result<(), Error> {
+        let bytes: usize = body.iter().map(|f| f.len()).sum();
+        let frames = body.len();
+        debug!(frames, bytes, "request");
+        self.emit(|worker| Event::RequestStarted {
+            worker,
+            frames,
+            bytes,
+        });
+        self.request_started = Some((Instant::now(), bytes));
+        match &mut self.runner {
+            Runner::Thread(thread) => thread
+                .send_request(body)
+                .map_err(Error::zmq("send to action thread")),
+            Runner::Inline(action) => {
+                let result = call_guarded(action, body);
+                self.handle_result(result);
+                Ok(())
+            }
+        }
+    }
+
+    /// Takes what the action produced and hands the reply to the session.
+    fn handle_result(&mut self, result: ActionResult) {
+        let (reply, panicked) = match result {
+            ActionResult::Reply(reply) => (reply, false),
+            ActionResult::Panicked(message) => (self.panicked(message), true),
+        };
         let now = Instant::now();
         // A shutdown asked for during the action goes out right after this REPLY.
-        self.check_shutdown(now);
-        self.session.handle_reply(now, reply);
+        self.check_controls(now);
+        match self.session.handle_reply(now, reply) {
+            ReplyOutcome::Sent if panicked => self.finish_request(RequestOutcome::Panicked),
+            ReplyOutcome::Sent => self.finish_request(RequestOutcome::Replied),
+            ReplyOutcome::ConnectionLost => self.finish_request(RequestOutcome::ConnectionLost),
+            ReplyOutcome::Late => self.emit(|worker| Event::LateReplyDropped { worker }),
+            ReplyOutcome::NoRequest => {}
+        }
+    }
+
+    fn panicked(&mut self, message: String) -> Vec<Message> {
+        self.io.panics += 1;
+        let request_bytes = self.request_started.map_or(0, |(_, bytes)| bytes);
+        error!(panic = %message, request_bytes, "action panicked, sending the panic reply");
+        self.emit(|worker| Event::ActionPanicked {
+            worker,
+            message,
+            request_bytes,
+        });
+        self.panic_reply
+            .iter()
+            .map(|frame| Message::from(frame.as_slice()))
+            .collect()
+    }
+
+    fn finish_request(&mut self, outcome: RequestOutcome) {
+        if let Some((started, _)) = self.request_started.take() {
+            let duration = started.elapsed();
+            debug!(?outcome, ?duration, "request finished");
+            self.emit(|worker| Event::RequestFinished {
+                worker,
+                duration,
+                outcome,
+            });
+        }
     }
 
     fn close(&mut self, reason: DisconnectReason, graceful: bool) {
@@ -297,12 +478,21 @@ impl<A: WorkerAction> Worker<A> {
                 let _ = socket.set_linger(0);
             }
             info!(?reason, "disconnected");
+            self.emit(|worker| Event::Disconnected { worker, reason });
+        }
+        if let Some((attempt, at)) = self.session.backoff() {
+            let delay = at.saturating_duration_since(Instant::now());
+            self.emit(|worker| Event::Reconnecting {
+                worker,
+                attempt,
+                delay,
+            });
         }
     }
 
-    /// Waits for broker input or the next deadline, whichever is first, and feeds what came in
-    /// to the session.
-    fn wait_for_input(&mut self) -> Result<(), Error> {
+    /// Waits for broker input, an action result or the next deadline, whichever is first,
+    /// and feeds what came in to the session.
+    fn wait_for_input(&mut self, cap: Option<Duration>) -> Result<(), Error> {
         let now = Instant::now();
         let until_deadline = self
             .session
@@ -310,24 +500,47 @@ impl<A: WorkerAction> Worker<A> {
             .map_or(self.polling_interval, |at| {
                 at.saturating_duration_since(now)
             });
-        let Some(socket) = &self.socket else {
-            // Backing off with no socket: the shutdown handle wakes this wait at once.
-            self.shutdown.wait_timeout(until_deadline);
-            return Ok(());
+        let timeout = until_deadline
+            .min(self.polling_interval)
+            .min(cap.unwrap_or(Duration::MAX));
+        let action = match &self.runner {
+            Runner::Thread(thread) if self.session.is_busy() => Some(thread.socket()),
+            _ => None,
         };
-        let timeout = until_deadline.min(self.polling_interval);
-        let ready = socket
-            .poll(zmq::POLLIN, wire::millis_i64(timeout))
-            .map_err(Error::zmq("poll"))?;
-        if ready > 0 {
+        let (broker_ready, action_ready) = match (&self.socket, action) {
+            (None, None) => {
+                // No socket (backing off, drained): the shutdown handle wakes this at once.
+                self.shutdown.wait_timeout(timeout);
+                return Ok(());
+            }
+            (socket, action) => poll(socket.as_ref(), action, timeout)?,
+        };
+        if action_ready {
+            self.read_action_result()?;
+        }
+        if broker_ready {
             self.read_messages()?;
         }
         Ok(())
     }
 
-    /// Reads what is waiting, stopping as soon as a request is in hand (the action runs before
-    /// anything else is read: the rest waits in the socket).
+    fn read_action_result(&mut self) -> Result<(), Error> {
+        let Runner::Thread(thread) = &self.runner else {
+            return Ok(());
+        };
+        if let Some(result) = thread
+            .try_recv_result()
+            .map_err(Error::zmq("recv from action thread"))?
+        {
+            self.handle_result(result);
+        }
+        Ok(())
+    }
+
+    /// Reads what is waiting. An inline worker stops as soon as a request is in hand (the
+    /// action runs before anything else is read: the rest waits in the socket).
     fn read_messages(&mut self) -> Result<(), Error> {
+        let inline = matches!(self.runner, Runner::Inline(_));
         for _ in 0..MAX_READS_PER_PASS {
             let Some(socket) = &self.socket else {
                 return Ok(());
@@ -339,16 +552,35 @@ impl<A: WorkerAction> Worker<A> {
             match WorkerMessage::decode(frames) {
                 Ok(message) => self.session.handle_message(Instant::now(), message),
                 Err(error) => {
-                    self.malformed_dropped += 1;
+                    self.io.malformed_dropped += 1;
                     warn!(%error, "malformed message from broker, dropped");
                 }
             }
-            if self.session.is_busy() || self.session.has_actions() {
+            if self.session.has_actions() || (inline && self.session.is_busy()) {
                 return Ok(());
             }
         }
         Ok(())
     }
+}
+
+/// Polls the broker socket and the action thread's socket (either may be absent).
+fn poll(
+    broker: Option<&zmq::Socket>,
+    action: Option<&zmq::Socket>,
+    timeout: Duration,
+) -> Result<(bool, bool), Error> {
+    let mut items = Vec::with_capacity(2);
+    if let Some(socket) = broker {
+        items.push(socket.as_poll_item(zmq::POLLIN));
+    }
+    if let Some(socket) = action {
+        items.push(socket.as_poll_item(zmq::POLLIN));
+    }
+    zmq::poll(&mut items, wire::millis_i64(timeout)).map_err(Error::zmq("poll"))?;
+    let broker_ready = broker.is_some() && items[0].is_readable();
+    let action_ready = action.is_some() && items[items.len() - 1].is_readable();
+    Ok((broker_ready, action_ready))
 }
 
 impl<A> Drop for Worker<A> {
@@ -370,16 +602,17 @@ impl<A> Drop for Worker<A> {
 impl<A> fmt::Debug for Worker<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Worker")
-            .field("service", &self.service)
+            .field("id", &self.id)
             .field("endpoints", &self.endpoints)
             .field("state", &self.session.state())
             .field("connected", &self.socket.is_some())
+            .field("threaded", &matches!(self.runner, Runner::Thread(_)))
             .finish_non_exhaustive()
     }
 }
 
-/// A seed for reconnect jitter that differs between workers and processes.
-fn seed() -> u64 {
+/// A seed for jitter that differs between workers and processes.
+pub(crate) fn seed() -> u64 {
     use std::collections::hash_map::RandomState;
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = RandomState::new().build_hasher();

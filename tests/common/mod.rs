@@ -122,7 +122,7 @@ impl TestBroker {
     /// Waits for the REPLY (skipping heartbeats) and returns (envelope, body).
     pub fn expect_reply(&self, identity: &[u8]) -> (Frames, Frames) {
         let (from, frames) = self.recv_skipping_heartbeats();
-        assert_eq!(from, identity, "reply from another socket");
+        assert_eq!(from, identity, "reply from another socket: {frames:?}");
         assert!(is_command(&frames, REPLY), "expected REPLY, got {frames:?}");
         let rest = &frames[3..];
         let delimiter = rest
@@ -141,6 +141,7 @@ pub fn is_command(frames: &Frames, command: u8) -> bool {
 /// Fast settings for tests: 20 ms heartbeats; liveness long enough that a test broker which
 /// never heartbeats is not dropped during a test, unless a test lowers it.
 pub fn config(endpoint: &str, service: &str) -> WorkerConfig {
+    init_logging();
     WorkerConfig::new(endpoint, service)
         .heartbeat(Duration::from_millis(20))
         .liveness(500)
@@ -148,6 +149,14 @@ pub fn config(endpoint: &str, service: &str) -> WorkerConfig {
         .reconnect_max(Duration::from_millis(40))
         .polling_interval(Duration::from_millis(10))
         .linger(Duration::from_millis(200))
+}
+
+/// Logs to the test's output when `RUST_LOG` is set (`RUST_LOG=debug cargo test ...`).
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
 }
 
 /// A worker running `receive()` in a loop on its own thread.
@@ -158,7 +167,19 @@ pub struct RunningWorker {
 
 impl RunningWorker {
     pub fn spawn<A: WorkerAction + Send + 'static>(config: WorkerConfig, action: A) -> Self {
-        let mut worker = Worker::new(config, action).expect("valid config");
+        RunningWorker::start(Worker::new(config, action).expect("valid config"))
+    }
+
+    /// Runs a worker with its action on a thread of its own.
+    pub fn spawn_threaded<A: WorkerAction + Send + 'static>(
+        config: WorkerConfig,
+        action: A,
+    ) -> Self {
+        RunningWorker::start(Worker::threaded(config, action).expect("valid config"))
+    }
+
+    /// Runs `worker`'s receive loop on a thread.
+    pub fn start<A: WorkerAction + Send + 'static>(mut worker: Worker<A>) -> Self {
         let shutdown = worker.shutdown_handle();
         let (tx, done) = crossbeam_channel::bounded(1);
         thread::spawn(move || {
