@@ -39,6 +39,7 @@
 
 mod action;
 pub mod broker;
+pub mod client;
 pub mod config;
 mod error;
 pub mod protocol;
