@@ -334,7 +334,7 @@ fn text(bytes: &[u8]) -> Cow<'_, str> {
 
 /// A duration as ZeroMQ's `i32` milliseconds, rounded up (validated configs always fit).
 fn millis(duration: Duration) -> i32 {
-    let rounded_up = (duration.as_micros() + 999) / 1000;
+    let rounded_up = duration.as_micros().div_ceil(1000);
     i32::try_from(rounded_up).unwrap_or(i32::MAX)
 }
 

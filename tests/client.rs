@@ -104,11 +104,14 @@ fn a_reply_naming_another_service_is_a_wrong_service_error() {
     }
 }
 
+/// A reply the client must refuse, and a check of the error it gives.
+type BadReply = (&'static [&'static [u8]], fn(&ProtocolError) -> bool);
+
 #[test]
 fn a_reply_with_a_wrong_header_is_a_protocol_error() {
     let (router, endpoint) = raw_broker();
     let config = ClientConfig::new(endpoint).retries(0);
-    let cases: [(&[&[u8]], fn(&ProtocolError) -> bool); 3] = [
+    let cases: [BadReply; 3] = [
         (&[b"", b"MDPC02", b"echo", b"x"], |e| {
             matches!(e, ProtocolError::UnsupportedVersion { .. })
         }),

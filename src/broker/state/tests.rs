@@ -237,11 +237,14 @@ fn ready_for_a_reserved_mmi_service_is_refused() {
     assert_eq!(s.state.stats().workers, 0);
 }
 
+/// Service, body, expected code.
+type MmiCase = (&'static [u8], &'static [&'static [u8]], &'static [u8]);
+
 #[test]
 fn mmi_service_answers_200_404_and_501() {
     let mut s = Scenario::new();
     s.ready(0, b"W", b"echo");
-    let cases: [(&[u8], &[&[u8]], &[u8]); 5] = [
+    let cases: [MmiCase; 5] = [
         (b"mmi.service", &[b"echo"], b"200"),
         (b"mmi.service", &[b"nobody"], b"404"),
         (b"mmi.service", &[], b"404"),
