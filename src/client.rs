@@ -22,6 +22,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Deref;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, trace, warn};
@@ -194,6 +195,9 @@ impl Client {
     /// Sends `body` to `service` and returns the reply body frames. Waits up to the timeout
     /// for the reply, then retries on a new socket, `retries` times.
     ///
+    /// Body frames are anything that dereferences to bytes or text: `&str`, `String`,
+    /// `&[u8]`, `Vec<u8>`, [`zmq::Message`].
+    ///
     /// A retried request may be carried out twice by workers: see the [module docs](self).
     ///
     /// # Errors
@@ -201,11 +205,11 @@ impl Client {
     /// [`ClientError::Timeout`] when no attempt got a reply; [`ClientError::Protocol`] or
     /// [`ClientError::WrongService`] for a reply that does not answer this request;
     /// [`ClientError::InvalidService`] for a name that cannot be sent; [`ClientError::Zmq`].
-    pub fn request<B: AsRef<[u8]>>(
-        &mut self,
-        service: &str,
-        body: &[B],
-    ) -> Result<Vec<Vec<u8>>, ClientError> {
+    pub fn request<B>(&mut self, service: &str, body: &[B]) -> Result<Vec<Vec<u8>>, ClientError>
+    where
+        B: Deref,
+        B::Target: AsRef<[u8]>,
+    {
         check_service_name(service.as_bytes()).map_err(|source| ClientError::InvalidService {
             service: service.to_string(),
             source,
@@ -243,16 +247,23 @@ impl Client {
     }
 
     /// One attempt: `None` when no reply came in time.
-    fn try_request<B: AsRef<[u8]>>(
+    fn try_request<B>(
         &mut self,
         service: &str,
         body: &[B],
-    ) -> Result<Option<Vec<Vec<u8>>>, ClientError> {
+    ) -> Result<Option<Vec<Vec<u8>>>, ClientError>
+    where
+        B: Deref,
+        B::Target: AsRef<[u8]>,
+    {
         let timeout = self.config.timeout;
         let socket = self.socket()?;
         let message = ClientMessage {
             service: service.as_bytes().to_vec(),
-            body: body.iter().map(|frame| frame.as_ref().to_vec()).collect(),
+            body: body
+                .iter()
+                .map(|frame| frame.deref().as_ref().to_vec())
+                .collect(),
         };
         match socket.send_multipart(message.encode(), 0) {
             Err(zmq::Error::EAGAIN) => return Ok(None),

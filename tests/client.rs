@@ -180,6 +180,10 @@ fn invalid_service_names_are_refused_before_anything_is_sent() {
             client.request(service, &["x"]),
             Err(ClientError::InvalidService { .. })
         ));
+        assert!(matches!(
+            client.request(service, &[zmq::Message::from("x")]),
+            Err(ClientError::InvalidService { .. })
+        ));
     }
 }
 

@@ -30,6 +30,7 @@
 mod config;
 mod handle;
 mod state;
+mod stats;
 
 use std::fmt;
 use std::thread;
@@ -41,8 +42,8 @@ use crate::config::ConfigError;
 pub use config::{BrokerConfig, DEFAULT_LINGER, DEFAULT_MAX_QUEUE};
 use handle::SharedStats;
 pub use handle::{BrokerHandle, StopHandle};
-pub use state::BrokerStats;
 use state::{BrokerState, Frame, Settings};
+pub use stats::BrokerStats;
 
 /// Longest single poll wait: bounds how long a stop request waits to be seen.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
