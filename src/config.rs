@@ -345,7 +345,11 @@ impl fmt::Debug for WorkerConfig {
     }
 }
 
-fn invalid(field: &'static str, value: impl fmt::Display, reason: &'static str) -> ConfigError {
+pub(crate) fn invalid(
+    field: &'static str,
+    value: impl fmt::Display,
+    reason: &'static str,
+) -> ConfigError {
     ConfigError::InvalidValue {
         field,
         value: value.to_string(),
@@ -353,7 +357,7 @@ fn invalid(field: &'static str, value: impl fmt::Display, reason: &'static str) 
     }
 }
 
-fn non_zero(field: &'static str, value: Duration) -> Result<(), ConfigError> {
+pub(crate) fn non_zero(field: &'static str, value: Duration) -> Result<(), ConfigError> {
     if value.is_zero() {
         Err(invalid(field, "0 ms", "must be greater than zero"))
     } else {
@@ -361,7 +365,7 @@ fn non_zero(field: &'static str, value: Duration) -> Result<(), ConfigError> {
     }
 }
 
-fn fits_millis(field: &'static str, value: Duration) -> Result<(), ConfigError> {
+pub(crate) fn fits_millis(field: &'static str, value: Duration) -> Result<(), ConfigError> {
     if value.as_millis() > i32::MAX as u128 {
         Err(invalid(
             field,

@@ -38,6 +38,8 @@
 #![deny(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod action;
+pub mod broker;
+pub mod client;
 pub mod config;
 mod error;
 pub mod events;

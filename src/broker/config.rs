@@ -1,0 +1,206 @@
+//! Broker configuration: the bind endpoint in [`BrokerConfig::new`], everything else with a
+//! documented default, all of it validated when the [`Broker`](super::Broker) is bound.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::config::{fits_millis, invalid, non_zero, ConfigError};
+use crate::config::{DEFAULT_HEARTBEAT, DEFAULT_LIVENESS};
+
+/// Requests queued per service while no worker is free: enough to ride out a worker restart
+/// under load, small enough that a service nobody serves cannot eat the broker's memory.
+pub const DEFAULT_MAX_QUEUE: usize = 10_000;
+/// Linger of the broker's socket on close: long enough for the last replies and DISCONNECTs
+/// to leave over loopback or a LAN, short enough that a stop never hangs on a dead peer.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(500);
+
+/// How to run a [`Broker`](super::Broker).
+#[derive(Clone)]
+pub struct BrokerConfig {
+    pub(crate) bind: String,
+    pub(crate) heartbeat: Duration,
+    pub(crate) liveness: u32,
+    pub(crate) max_queue: usize,
+    pub(crate) linger: Duration,
+    pub(crate) disconnect_on_stop: bool,
+    pub(crate) context: Option<zmq::Context>,
+}
+
+impl BrokerConfig {
+    /// A configuration binding one ROUTER socket, for clients and workers alike, to `bind`
+    /// (`tcp://*:5555`, `tcp://127.0.0.1:*` for a free port, `ipc://…`, `inproc://…`).
+    /// Everything else has its default.
+    pub fn new(bind: impl Into<String>) -> Self {
+        BrokerConfig {
+            bind: bind.into(),
+            heartbeat: DEFAULT_HEARTBEAT,
+            liveness: DEFAULT_LIVENESS,
+            max_queue: DEFAULT_MAX_QUEUE,
+            linger: DEFAULT_LINGER,
+            disconnect_on_stop: true,
+            context: None,
+        }
+    }
+
+    /// Interval between the HEARTBEATs sent to idle workers, and the unit of worker liveness.
+    /// Must not be zero. Defaults to 2500 ms (the reference broker's).
+    pub fn heartbeat(mut self, heartbeat: Duration) -> Self {
+        self.heartbeat = heartbeat;
+        self
+    }
+
+    /// How many heartbeat intervals an idle worker may stay silent before it is forgotten.
+    /// Must not be zero. Defaults to 3.
+    pub fn liveness(mut self, liveness: u32) -> Self {
+        self.liveness = liveness;
+        self
+    }
+
+    /// Largest number of requests queued for one service; a request beyond it is dropped and
+    /// logged (the client times out and may retry). Must not be zero. Defaults to 10 000.
+    pub fn max_queue(mut self, max_queue: usize) -> Self {
+        self.max_queue = max_queue;
+        self
+    }
+
+    /// How long the closing socket may keep delivering its last messages. Defaults to 500 ms.
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Whether stopping the broker sends DISCONNECT to every known worker, so that they
+    /// reconnect at once instead of waiting out their liveness. Defaults to `true`.
+    pub fn disconnect_on_stop(mut self, disconnect_on_stop: bool) -> Self {
+        self.disconnect_on_stop = disconnect_on_stop;
+        self
+    }
+
+    /// A ZeroMQ context to create the socket in, shared with `inproc://` clients and workers.
+    /// Defaults to a context of the broker's own.
+    pub fn context(mut self, context: zmq::Context) -> Self {
+        self.context = Some(context);
+        self
+    }
+
+    /// The bind endpoint as given.
+    pub fn bind_endpoint(&self) -> &str {
+        &self.bind
+    }
+
+    /// Checks every value.
+    ///
+    /// # Errors
+    ///
+    /// The first [`ConfigError::InvalidValue`] found, naming the field and the value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_bind(&self.bind).map_err(|reason| invalid("bind", &self.bind, reason))?;
+        non_zero("heartbeat", self.heartbeat)?;
+        fits_millis("heartbeat", self.heartbeat)?;
+        fits_millis("linger", self.linger)?;
+        if self.liveness == 0 {
+            return Err(invalid("liveness", 0, "must be at least 1"));
+        }
+        if self.heartbeat.checked_mul(self.liveness).is_none() {
+            return Err(invalid(
+                "liveness",
+                self.liveness,
+                "heartbeat x liveness overflows",
+            ));
+        }
+        if self.max_queue == 0 {
+            return Err(invalid("max_queue", 0, "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// How long an idle worker may stay silent.
+    pub(crate) fn expiry(&self) -> Duration {
+        self.heartbeat.saturating_mul(self.liveness)
+    }
+}
+
+impl fmt::Debug for BrokerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BrokerConfig")
+            .field("bind", &self.bind)
+            .field("heartbeat", &self.heartbeat)
+            .field("liveness", &self.liveness)
+            .field("max_queue", &self.max_queue)
+            .field("linger", &self.linger)
+            .field("disconnect_on_stop", &self.disconnect_on_stop)
+            .field("shared_context", &self.context.is_some())
+            .finish()
+    }
+}
+
+/// The shape every bind endpoint has; the rest (interface names, `*` ports) is left to
+/// ZeroMQ, whose refusal becomes [`BrokerError::Bind`](super::BrokerError::Bind).
+fn check_bind(endpoint: &str) -> Result<(), &'static str> {
+    let (scheme, rest) = endpoint
+        .split_once("://")
+        .ok_or("expected transport://address")?;
+    if rest.is_empty() || rest.chars().any(char::is_whitespace) {
+        return Err("address after :// is empty or contains white space");
+    }
+    match scheme {
+        "tcp" | "ipc" | "inproc" => Ok(()),
+        _ => Err("transport must be tcp, ipc or inproc"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> BrokerConfig {
+        BrokerConfig::new("tcp://127.0.0.1:*")
+    }
+
+    #[test]
+    fn defaults_match_the_reference_broker() {
+        let c = config();
+        assert_eq!(c.heartbeat, Duration::from_millis(2500));
+        assert_eq!(c.liveness, 3);
+        assert_eq!(c.expiry(), Duration::from_millis(7500));
+        assert_eq!(c.max_queue, 10_000);
+        assert!(c.disconnect_on_stop);
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_field() {
+        let cases: Vec<(BrokerConfig, &str)> = vec![
+            (BrokerConfig::new(""), "bind"),
+            (BrokerConfig::new("127.0.0.1:5555"), "bind"),
+            (BrokerConfig::new("udp://*:5555"), "bind"),
+            (BrokerConfig::new("tcp://"), "bind"),
+            (config().heartbeat(Duration::ZERO), "heartbeat"),
+            (config().liveness(0), "liveness"),
+            (
+                config().heartbeat(Duration::MAX / 2).liveness(3),
+                "heartbeat",
+            ),
+            (config().max_queue(0), "max_queue"),
+            (config().linger(Duration::from_secs(1 << 40)), "linger"),
+        ];
+        for (c, field) in cases {
+            match c.validate() {
+                Err(ConfigError::InvalidValue { field: f, .. }) => assert_eq!(f, field, "{c:?}"),
+                other => panic!("{field}: expected InvalidValue, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bind_endpoints_with_wildcards_are_accepted() {
+        for bind in [
+            "tcp://*:5555",
+            "tcp://127.0.0.1:*",
+            "ipc:///tmp/b",
+            "inproc://b",
+        ] {
+            assert_eq!(BrokerConfig::new(bind).validate(), Ok(()), "{bind}");
+        }
+    }
+}

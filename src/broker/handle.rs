@@ -1,0 +1,112 @@
+//! Stopping a broker from another thread, and a broker running on a thread of its own.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use super::{BrokerError, BrokerStats};
+
+/// Stops a running [`Broker`](super::Broker): `Clone + Send + Sync`, cheap to hand around.
+///
+/// The broker checks it at least every 50 ms, sends DISCONNECT to its workers (unless
+/// [`disconnect_on_stop`](super::BrokerConfig::disconnect_on_stop) is off) and closes.
+#[derive(Debug, Clone, Default)]
+pub struct StopHandle {
+    stopped: Arc<AtomicBool>,
+}
+
+impl StopHandle {
+    /// Asks the broker to stop; returns at once.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`stop`](Self::stop) was called (or a registered signal arrived).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Opt-in: makes SIGINT and SIGTERM stop the broker, for a broker run as a program.
+    /// The library never installs signal handlers on its own.
+    ///
+    /// # Errors
+    ///
+    /// The error of registering a handler with the operating system.
+    pub fn stop_on_signals(&self) -> io::Result<()> {
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(signal, Arc::clone(&self.stopped))?;
+        }
+        Ok(())
+    }
+}
+
+/// The latest statistics of a running broker, shared with its handles.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SharedStats(Arc<Mutex<BrokerStats>>);
+
+impl SharedStats {
+    pub(crate) fn publish(&self, stats: BrokerStats) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = stats;
+    }
+
+    pub(crate) fn get(&self) -> BrokerStats {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A [`Broker`](super::Broker) running on a thread of its own, from
+/// [`Broker::spawn`](super::Broker::spawn). Dropping the handle stops the broker and waits
+/// for its thread.
+#[derive(Debug)]
+pub struct BrokerHandle {
+    pub(crate) endpoint: String,
+    pub(crate) stop: StopHandle,
+    pub(crate) stats: SharedStats,
+    pub(crate) thread: Option<JoinHandle<Result<BrokerStats, BrokerError>>>,
+}
+
+impl BrokerHandle {
+    /// The endpoint the broker is bound to, with a wildcard port resolved
+    /// (`tcp://127.0.0.1:41877` for `tcp://127.0.0.1:*`).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The broker's statistics as of its last loop turn (at most ~50 ms old).
+    pub fn stats(&self) -> BrokerStats {
+        self.stats.get()
+    }
+
+    /// A handle that stops the broker from anywhere.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Stops the broker and waits for its thread: about one poll interval plus the socket's
+    /// linger at most. Returns the final statistics.
+    ///
+    /// # Errors
+    ///
+    /// The error that ended the broker's loop early, if one did.
+    pub fn stop(mut self) -> Result<BrokerStats, BrokerError> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> Result<BrokerStats, BrokerError> {
+        self.stop.stop();
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(BrokerError::Panicked),
+            None => Ok(self.stats.get()),
+        }
+    }
+}
+
+impl Drop for BrokerHandle {
+    fn drop(&mut self) {
+        if let Err(error) = self.stop_and_join() {
+            tracing::error!(%error, "broker ended with an error");
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! An embeddable MDP/0.1 broker, for trying and testing workers without anything else.
+//!
+//! One ROUTER socket serves clients (`MDPC01`) and workers (`MDPW01`) alike, with the
+//! semantics of the zguide reference broker (`mdbroker.c`): per-service request queues
+//! (bounded), least recently used idle workers, heartbeats to idle workers and expiry of
+//! silent ones, DISCONNECT for a second READY and for a HEARTBEAT or REPLY from an unknown
+//! worker, and the `mmi.service` lookup of 8/MMI. Malformed messages are logged and dropped.
+//!
+//! # Quick start
+//!
+//! ```
+//! use majordomo_worker::broker::{Broker, BrokerConfig};
+//!
+//! let broker = Broker::bind(BrokerConfig::new("tcp://127.0.0.1:*"))?;
+//! let handle = broker.spawn()?; // runs on its own thread
+//! println!("broker on {}", handle.endpoint()); // the port the OS picked
+//! let stats = handle.stop()?; // DISCONNECT to workers, close, join
+//! assert_eq!(stats.requests_received, 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Or in the foreground of a program: `broker.stop_handle().stop_on_signals()?` then
+//! `broker.run()?` (see `examples/broker.rs`).
+//!
+//! # Layers
+//!
+//! The decisions live in a pure state machine (messages and time in, frames out) tested with
+//! simulated time; [`Broker`] only polls the socket, feeds it and sends what it returns.
+
+mod config;
+mod handle;
+mod state;
+mod stats;
+
+use std::fmt;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tracing::{info, info_span, warn};
+
+use crate::config::ConfigError;
+pub use config::{BrokerConfig, DEFAULT_LINGER, DEFAULT_MAX_QUEUE};
+use handle::SharedStats;
+pub use handle::{BrokerHandle, StopHandle};
+use state::{BrokerState, Frame, Settings};
+pub use stats::BrokerStats;
+
+/// Longest single poll wait: bounds how long a stop request waits to be seen.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Messages read per loop turn before timers run again, so a flood cannot starve heartbeats.
+const MAX_READS_PER_TURN: usize = 1000;
+
+/// What can stop a broker from starting or running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// A configuration value was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The ROUTER socket could not be bound (address in use, unknown interface, ...).
+    #[error("cannot bind {endpoint}: {source}")]
+    Bind {
+        /// The endpoint as configured.
+        endpoint: String,
+        /// ZeroMQ's error.
+        #[source]
+        source: zmq::Error,
+    },
+    /// A ZeroMQ call failed in a way the broker cannot recover from (context terminated, ...).
+    #[error("zmq {operation} failed: {source}")]
+    Zmq {
+        /// The ZeroMQ operation.
+        operation: &'static str,
+        /// ZeroMQ's error.
+        #[source]
+        source: zmq::Error,
+    },
+    /// The broker thread could not be started.
+    #[error("cannot start the broker thread: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// The broker thread panicked (a bug: please report it).
+    #[error("the broker thread panicked")]
+    Panicked,
+}
+
+fn zmq_error(operation: &'static str) -> impl FnOnce(zmq::Error) -> BrokerError {
+    move |source| BrokerError::Zmq { operation, source }
+}
+
+/// A bound MDP/0.1 broker, ready to [`run`](Broker::run) here or [`spawn`](Broker::spawn)
+/// on a thread of its own.
+pub struct Broker {
+    // Declared before the context: the socket must close before the context is dropped.
+    socket: zmq::Socket,
+    endpoint: String,
+    config: BrokerConfig,
+    state: BrokerState,
+    stop: StopHandle,
+    stats: SharedStats,
+    _context: zmq::Context,
+}
+
+impl Broker {
+    /// Validates `config`, creates the ROUTER socket and binds it.
+    ///
+    /// # Errors
+    ///
+    /// [`BrokerError::Config`] for a refused value, [`BrokerError::Bind`] if the endpoint
+    /// cannot be bound, [`BrokerError::Zmq`] if the socket cannot be created.
+    pub fn bind(config: BrokerConfig) -> Result<Broker, BrokerError> {
+        config.validate()?;
+        let context = config.context.clone().unwrap_or_default();
+        let socket = context.socket(zmq::ROUTER).map_err(zmq_error("socket"))?;
+        socket
+            .set_linger(millis(config.linger))
+            .map_err(zmq_error("setsockopt(ZMQ_LINGER)"))?;
+        socket
+            .bind(&config.bind)
+            .map_err(|source| BrokerError::Bind {
+                endpoint: config.bind.clone(),
+                source,
+            })?;
+        let endpoint = match socket.get_last_endpoint() {
+            Ok(Ok(endpoint)) => endpoint,
+            _ => config.bind.clone(),
+        };
+        let settings = Settings {
+            heartbeat: config.heartbeat,
+            expiry: config.expiry(),
+            max_queue: config.max_queue,
+        };
+        Ok(Broker {
+            socket,
+            endpoint,
+            state: BrokerState::new(settings, Instant::now()),
+            config,
+            stop: StopHandle::default(),
+            stats: SharedStats::default(),
+            _context: context,
+        })
+    }
+
+    /// The endpoint the socket is bound to, with a wildcard port resolved.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// A handle that stops [`run`](Self::run) from another thread or a signal.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// The statistics so far.
+    pub fn stats(&self) -> BrokerStats {
+        self.state.stats()
+    }
+
+    /// Runs the broker on a new thread; the handle stops it (also when dropped).
+    ///
+    /// # Errors
+    ///
+    /// [`BrokerError::Spawn`] if the thread cannot be started.
+    pub fn spawn(self) -> Result<BrokerHandle, BrokerError> {
+        let endpoint = self.endpoint.clone();
+        let stop = self.stop.clone();
+        let stats = self.stats.clone();
+        let thread = thread::Builder::new()
+            .name("mdp-broker".into())
+            .spawn(move || self.run())
+            .map_err(BrokerError::Spawn)?;
+        Ok(BrokerHandle {
+            endpoint,
+            stop,
+            stats,
+            thread: Some(thread),
+        })
+    }
+
+    /// Serves clients and workers until the [`StopHandle`] is used, then sends DISCONNECT
+    /// to every known worker (unless configured otherwise) and closes the socket with the
+    /// configured linger. Returns the final statistics.
+    ///
+    /// # Errors
+    ///
+    /// [`BrokerError::Zmq`] if polling or receiving fails for good (the context was
+    /// terminated under the broker).
+    pub fn run(mut self) -> Result<BrokerStats, BrokerError> {
+        let span = info_span!("broker", endpoint = %self.endpoint);
+        let _entered = span.enter();
+        info!("broker running");
+        while !self.stop.is_stopped() {
+            self.turn()?;
+        }
+        self.close();
+        Ok(self.state.stats())
+    }
+
+    /// One loop turn: wait for input, read it, run the timers, send what is due.
+    fn turn(&mut self) -> Result<(), BrokerError> {
+        if self.wait_readable()? {
+            self.read_messages()?;
+        }
+        self.state.handle_timeout(Instant::now());
+        self.flush();
+        self.stats.publish(self.state.stats());
+        Ok(())
+    }
+
+    fn wait_readable(&self) -> Result<bool, BrokerError> {
+        let until_deadline = self
+            .state
+            .next_deadline()
+            .saturating_duration_since(Instant::now());
+        let timeout = millis(until_deadline.min(POLL_INTERVAL)).max(1);
+        match self.socket.poll(zmq::POLLIN, i64::from(timeout)) {
+            Ok(ready) => Ok(ready > 0),
+            Err(zmq::Error::EINTR) => Ok(false),
+            Err(source) => Err(zmq_error("poll")(source)),
+        }
+    }
+
+    fn read_messages(&mut self) -> Result<(), BrokerError> {
+        for _ in 0..MAX_READS_PER_TURN {
+            let Some(frames) = try_recv(&self.socket).map_err(zmq_error("recv"))? else {
+                break;
+            };
+            self.state.handle_message(Instant::now(), frames);
+            self.flush();
+        }
+        Ok(())
+    }
+
+    /// Sends everything the state machine queued. Sends never wait: a ROUTER drops messages
+    /// to unknown peers, and a full pipe drops the message, which is counted and logged.
+    fn flush(&mut self) {
+        while let Some(frames) = self.state.poll_send() {
+            if let Err(error) = self.socket.send_multipart(frames, zmq::DONTWAIT) {
+                self.state.handle_send_failure();
+                warn!(%error, "send failed, message dropped");
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        if self.config.disconnect_on_stop {
+            self.state.handle_stop();
+            self.flush();
+        }
+        self.stats.publish(self.state.stats());
+        info!("broker stopped");
+    }
+}
+
+impl fmt::Debug for Broker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Broker")
+            .field("endpoint", &self.endpoint)
+            .field("config", &self.config)
+            .field("stats", &self.state.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Receives one whole multipart message; `None` when nothing is waiting.
+fn try_recv(socket: &zmq::Socket) -> Result<Option<Vec<Frame>>, zmq::Error> {
+    match socket.recv_multipart(zmq::DONTWAIT) {
+        Ok(frames) => Ok(Some(frames)),
+        Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// A duration as ZeroMQ's `i32` milliseconds (validated configs always fit).
+fn millis(duration: Duration) -> i32 {
+    i32::try_from(duration.as_millis()).unwrap_or(i32::MAX)
+}

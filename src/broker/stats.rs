@@ -1,0 +1,38 @@
+//! What a broker counts.
+
+/// Counters and gauges of a broker, for operators and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BrokerStats {
+    /// Client requests received, `mmi.` lookups included.
+    pub requests_received: u64,
+    /// Requests sent to a worker.
+    pub requests_dispatched: u64,
+    /// Replies sent back to a client.
+    pub replies_routed: u64,
+    /// Requests dropped because their service's queue was full.
+    pub requests_dropped: u64,
+    /// `mmi.` lookups answered.
+    pub mmi_requests: u64,
+    /// Messages that did not decode (bad header, unknown command, too few frames, ...), dropped.
+    pub malformed_dropped: u64,
+    /// Valid messages that make no sense in context (a REQUEST sent by a worker, a REPLY with
+    /// no request in flight), dropped.
+    pub unexpected_dropped: u64,
+    /// Workers registered by a READY.
+    pub workers_registered: u64,
+    /// Idle workers forgotten after `heartbeat × liveness` of silence.
+    pub workers_expired: u64,
+    /// DISCONNECTs sent for a protocol reason (second READY, unknown worker, `mmi.` READY).
+    pub disconnects_sent: u64,
+    /// HEARTBEATs sent to idle workers.
+    pub heartbeats_sent: u64,
+    /// Messages that could not be sent (peer gone or pipe full), dropped.
+    pub send_failures: u64,
+    /// Workers known now, busy or idle.
+    pub workers: usize,
+    /// Idle workers now.
+    pub waiting_workers: usize,
+    /// Requests queued now, all services together.
+    pub queued_requests: usize,
+}

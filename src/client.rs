@@ -1,0 +1,399 @@
+//! An MDP/0.1 client: one request, one reply, with a timeout and retries.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use majordomo_worker::client::{Client, ClientConfig};
+//!
+//! let config = ClientConfig::new("tcp://127.0.0.1:5555")
+//!     .timeout(Duration::from_secs(1))
+//!     .retries(2);
+//! let mut client = Client::connect(config)?;
+//! let reply = client.request("echo", &["hello"])?; // Vec<Vec<u8>>, the reply body frames
+//! assert_eq!(reply, vec![b"hello".to_vec()]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The client speaks on a DEALER socket and, like the zguide reference client, closes it and
+//! opens a new one (a new routing identity) before each retry: a reply that arrives late can
+//! never be taken for the answer to a later request.
+//!
+//! **A retried request may run twice**: the first worker may have done the work and only its
+//! reply been lost or late. Make the actions behind a service idempotent, or use no retries.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Deref;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, trace, warn};
+
+use crate::config::{fits_millis, invalid, non_zero, parse_endpoints, ConfigError};
+use crate::protocol::{check_service_name, ClientMessage, ProtocolError};
+
+/// Reply timeout of the reference client (zguide `mdcliapi`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(2500);
+/// Retries of the reference client: up to four attempts in all.
+pub const DEFAULT_RETRIES: u32 = 3;
+
+/// How a [`Client`] reaches its broker.
+#[derive(Clone)]
+pub struct ClientConfig {
+    broker: String,
+    timeout: Duration,
+    retries: u32,
+    context: Option<zmq::Context>,
+}
+
+impl ClientConfig {
+    /// A configuration for the broker at `broker` (`tcp://host:port`, `ipc://…`,
+    /// `inproc://…`). Everything else has its default.
+    pub fn new(broker: impl Into<String>) -> Self {
+        ClientConfig {
+            broker: broker.into(),
+            timeout: DEFAULT_TIMEOUT,
+            retries: DEFAULT_RETRIES,
+            context: None,
+        }
+    }
+
+    /// How long each attempt waits for the reply. Must not be zero. Defaults to 2500 ms.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How many times a request is sent again, on a new socket, after a timeout. Defaults to 3.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// A ZeroMQ context to create sockets in, shared with an `inproc://` broker.
+    /// Defaults to a context of the client's own.
+    pub fn context(mut self, context: zmq::Context) -> Self {
+        self.context = Some(context);
+        self
+    }
+
+    /// The broker endpoint as given.
+    pub fn broker_endpoint(&self) -> &str {
+        &self.broker
+    }
+
+    /// Checks every value.
+    ///
+    /// # Errors
+    ///
+    /// The first [`ConfigError`] found, naming the field and the value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if parse_endpoints(&self.broker)?.len() != 1 {
+            return Err(invalid(
+                "broker",
+                &self.broker,
+                "must be exactly one endpoint",
+            ));
+        }
+        non_zero("timeout", self.timeout)?;
+        fits_millis("timeout", self.timeout)
+    }
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("broker", &self.broker)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field("shared_context", &self.context.is_some())
+            .finish()
+    }
+}
+
+/// Why a request got no usable reply.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// A configuration value was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The service name cannot be sent (empty, or longer than 255 bytes).
+    #[error("invalid service name: {source}")]
+    InvalidService {
+        /// The name given.
+        service: String,
+        /// What is wrong with it.
+        #[source]
+        source: ProtocolError,
+    },
+    /// No reply came within the timeout, on any attempt.
+    #[error("no reply from service {service} after {attempts} attempt(s)")]
+    Timeout {
+        /// The service addressed.
+        service: String,
+        /// Attempts made, each on a new socket: `retries + 1`.
+        attempts: u32,
+    },
+    /// The reply was not a valid MDP/0.1 client message.
+    #[error("malformed reply: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The reply names another service than the one addressed.
+    #[error("reply from service {found}, expected {expected}")]
+    WrongService {
+        /// The service addressed.
+        expected: String,
+        /// The service the reply named (lossy UTF-8).
+        found: String,
+    },
+    /// An `mmi.service` reply that is neither `200` nor `404`.
+    #[error("unexpected mmi reply code {code}")]
+    UnexpectedMmiCode {
+        /// The code received (lossy UTF-8, empty if none).
+        code: String,
+    },
+    /// A ZeroMQ call failed.
+    #[error("zmq {operation} failed: {source}")]
+    Zmq {
+        /// The ZeroMQ operation.
+        operation: &'static str,
+        /// ZeroMQ's error.
+        #[source]
+        source: zmq::Error,
+    },
+}
+
+fn zmq_error(operation: &'static str) -> impl FnOnce(zmq::Error) -> ClientError {
+    move |source| ClientError::Zmq { operation, source }
+}
+
+/// An MDP/0.1 client connected to one broker.
+pub struct Client {
+    // Declared before the context: the socket must close before the context is dropped.
+    socket: Option<zmq::Socket>,
+    config: ClientConfig,
+    context: zmq::Context,
+}
+
+impl Client {
+    /// Validates `config` and connects a socket (ZeroMQ connects in the background: a broker
+    /// that is not up yet is not an error).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Config`] for a refused value, [`ClientError::Zmq`] if the socket cannot
+    /// be created or connected.
+    pub fn connect(config: ClientConfig) -> Result<Client, ClientError> {
+        config.validate()?;
+        let context = config.context.clone().unwrap_or_default();
+        let socket = open_dealer(&context, &config)?;
+        Ok(Client {
+            socket: Some(socket),
+            config,
+            context,
+        })
+    }
+
+    /// Sends `body` to `service` and returns the reply body frames. Waits up to the timeout
+    /// for the reply, then retries on a new socket, `retries` times.
+    ///
+    /// Body frames are anything that dereferences to bytes or text: `&str`, `String`,
+    /// `&[u8]`, `Vec<u8>`, [`zmq::Message`].
+    ///
+    /// A retried request may be carried out twice by workers: see the [module docs](self).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Timeout`] when no attempt got a reply; [`ClientError::Protocol`] or
+    /// [`ClientError::WrongService`] for a reply that does not answer this request;
+    /// [`ClientError::InvalidService`] for a name that cannot be sent; [`ClientError::Zmq`].
+    pub fn request<B>(&mut self, service: &str, body: &[B]) -> Result<Vec<Vec<u8>>, ClientError>
+    where
+        B: Deref,
+        B::Target: AsRef<[u8]>,
+    {
+        check_service_name(service.as_bytes()).map_err(|source| ClientError::InvalidService {
+            service: service.to_string(),
+            source,
+        })?;
+        let attempts = self.config.retries.saturating_add(1);
+        for attempt in 1..=attempts {
+            if let Some(reply) = self.try_request(service, body)? {
+                return Ok(reply);
+            }
+            warn!(service, attempt, attempts, "no reply, closing the socket");
+            self.socket = None;
+        }
+        Err(ClientError::Timeout {
+            service: service.to_string(),
+            attempts,
+        })
+    }
+
+    /// Asks the broker whether `service` has workers (the 8/MMI `mmi.service` lookup).
+    /// A broker without MMI support never answers: the result is then a timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`request`](Self::request), and [`ClientError::UnexpectedMmiCode`] for a code other
+    /// than `200` or `404`.
+    pub fn has_service(&mut self, service: &str) -> Result<bool, ClientError> {
+        let reply = self.request("mmi.service", &[service])?;
+        match reply.first().map(Vec::as_slice) {
+            Some(b"200") => Ok(true),
+            Some(b"404") => Ok(false),
+            code => Err(ClientError::UnexpectedMmiCode {
+                code: text(code.unwrap_or_default()).into_owned(),
+            }),
+        }
+    }
+
+    /// One attempt: `None` when no reply came in time.
+    fn try_request<B>(
+        &mut self,
+        service: &str,
+        body: &[B],
+    ) -> Result<Option<Vec<Vec<u8>>>, ClientError>
+    where
+        B: Deref,
+        B::Target: AsRef<[u8]>,
+    {
+        let timeout = self.config.timeout;
+        let socket = self.socket()?;
+        let message = ClientMessage {
+            service: service.as_bytes().to_vec(),
+            body: body
+                .iter()
+                .map(|frame| frame.deref().as_ref().to_vec())
+                .collect(),
+        };
+        match socket.send_multipart(message.encode(), 0) {
+            Err(zmq::Error::EAGAIN) => return Ok(None),
+            sent => sent.map_err(zmq_error("send"))?,
+        }
+        debug!(service, frames = body.len(), "request sent");
+        if !wait_readable(socket, timeout).map_err(zmq_error("poll"))? {
+            return Ok(None);
+        }
+        let frames = socket.recv_multipart(0).map_err(zmq_error("recv"))?;
+        trace!(?frames, "reply received");
+        check_reply(service, frames).map(Some)
+    }
+
+    /// The current socket, or a new one if the last attempt timed out.
+    fn socket(&mut self) -> Result<&zmq::Socket, ClientError> {
+        let socket = match self.socket.take() {
+            Some(socket) => socket,
+            None => open_dealer(&self.context, &self.config)?,
+        };
+        Ok(self.socket.insert(socket))
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("config", &self.config)
+            .field("connected", &self.socket.is_some())
+            .finish()
+    }
+}
+
+/// A DEALER with linger 0 (a client only cares about replies) and a send timeout of one
+/// attempt, so that a send can never block for ever.
+fn open_dealer(context: &zmq::Context, config: &ClientConfig) -> Result<zmq::Socket, ClientError> {
+    let socket = context.socket(zmq::DEALER).map_err(zmq_error("socket"))?;
+    socket
+        .set_linger(0)
+        .map_err(zmq_error("setsockopt(ZMQ_LINGER)"))?;
+    socket
+        .set_sndtimeo(millis(config.timeout))
+        .map_err(zmq_error("setsockopt(ZMQ_SNDTIMEO)"))?;
+    socket
+        .connect(&config.broker)
+        .map_err(zmq_error("connect"))?;
+    Ok(socket)
+}
+
+/// Waits until a message can be read or `timeout` has passed, through signal interruptions.
+fn wait_readable(socket: &zmq::Socket, timeout: Duration) -> Result<bool, zmq::Error> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match socket.poll(zmq::POLLIN, i64::from(millis(left))) {
+            Ok(ready) => return Ok(ready > 0),
+            Err(zmq::Error::EINTR) if !left.is_zero() => continue,
+            Err(zmq::Error::EINTR) => return Ok(false),
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Decodes a reply as a DEALER receives it and checks it answers `service`.
+fn check_reply(service: &str, frames: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, ClientError> {
+    let reply = ClientMessage::decode(frames)?;
+    if reply.service != service.as_bytes() {
+        return Err(ClientError::WrongService {
+            expected: service.to_string(),
+            found: text(&reply.service).into_owned(),
+        });
+    }
+    Ok(reply.body)
+}
+
+fn text(bytes: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
+}
+
+/// A duration as ZeroMQ's `i32` milliseconds, rounded up (validated configs always fit).
+fn millis(duration: Duration) -> i32 {
+    let rounded_up = duration.as_micros().div_ceil(1000);
+    i32::try_from(rounded_up).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_reference_client() {
+        let c = ClientConfig::new("tcp://127.0.0.1:5555");
+        assert_eq!((c.timeout, c.retries), (Duration::from_millis(2500), 3));
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_field() {
+        let zero = ClientConfig::new("tcp://a:1").timeout(Duration::ZERO);
+        let two = ClientConfig::new("tcp://a:1,tcp://b:2");
+        for (c, field) in [(zero, "timeout"), (two, "broker")] {
+            match c.validate() {
+                Err(ConfigError::InvalidValue { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: expected InvalidValue, got {other:?}"),
+            }
+        }
+        assert!(matches!(
+            ClientConfig::new("nope").validate(),
+            Err(ConfigError::InvalidEndpoint { .. })
+        ));
+    }
+
+    #[test]
+    fn replies_are_checked_against_the_service_asked() {
+        let frames = |parts: &[&[u8]]| parts.iter().map(|p| p.to_vec()).collect::<Vec<_>>();
+        assert_eq!(
+            check_reply("echo", frames(&[b"", b"MDPC01", b"echo", b"a", b""])).unwrap(),
+            frames(&[b"a", b""])
+        );
+        assert!(matches!(
+            check_reply("echo", frames(&[b"", b"MDPC01", b"other", b"a"])),
+            Err(ClientError::WrongService { expected, found }) if expected == "echo" && found == "other"
+        ));
+        assert!(matches!(
+            check_reply("echo", frames(&[b"", b"MDPW01", b"echo"])),
+            Err(ClientError::Protocol(ProtocolError::BadHeader { .. }))
+        ));
+        assert!(matches!(
+            check_reply("echo", frames(&[b"MDPC01", b"echo"])),
+            Err(ClientError::Protocol(ProtocolError::TooFewFrames { .. }))
+        ));
+    }
+}

@@ -1,0 +1,354 @@
+//! The broker against peers made of plain zmq sockets that spell out the frames of MDP/0.1,
+//! so that what is tested is the wire format, not agreement between our own client and worker.
+//!
+//! Every blocking wait has a timeout (`WAIT`), so no test can hang.
+
+use std::time::{Duration, Instant};
+
+use majordomo_worker::broker::{Broker, BrokerConfig, BrokerError, BrokerHandle, BrokerStats};
+
+/// Longest wait for something that must happen.
+const WAIT: Duration = Duration::from_secs(2);
+/// Window in which something must not happen.
+const QUIET: Duration = Duration::from_millis(150);
+
+const READY: &[u8] = &[0x01];
+const REQUEST: &[u8] = &[0x02];
+const REPLY: &[u8] = &[0x03];
+const HEARTBEAT: &[u8] = &[0x04];
+const DISCONNECT: &[u8] = &[0x05];
+
+fn frames(parts: &[&[u8]]) -> Vec<Vec<u8>> {
+    parts.iter().map(|p| p.to_vec()).collect()
+}
+
+fn send(socket: &zmq::Socket, parts: &[&[u8]]) {
+    socket.send_multipart(parts.iter(), 0).expect("send");
+}
+
+fn recv(socket: &zmq::Socket) -> Vec<Vec<u8>> {
+    recv_within(socket, WAIT).expect("nothing received within 2 s")
+}
+
+fn recv_within(socket: &zmq::Socket, window: Duration) -> Option<Vec<Vec<u8>>> {
+    let ready = socket
+        .poll(zmq::POLLIN, window.as_millis() as i64)
+        .expect("poll");
+    (ready > 0).then(|| socket.recv_multipart(0).expect("recv"))
+}
+
+/// Everything received until `window` passes with nothing new.
+fn drain(socket: &zmq::Socket, window: Duration) -> Vec<Vec<Vec<u8>>> {
+    std::iter::from_fn(|| recv_within(socket, window)).collect()
+}
+
+fn config() -> BrokerConfig {
+    BrokerConfig::new("tcp://127.0.0.1:*")
+}
+
+/// A running broker and a context for raw peers. Heartbeats default to 2.5 s, so tests
+/// that do not ask for them never see one.
+struct Fixture {
+    broker: BrokerHandle,
+    context: zmq::Context,
+}
+
+impl Fixture {
+    fn start(config: BrokerConfig) -> Fixture {
+        let broker = Broker::bind(config).expect("bind").spawn().expect("spawn");
+        Fixture {
+            broker,
+            context: zmq::Context::new(),
+        }
+    }
+
+    fn socket(&self, kind: zmq::SocketType, identity: Option<&[u8]>) -> zmq::Socket {
+        let socket = self.context.socket(kind).expect("socket");
+        socket.set_linger(0).expect("linger");
+        if let Some(identity) = identity {
+            socket.set_identity(identity).expect("identity");
+        }
+        socket.connect(self.broker.endpoint()).expect("connect");
+        socket
+    }
+
+    fn dealer(&self) -> zmq::Socket {
+        self.socket(zmq::DEALER, None)
+    }
+
+    fn req(&self, identity: &[u8]) -> zmq::Socket {
+        self.socket(zmq::REQ, Some(identity))
+    }
+
+    /// A raw DEALER worker that sent READY and that the broker has registered.
+    fn worker(&self, service: &[u8]) -> zmq::Socket {
+        let before = self.broker.stats().workers_registered;
+        let worker = self.dealer();
+        send(&worker, &[b"", b"MDPW01", READY, service]);
+        self.wait_for("worker registered", |s| s.workers_registered == before + 1);
+        worker
+    }
+
+    /// Waits until the broker's statistics satisfy `done`, and returns them.
+    fn wait_for(&self, what: &str, done: impl Fn(&BrokerStats) -> bool) -> BrokerStats {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let stats = self.broker.stats();
+            if done(&stats) {
+                return stats;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within 2 s: {stats:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// What a raw worker receives for a request from `client`.
+fn request_frames(client: &[u8], body: &[&[u8]]) -> Vec<Vec<u8>> {
+    let mut expected = frames(&[b"", b"MDPW01", REQUEST, client, b""]);
+    expected.extend(frames(body));
+    expected
+}
+
+#[test]
+fn a_raw_req_client_and_a_raw_dealer_worker_exchange_the_exact_frames_of_mdp() {
+    let net = Fixture::start(config());
+    let worker = net.worker(b"echo");
+    let client = net.req(b"client-1");
+    let binary: &[u8] = &[0x00, 0xff, 0x80, 0x01];
+    send(&client, &[b"MDPC01", b"echo", b"hello", binary]);
+    assert_eq!(
+        recv(&worker),
+        request_frames(b"client-1", &[b"hello", binary])
+    );
+    send(
+        &worker,
+        &[b"", b"MDPW01", REPLY, b"client-1", b"", b"world"],
+    );
+    assert_eq!(recv(&client), frames(&[b"MDPC01", b"echo", b"world"]));
+    let stats = net.broker.stats();
+    assert_eq!((stats.requests_dispatched, stats.replies_routed), (1, 1));
+}
+
+#[test]
+fn a_raw_dealer_client_sends_the_empty_frame_itself_and_gets_it_back() {
+    let net = Fixture::start(config());
+    let worker = net.worker(b"echo");
+    let client = net.dealer();
+    send(&client, &[b"", b"MDPC01", b"echo", b"ping"]);
+    let request = recv(&worker);
+    assert_eq!(request[..3], frames(&[b"", b"MDPW01", REQUEST])[..]);
+    assert_eq!(request[4..], frames(&[b"", b"ping"])[..]);
+    let address = request[3].clone();
+    send(
+        &worker,
+        &[b"", b"MDPW01", REPLY, &address, b"", b"pong", b""],
+    );
+    assert_eq!(
+        recv(&client),
+        frames(&[b"", b"MDPC01", b"echo", b"pong", b""])
+    );
+}
+
+#[test]
+fn a_request_queued_before_any_worker_is_served_when_one_registers() {
+    let net = Fixture::start(config());
+    let client = net.req(b"early");
+    send(&client, &[b"MDPC01", b"echo", b"first"]);
+    net.wait_for("request queued", |s| s.queued_requests == 1);
+    let worker = net.worker(b"echo");
+    assert_eq!(recv(&worker), request_frames(b"early", &[b"first"]));
+    send(&worker, &[b"", b"MDPW01", REPLY, b"early", b"", b"done"]);
+    assert_eq!(recv(&client), frames(&[b"MDPC01", b"echo", b"done"]));
+}
+
+#[test]
+fn requests_go_to_the_least_recently_used_of_two_raw_workers() {
+    let net = Fixture::start(config());
+    let a = net.worker(b"echo");
+    let b = net.worker(b"echo");
+    let client = net.req(b"c");
+    send(&client, &[b"MDPC01", b"echo", b"1"]);
+    assert_eq!(recv(&a), request_frames(b"c", &[b"1"]));
+    send(&a, &[b"", b"MDPW01", REPLY, b"c", b"", b"r1"]);
+    assert_eq!(recv(&client), frames(&[b"MDPC01", b"echo", b"r1"]));
+    // A is free again, but B has waited longer.
+    send(&client, &[b"MDPC01", b"echo", b"2"]);
+    assert_eq!(recv(&b), request_frames(b"c", &[b"2"]));
+    assert_eq!(recv_within(&a, QUIET), None);
+}
+
+#[test]
+fn an_idle_raw_worker_receives_heartbeats_at_the_configured_cadence() {
+    let net = Fixture::start(config().heartbeat(Duration::from_millis(50)).liveness(100));
+    let worker = net.worker(b"echo");
+    let window = Duration::from_millis(500);
+    let start = Instant::now();
+    let mut heartbeats = 0;
+    while let Some(message) = recv_within(&worker, window.saturating_sub(start.elapsed())) {
+        assert_eq!(message, frames(&[b"", b"MDPW01", HEARTBEAT]));
+        heartbeats += 1;
+    }
+    assert!(
+        (5..=11).contains(&heartbeats),
+        "{heartbeats} heartbeats in 500 ms at 50 ms"
+    );
+}
+
+#[test]
+fn a_silent_raw_worker_is_purged_and_later_requests_are_queued_not_sent_to_it() {
+    let net = Fixture::start(config().heartbeat(Duration::from_millis(20)).liveness(3));
+    let worker = net.worker(b"echo");
+    let stats = net.wait_for("worker expired", |s| s.workers_expired == 1);
+    assert_eq!(stats.workers, 0);
+    let client = net.req(b"c");
+    send(&client, &[b"MDPC01", b"echo", b"lost?"]);
+    net.wait_for("request queued", |s| s.queued_requests == 1);
+    let received = drain(&worker, QUIET);
+    assert!(!received.is_empty(), "heartbeats came before the purge");
+    assert!(
+        received
+            .iter()
+            .all(|m| m == &frames(&[b"", b"MDPW01", HEARTBEAT])),
+        "only heartbeats, no DISCONNECT, no REQUEST: {received:?}"
+    );
+}
+
+#[test]
+fn a_raw_worker_that_answers_heartbeats_stays_registered() {
+    let net = Fixture::start(config().heartbeat(Duration::from_millis(20)).liveness(3));
+    let worker = net.worker(b"echo");
+    let until = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < until {
+        if recv_within(&worker, Duration::from_millis(20)).is_some() {
+            send(&worker, &[b"", b"MDPW01", HEARTBEAT]);
+        }
+    }
+    let stats = net.broker.stats();
+    assert_eq!((stats.workers, stats.workers_expired), (1, 0));
+}
+
+#[test]
+fn a_second_ready_gets_disconnect_and_unregisters_the_worker() {
+    let net = Fixture::start(config());
+    let worker = net.worker(b"echo");
+    send(&worker, &[b"", b"MDPW01", READY, b"echo"]);
+    assert_eq!(recv(&worker), frames(&[b"", b"MDPW01", DISCONNECT]));
+    net.wait_for("worker forgotten", |s| s.workers == 0);
+}
+
+#[test]
+fn heartbeat_or_reply_from_an_unknown_worker_gets_disconnect() {
+    let net = Fixture::start(config());
+    let stranger = net.dealer();
+    send(&stranger, &[b"", b"MDPW01", HEARTBEAT]);
+    assert_eq!(recv(&stranger), frames(&[b"", b"MDPW01", DISCONNECT]));
+    send(&stranger, &[b"", b"MDPW01", REPLY, b"client", b"", b"late"]);
+    assert_eq!(recv(&stranger), frames(&[b"", b"MDPW01", DISCONNECT]));
+    assert_eq!(net.broker.stats().replies_routed, 0);
+}
+
+#[test]
+fn mmi_service_answers_200_404_and_501() {
+    let net = Fixture::start(config());
+    let _worker = net.worker(b"echo");
+    let client = net.req(b"c");
+    for (service, name, code) in [
+        (&b"mmi.service"[..], &b"echo"[..], &b"200"[..]),
+        (b"mmi.service", b"nobody", b"404"),
+        (b"mmi.workers", b"echo", b"501"),
+    ] {
+        send(&client, &[b"MDPC01", service, name]);
+        assert_eq!(recv(&client), frames(&[b"MDPC01", service, code]));
+    }
+}
+
+#[test]
+fn malformed_client_and_worker_messages_are_dropped_and_valid_requests_still_served() {
+    let net = Fixture::start(config());
+    let malformed: &[&[&[u8]]] = &[
+        &[b""],
+        &[b"", b"garbage"],
+        &[b"hello"],
+        &[b"x", b"MDPW01", READY, b"echo"],
+        &[b"", b"MDPW02", READY, b"echo"],
+        &[b"", b"MDPW01", &[0x09]],
+        &[b"", b"MDPW01", &[0x01, 0x01], b"echo"],
+        &[b"", b"MDPW01", READY],
+        &[b"", b"MDPW01", READY, b""],
+        &[b"", b"MDPW01", READY, b"echo", b"extra"],
+        &[b"", b"MDPW01", REPLY, b"client-without-delimiter"],
+        &[b"", b"MDPW01", HEARTBEAT, b"extra"],
+        &[b"", b"MDPC02", b"echo", b"x"],
+        &[b"", b"MDPC01"],
+        &[b"", b"MDPC01", b""],
+        &[b"x", b"MDPC01", b"echo"],
+    ];
+    let bad = net.dealer();
+    for parts in malformed {
+        send(&bad, parts);
+    }
+    send(
+        &bad,
+        &[b"", b"MDPW01", REQUEST, b"c", b"", b"from a worker?"],
+    );
+    let stats = net.wait_for("all dropped", |s| {
+        s.malformed_dropped + s.unexpected_dropped == malformed.len() as u64 + 1
+    });
+    assert_eq!(stats.malformed_dropped, malformed.len() as u64);
+    assert_eq!(stats.unexpected_dropped, 1);
+    assert_eq!(recv_within(&bad, QUIET), None, "no answer to garbage");
+
+    let worker = net.worker(b"echo");
+    let client = net.req(b"c");
+    send(&client, &[b"MDPC01", b"echo", b"still there?"]);
+    assert_eq!(recv(&worker), request_frames(b"c", &[b"still there?"]));
+}
+
+#[test]
+fn requests_beyond_the_queue_bound_are_dropped_and_counted() {
+    let net = Fixture::start(config().max_queue(2));
+    let client = net.dealer();
+    for n in [b"1", b"2", b"3"] {
+        send(&client, &[b"", b"MDPC01", b"echo", n]);
+    }
+    let stats = net.wait_for("3 requests", |s| s.requests_received == 3);
+    assert_eq!((stats.queued_requests, stats.requests_dropped), (2, 1));
+    let worker = net.worker(b"echo");
+    let first = recv(&worker);
+    assert_eq!(first.last(), Some(&b"1".to_vec()));
+    send(&worker, &[b"", b"MDPW01", REPLY, &first[3], b"", b"r1"]);
+    assert_eq!(recv(&worker).last(), Some(&b"2".to_vec()));
+    assert_eq!(recv_within(&worker, QUIET), None, "request 3 was dropped");
+}
+
+#[test]
+fn stop_with_peers_connected_is_prompt_and_disconnects_workers() {
+    let net = Fixture::start(config());
+    let worker = net.worker(b"echo");
+    let client = net.req(b"waiting");
+    send(&client, &[b"MDPC01", b"nobody", b"x"]);
+    net.wait_for("request queued", |s| s.queued_requests == 1);
+    let started = Instant::now();
+    let stats = net.broker.stop().expect("clean stop");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(recv(&worker), frames(&[b"", b"MDPW01", DISCONNECT]));
+    assert_eq!((stats.workers, stats.requests_received), (0, 1));
+}
+
+#[test]
+fn binding_a_taken_endpoint_is_a_bind_error_naming_it() {
+    let net = Fixture::start(config());
+    let taken = net.broker.endpoint().to_string();
+    match Broker::bind(BrokerConfig::new(taken.clone())) {
+        Err(BrokerError::Bind { endpoint, .. }) => assert_eq!(endpoint, taken),
+        other => panic!("expected a bind error, got {other:?}"),
+    }
+}

@@ -1,0 +1,228 @@
+//! Our client against a raw ROUTER playing the broker (exact frames on the wire), and against
+//! our broker with a raw DEALER worker.
+//!
+//! The client blocks, so it runs on a thread whose result is awaited with a timeout: no test
+//! can hang.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use majordomo_worker::broker::{Broker, BrokerConfig};
+use majordomo_worker::client::{Client, ClientConfig, ClientError};
+use majordomo_worker::ProtocolError;
+
+const WAIT: Duration = Duration::from_secs(3);
+const TIMEOUT: Duration = Duration::from_millis(100);
+
+type Frames = Vec<Vec<u8>>;
+
+fn frames(parts: &[&[u8]]) -> Frames {
+    parts.iter().map(|p| p.to_vec()).collect()
+}
+
+fn recv(socket: &zmq::Socket) -> Frames {
+    let ready = socket
+        .poll(zmq::POLLIN, WAIT.as_millis() as i64)
+        .expect("poll");
+    assert!(ready > 0, "nothing received within {WAIT:?}");
+    socket.recv_multipart(0).expect("recv")
+}
+
+/// A ROUTER bound to a free port, standing in for a broker.
+fn raw_broker() -> (zmq::Socket, String) {
+    let router = zmq::Context::new().socket(zmq::ROUTER).expect("socket");
+    router.set_linger(0).expect("linger");
+    router.bind("tcp://127.0.0.1:*").expect("bind");
+    let endpoint = router
+        .get_last_endpoint()
+        .expect("endpoint")
+        .expect("utf-8");
+    (router, endpoint)
+}
+
+/// Runs `request` with a fresh client on a thread; the receiver yields its result.
+fn request_in_thread(
+    config: ClientConfig,
+    service: &'static str,
+    body: Frames,
+) -> mpsc::Receiver<Result<Frames, ClientError>> {
+    let (done, result) = mpsc::channel();
+    thread::spawn(move || {
+        let outcome = Client::connect(config).and_then(|mut c| c.request(service, &body));
+        let _ = done.send(outcome);
+    });
+    result
+}
+
+fn outcome(result: mpsc::Receiver<Result<Frames, ClientError>>) -> Result<Frames, ClientError> {
+    result.recv_timeout(WAIT).expect("client returned in time")
+}
+
+/// Answers the one request the client sends with `reply` (after the client's identity).
+fn answer(
+    config: ClientConfig,
+    router: &zmq::Socket,
+    reply: &[&[u8]],
+) -> Result<Frames, ClientError> {
+    let result = request_in_thread(config, "echo", frames(&[b"hello"]));
+    let request = recv(router);
+    let mut message = vec![request[0].clone()];
+    message.extend(frames(reply));
+    router.send_multipart(message, 0).expect("send");
+    outcome(result)
+}
+
+#[test]
+fn the_client_puts_the_exact_mdp_frames_on_the_wire_and_returns_the_reply_body() {
+    let (router, endpoint) = raw_broker();
+    let binary: &[u8] = &[0x00, 0xff, 0x80];
+    let result = request_in_thread(
+        ClientConfig::new(endpoint),
+        "echo",
+        frames(&[b"hello", binary, b""]),
+    );
+    let request = recv(&router);
+    assert_eq!(
+        request[1..],
+        frames(&[b"", b"MDPC01", b"echo", b"hello", binary, b""])[..]
+    );
+    let reply = [&request[0][..], b"", b"MDPC01", b"echo", b"world", b""];
+    router.send_multipart(reply.iter(), 0).expect("send");
+    assert_eq!(outcome(result).expect("reply"), frames(&[b"world", b""]));
+}
+
+#[test]
+fn a_reply_naming_another_service_is_a_wrong_service_error() {
+    let (router, endpoint) = raw_broker();
+    let config = ClientConfig::new(endpoint).retries(0);
+    match answer(config, &router, &[b"", b"MDPC01", b"other", b"x"]) {
+        Err(ClientError::WrongService { expected, found }) => {
+            assert_eq!((expected.as_str(), found.as_str()), ("echo", "other"))
+        }
+        other => panic!("expected WrongService, got {other:?}"),
+    }
+}
+
+/// A reply the client must refuse, and a check of the error it gives.
+type BadReply = (&'static [&'static [u8]], fn(&ProtocolError) -> bool);
+
+#[test]
+fn a_reply_with_a_wrong_header_is_a_protocol_error() {
+    let (router, endpoint) = raw_broker();
+    let config = ClientConfig::new(endpoint).retries(0);
+    let cases: [BadReply; 3] = [
+        (&[b"", b"MDPC02", b"echo", b"x"], |e| {
+            matches!(e, ProtocolError::UnsupportedVersion { .. })
+        }),
+        (&[b"", b"MDPW01", b"echo"], |e| {
+            matches!(e, ProtocolError::BadHeader { .. })
+        }),
+        (&[b"MDPC01", b"echo", b"x"], |e| {
+            matches!(e, ProtocolError::MissingEmptyFrame { .. })
+        }),
+    ];
+    for (reply, expected) in cases {
+        match answer(config.clone(), &router, reply) {
+            Err(ClientError::Protocol(error)) => assert!(expected(&error), "{reply:?}: {error}"),
+            other => panic!("{reply:?}: expected a protocol error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn no_reply_is_a_timeout_after_retries_plus_one_attempts_each_on_a_new_socket() {
+    let (router, endpoint) = raw_broker();
+    let config = ClientConfig::new(endpoint).timeout(TIMEOUT).retries(2);
+    let started = Instant::now();
+    let result = request_in_thread(config, "echo", frames(&[b"hello"]));
+    let requests: Vec<Frames> = (0..3).map(|_| recv(&router)).collect();
+    match outcome(result) {
+        Err(ClientError::Timeout { service, attempts }) => {
+            assert_eq!((service.as_str(), attempts), ("echo", 3))
+        }
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    assert!(started.elapsed() >= TIMEOUT * 3, "{:?}", started.elapsed());
+    let mut identities: Vec<&Vec<u8>> = requests.iter().map(|r| &r[0]).collect();
+    identities.sort();
+    identities.dedup();
+    assert_eq!(identities.len(), 3, "each attempt on a new socket");
+    for request in &requests {
+        assert_eq!(
+            request[1..],
+            frames(&[b"", b"MDPC01", b"echo", b"hello"])[..]
+        );
+    }
+}
+
+#[test]
+fn a_late_reply_to_an_abandoned_attempt_never_reaches_the_retry() {
+    let (router, endpoint) = raw_broker();
+    let config = ClientConfig::new(endpoint).timeout(TIMEOUT).retries(1);
+    let result = request_in_thread(config, "echo", frames(&[b"hello"]));
+    let first = recv(&router);
+    let second = recv(&router);
+    for (request, body) in [(&first, &b"stale"[..]), (&second, b"fresh")] {
+        let reply = [&request[0][..], b"", b"MDPC01", b"echo", body];
+        router.send_multipart(reply.iter(), 0).expect("send");
+    }
+    assert_eq!(outcome(result).expect("reply"), frames(&[b"fresh"]));
+}
+
+#[test]
+fn invalid_service_names_are_refused_before_anything_is_sent() {
+    let (_router, endpoint) = raw_broker();
+    let mut client = Client::connect(ClientConfig::new(endpoint)).expect("connect");
+    let long = "s".repeat(256);
+    for service in ["", long.as_str()] {
+        assert!(matches!(
+            client.request(service, &["x"]),
+            Err(ClientError::InvalidService { .. })
+        ));
+        assert!(matches!(
+            client.request(service, &[zmq::Message::from("x")]),
+            Err(ClientError::InvalidService { .. })
+        ));
+    }
+}
+
+#[test]
+fn our_client_and_our_broker_serve_a_raw_dealer_worker() {
+    let broker = Broker::bind(BrokerConfig::new("tcp://127.0.0.1:*"))
+        .expect("bind")
+        .spawn()
+        .expect("spawn");
+    let worker = zmq::Context::new().socket(zmq::DEALER).expect("socket");
+    worker.set_linger(0).expect("linger");
+    worker.connect(broker.endpoint()).expect("connect");
+    worker
+        .send_multipart([&b""[..], b"MDPW01", &[0x01], b"echo"], 0)
+        .expect("ready");
+    let deadline = Instant::now() + WAIT;
+    while broker.stats().workers == 0 {
+        assert!(Instant::now() < deadline, "worker not registered in time");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let config = ClientConfig::new(broker.endpoint()).timeout(Duration::from_secs(1));
+
+    let (done, result) = mpsc::channel();
+    thread::spawn(move || {
+        let mut client = Client::connect(config).expect("connect");
+        let lookups = (client.has_service("echo"), client.has_service("nobody"));
+        let _ = done.send((lookups, client.request("echo", &["hi"])));
+    });
+    let request = recv(&worker);
+    assert_eq!(request[..3], frames(&[b"", b"MDPW01", &[0x02]])[..]);
+    assert_eq!(request[4..], frames(&[b"", b"hi"])[..]);
+    let reply = [&b""[..], b"MDPW01", &[0x03], &request[3], b"", b"hi back"];
+    worker.send_multipart(reply.iter(), 0).expect("reply");
+
+    let ((echo, nobody), reply) = result.recv_timeout(WAIT).expect("client returned in time");
+    assert_eq!(
+        (echo.expect("lookup"), nobody.expect("lookup")),
+        (true, false)
+    );
+    assert_eq!(reply.expect("reply"), frames(&[b"hi back"]));
+    assert_eq!(broker.stats().replies_routed, 1);
+}
