@@ -130,8 +130,9 @@ impl std::fmt::Debug for ActionThread {
 
 fn serve<A: WorkerAction>(socket: &zmq::Socket, action: &mut A) {
     loop {
-        if socket.poll(zmq::POLLIN, -1).is_err() {
-            return;
+        match socket.poll(zmq::POLLIN, -1) {
+            Ok(_) | Err(zmq::Error::EINTR) => {}
+            Err(_) => return,
         }
         let mut frames = match wire::try_recv_frames(socket) {
             Ok(Some(frames)) => frames,

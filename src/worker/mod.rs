@@ -577,7 +577,7 @@ fn poll(
     if let Some(socket) = action {
         items.push(socket.as_poll_item(zmq::POLLIN));
     }
-    zmq::poll(&mut items, wire::millis_i64(timeout)).map_err(Error::zmq("poll"))?;
+    wire::poll(&mut items, timeout).map_err(Error::zmq("poll"))?;
     let broker_ready = broker.is_some() && items[0].is_readable();
     let action_ready = action.is_some() && items[items.len() - 1].is_readable();
     Ok((broker_ready, action_ready))

@@ -44,12 +44,13 @@ pub(crate) fn open_dealer(
     Ok(socket)
 }
 
-/// Receives one whole multipart message; `None` when nothing is waiting.
+/// Receives one whole multipart message; `None` when nothing is waiting (or a signal
+/// interrupted the call: the caller's loop simply comes back).
 pub(crate) fn try_recv_frames(socket: &zmq::Socket) -> Result<Option<Vec<Message>>, zmq::Error> {
     let mut first = Message::new();
     match socket.recv(&mut first, zmq::DONTWAIT) {
         Ok(()) => {}
-        Err(zmq::Error::EAGAIN) => return Ok(None),
+        Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => return Ok(None),
         Err(e) => return Err(e),
     }
     let mut more = first.get_more();
@@ -58,7 +59,12 @@ pub(crate) fn try_recv_frames(socket: &zmq::Socket) -> Result<Option<Vec<Message
     // The remaining parts of a multipart message arrive together with the first one.
     while more {
         let mut frame = Message::new();
-        socket.recv(&mut frame, 0)?;
+        match socket.recv(&mut frame, 0) {
+            Ok(()) => {}
+            // The rest of a multipart message is already here; a signal can still interrupt.
+            Err(zmq::Error::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
         more = frame.get_more();
         frames.push(frame);
     }
@@ -74,6 +80,15 @@ pub(crate) fn send_frames(socket: &zmq::Socket, frames: Vec<Message>) -> Result<
         socket.send(frame, flags)?;
     }
     Ok(())
+}
+
+/// Polls `items`; a signal interrupting the wait counts as "nothing ready" (signal handlers,
+/// e.g. the one wiring SIGTERM to shutdown, must never turn into a worker error).
+pub(crate) fn poll(items: &mut [zmq::PollItem<'_>], timeout: Duration) -> Result<i32, zmq::Error> {
+    match zmq::poll(items, millis_i64(timeout)) {
+        Err(zmq::Error::EINTR) => Ok(0),
+        other => other,
+    }
 }
 
 /// Milliseconds for a ZeroMQ option, rounded up so that a short wait never becomes a busy spin.
