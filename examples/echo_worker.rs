@@ -9,7 +9,8 @@
 //!
 //! Flags: `--broker ADDRS` (comma-separated, default `tcp://127.0.0.1:5555`), `--service NAME`
 //! (default `echo`), `--heartbeat-ms`, `--liveness`, `--reconnect-ms` (library defaults when
-//! absent), `--work-ms N` (sleep N ms per request to simulate work). SIGINT or SIGTERM stops it
+//! absent), `--work-ms N` (sleep N ms per request to simulate work), `--no-disconnect` (send no
+//! DISCONNECT when stopping: the zguide Python broker crashes on it). SIGINT or SIGTERM stops it
 //! gracefully (the request in hand is answered, then DISCONNECT) and it exits with code 0.
 
 use std::process::ExitCode;
@@ -24,6 +25,7 @@ struct Args {
     liveness: Option<u32>,
     reconnect_ms: Option<u64>,
     work_ms: u64,
+    send_disconnect: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -34,11 +36,16 @@ fn parse_args() -> Result<Args, String> {
         liveness: None,
         reconnect_ms: None,
         work_ms: 0,
+        send_disconnect: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
             return Err(String::new());
+        }
+        if flag == "--no-disconnect" {
+            args.send_disconnect = false;
+            continue;
         }
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         let number = |v: &str| {
@@ -59,7 +66,8 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn config(args: &Args) -> WorkerConfig {
-    let mut config = WorkerConfig::new(args.broker.as_str(), args.service.as_str());
+    let mut config = WorkerConfig::new(args.broker.as_str(), args.service.as_str())
+        .send_disconnect(args.send_disconnect);
     if let Some(ms) = args.heartbeat_ms {
         config = config.heartbeat(Duration::from_millis(ms));
     }
@@ -85,7 +93,7 @@ fn main() -> ExitCode {
             eprintln!("{message}");
             eprintln!(
                 "usage: echo_worker [--broker ADDRS] [--service NAME] [--heartbeat-ms N] \
-                 [--liveness N] [--reconnect-ms N] [--work-ms N]"
+                 [--liveness N] [--reconnect-ms N] [--work-ms N] [--no-disconnect]"
             );
             return ExitCode::from(2);
         }

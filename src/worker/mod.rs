@@ -140,12 +140,7 @@ impl<A: WorkerAction> Worker<A> {
             timeout_reply: config.timeout_reply.clone(),
         });
         let id = WorkerId::next(&config.service_name);
-        let span = info_span!(
-            "mdp_worker",
-            service = %config.service_name,
-            worker = id.number,
-            broker = tracing::field::Empty
-        );
+        let span = worker_span(&id, tracing::field::Empty);
         Ok(Worker {
             runner,
             session,
@@ -360,10 +355,13 @@ impl<A: WorkerAction> Worker<A> {
     fn connect_to(&mut self, endpoint: usize) -> Result<(), Error> {
         self.socket = None;
         let address = &self.endpoints[endpoint];
-        self.span.record("broker", address.as_str());
+        // A new span per connection: recording the field again would append, not replace, in
+        // common subscribers.
+        self.span = worker_span(&self.id, address.as_str());
         match wire::open_dealer(&self.context, address, self.options) {
             Ok(socket) => {
-                info!(broker = %address, "connected, sending READY");
+                self.span
+                    .in_scope(|| info!(broker = %address, "connected, sending READY"));
                 self.socket = Some(socket);
                 let broker = address.clone();
                 self.emit(|worker| Event::Connected { worker, broker });
@@ -562,6 +560,11 @@ impl<A: WorkerAction> Worker<A> {
         }
         Ok(())
     }
+}
+
+fn worker_span(id: &WorkerId, broker: impl tracing::Value) -> Span {
+    // No parent: a reconnect makes the new span from inside the old one.
+    info_span!(parent: None, "mdp_worker", service = %id.service, worker = id.number, broker)
 }
 
 /// Polls the broker socket and the action thread's socket (either may be absent).
