@@ -22,6 +22,9 @@ doc:
 	$(CARGO) test --doc
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
 
+demo:
+	$(CARGO) run --release --example demo
+
 example:
 	$(CARGO) run --example echo_worker -- --broker tcp://127.0.0.1:5555 --service echo
 

@@ -34,6 +34,12 @@
 //! jitter up to `reconnect_max`, reset once a broker answers), then opens a new socket to the
 //! next address of the list and sends READY. Time spent inside the action never counts as
 //! broker silence. Malformed frames are logged and dropped; the connection is kept.
+//!
+//! # Testing your own action
+//!
+//! The crate ships a [`broker`] and a [`client`]; [`testkit`] wires them to your action in a
+//! few lines (a unique endpoint, a shared context, fast timings, everything stopped on drop)
+//! so that a unit test can check it end to end.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations, unreachable_pub)]
 
@@ -47,6 +53,7 @@ pub mod pool;
 pub mod protocol;
 pub mod session;
 mod shutdown;
+pub mod testkit;
 mod worker;
 
 pub use action::{BytesAction, WorkerAction};
