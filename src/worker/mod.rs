@@ -577,7 +577,13 @@ fn poll(
     if let Some(socket) = action {
         items.push(socket.as_poll_item(zmq::POLLIN));
     }
-    zmq::poll(&mut items, wire::millis_i64(timeout)).map_err(Error::zmq("poll"))?;
+    match zmq::poll(&mut items, wire::millis_i64(timeout)) {
+        Ok(_) => {}
+        // A signal interrupts poll whatever its handler's flags (SIGTERM for a graceful stop
+        // does): nothing is ready, and the loop goes round to see the shutdown request.
+        Err(zmq::Error::EINTR) => return Ok((false, false)),
+        Err(source) => return Err(Error::zmq("poll")(source)),
+    }
     let broker_ready = broker.is_some() && items[0].is_readable();
     let action_ready = action.is_some() && items[items.len() - 1].is_readable();
     Ok((broker_ready, action_ready))

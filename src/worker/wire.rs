@@ -49,7 +49,8 @@ pub(crate) fn try_recv_frames(socket: &zmq::Socket) -> Result<Option<Vec<Message
     let mut first = Message::new();
     match socket.recv(&mut first, zmq::DONTWAIT) {
         Ok(()) => {}
-        Err(zmq::Error::EAGAIN) => return Ok(None),
+        // EINTR: a signal came first; the caller's loop reads again.
+        Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => return Ok(None),
         Err(e) => return Err(e),
     }
     let mut more = first.get_more();
