@@ -154,11 +154,11 @@ fn soak(plan: Plan) {
         thread::sleep(Duration::from_millis(10));
     }
 
-    // Let the last garbage be read, stop the load, then measure and stop everything.
+    // Measure under load, like the baseline; let the last garbage be read, stop everything.
+    let rss_end = rss_all(&workers);
     proxy.garbage(false);
     let tally = load.stop();
     thread::sleep(Duration::from_millis(300));
-    let rss_end = rss_all(&workers);
     let slots = proxy.slots();
     let dropped: Vec<(Option<u64>, Option<u64>)> =
         workers.iter_mut().map(stop_gracefully).collect();

@@ -13,6 +13,14 @@
 //! socket in order, so garbage sent before a DISCONNECT is always read; garbage on a socket
 //! the worker abandoned without a DISCONNECT (broker silence, SIGKILL) may be lost unread
 //! and is counted apart, as `garbage_maybe_lost`.
+//!
+//! One artefact of the proxy: a READY that a worker sent on a socket it then abandoned (the
+//! broker was down longer than the worker's liveness) waits in that socket's DEALER until the
+//! worker's next socket shows up, and may reach a broker that came back meanwhile. The broker
+//! registers a "ghost" that never answers and expires it after `heartbeat × liveness`; a
+//! request sent to it is lost and retried by its client. Without the proxy the worker's own
+//! socket, closed with linger 0, would drop that READY. This is where the broker's `expired`
+//! count in the report comes from.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
