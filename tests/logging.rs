@@ -65,7 +65,8 @@ fn log_lines_name_the_broker_once_however_often_the_worker_reconnects() {
         "a log line repeats the broker: {worst}"
     );
     assert!(
-        text.lines().all(|line| line.matches("mdp_worker{").count() <= 1),
+        text.lines()
+            .all(|line| line.matches("mdp_worker{").count() <= 1),
         "a connection's span nested in the previous one"
     );
     let span_field = format!("broker=\"{}\"", broker.endpoint);
