@@ -2,12 +2,13 @@
 # make demo    - the one-process demo: broker, workers, client, report
 # make example - the echo worker against a broker on tcp://127.0.0.1:5555
 # make bench   - criterion benchmarks (see BENCHMARKS.md)
+# make soak    - minutes of load with broker restarts, a killed worker and garbage (README, Soak)
 
 CARGO ?= cargo
 # nextest runs test binaries in parallel; plain cargo test is the fallback.
 TEST_RUNNER := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nextest run --no-fail-fast" || echo "test")
 
-.PHONY: test lint unit doc example demo bench clean
+.PHONY: test lint unit doc example demo bench soak clean
 
 test: lint unit doc
 
@@ -30,6 +31,11 @@ example:
 
 bench:
 	$(CARGO) bench
+
+# Debug build on purpose: overflow checks and debug assertions stay on while the soak runs.
+# SOAK_SECS sets the length (default 180), SOAK_SEED replays a run.
+soak:
+	$(CARGO) test --test soak -- --ignored --nocapture
 
 clean:
 	$(CARGO) clean

@@ -8,9 +8,10 @@
 //! ```
 //!
 //! Flags: `--broker ADDRS` (comma-separated, default `tcp://127.0.0.1:5555`), `--service NAME`
-//! (default `echo`), `--heartbeat-ms`, `--liveness`, `--reconnect-ms` (library defaults when
-//! absent), `--work-ms N` (sleep N ms per request to simulate work), `--no-disconnect` (send no
-//! DISCONNECT when stopping: the zguide Python broker crashes on it). SIGINT or SIGTERM stops it
+//! (default `echo`), `--heartbeat-ms`, `--liveness`, `--reconnect-ms`, `--reconnect-max-ms`
+//! (library defaults when absent), `--work-ms N` (sleep N ms per request to simulate work),
+//! `--no-disconnect` (send no DISCONNECT when stopping: the zguide Python broker crashes on it).
+//! SIGINT or SIGTERM stops it
 //! gracefully (the request in hand is answered, then DISCONNECT) and it exits with code 0.
 
 use std::process::ExitCode;
@@ -24,6 +25,7 @@ struct Args {
     heartbeat_ms: Option<u64>,
     liveness: Option<u32>,
     reconnect_ms: Option<u64>,
+    reconnect_max_ms: Option<u64>,
     work_ms: u64,
     send_disconnect: bool,
 }
@@ -35,6 +37,7 @@ fn parse_args() -> Result<Args, String> {
         heartbeat_ms: None,
         liveness: None,
         reconnect_ms: None,
+        reconnect_max_ms: None,
         work_ms: 0,
         send_disconnect: true,
     };
@@ -58,6 +61,7 @@ fn parse_args() -> Result<Args, String> {
             "--heartbeat-ms" => args.heartbeat_ms = Some(number(&value)?),
             "--liveness" => args.liveness = Some(number(&value)? as u32),
             "--reconnect-ms" => args.reconnect_ms = Some(number(&value)?),
+            "--reconnect-max-ms" => args.reconnect_max_ms = Some(number(&value)?),
             "--work-ms" => args.work_ms = number(&value)?,
             _ => return Err(format!("unknown flag {flag}")),
         }
@@ -78,6 +82,9 @@ fn config(args: &Args) -> WorkerConfig {
         config = config.reconnect(Duration::from_millis(ms));
         config = config.reconnect_max(Duration::from_millis(ms).max(Duration::from_secs(32)));
     }
+    if let Some(ms) = args.reconnect_max_ms {
+        config = config.reconnect_max(Duration::from_millis(ms));
+    }
     config
 }
 
@@ -93,7 +100,8 @@ fn main() -> ExitCode {
             eprintln!("{message}");
             eprintln!(
                 "usage: echo_worker [--broker ADDRS] [--service NAME] [--heartbeat-ms N] \
-                 [--liveness N] [--reconnect-ms N] [--work-ms N] [--no-disconnect]"
+                 [--liveness N] [--reconnect-ms N] [--reconnect-max-ms N] [--work-ms N] \
+                 [--no-disconnect]"
             );
             return ExitCode::from(2);
         }
@@ -125,6 +133,8 @@ fn main() -> ExitCode {
             tracing::info!(
                 requests = stats.requests,
                 reconnects = stats.reconnects,
+                malformed_dropped = stats.malformed_dropped,
+                unexpected_dropped = stats.unexpected_dropped,
                 "stopped"
             );
             ExitCode::SUCCESS

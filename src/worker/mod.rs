@@ -83,6 +83,8 @@ pub struct Worker<A> {
     io: IoCounters,
     request_started: Option<(Instant, usize)>,
     span: Span,
+    /// The span current when the worker was built: the parent of every connection's span.
+    parent_span: Span,
 }
 
 impl<A: WorkerAction> Worker<A> {
@@ -140,7 +142,8 @@ impl<A: WorkerAction> Worker<A> {
             timeout_reply: config.timeout_reply.clone(),
         });
         let id = WorkerId::next(&config.service_name);
-        let span = worker_span(&id, tracing::field::Empty);
+        let parent_span = Span::current();
+        let span = worker_span(&parent_span, &id, None);
         Ok(Worker {
             runner,
             session,
@@ -159,6 +162,7 @@ impl<A: WorkerAction> Worker<A> {
             io: IoCounters::default(),
             request_started: None,
             span,
+            parent_span,
         })
     }
 
@@ -191,10 +195,11 @@ impl<A: WorkerAction> Worker<A> {
     }
 
     fn receive_until(&mut self, deadline: Option<Instant>) -> Result<Option<Received>, Error> {
-        let span = self.span.clone();
-        let _entered = span.enter();
         let mut polled = false;
         loop {
+            // Entered per turn: a reconnect replaces the span (see `worker_span`).
+            let span = self.span.clone();
+            let _entered = span.enter();
             let now = Instant::now();
             if self.session.state() != State::Stopped {
                 self.check_controls(now);
@@ -355,13 +360,10 @@ impl<A: WorkerAction> Worker<A> {
     fn connect_to(&mut self, endpoint: usize) -> Result<(), Error> {
         self.socket = None;
         let address = &self.endpoints[endpoint];
-        // A new span per connection: recording the field again would append, not replace, in
-        // common subscribers.
-        self.span = worker_span(&self.id, address.as_str());
+        self.span = worker_span(&self.parent_span, &self.id, Some(address));
         match wire::open_dealer(&self.context, address, self.options) {
             Ok(socket) => {
-                self.span
-                    .in_scope(|| info!(broker = %address, "connected, sending READY"));
+                info!(broker = %address, "connected, sending READY");
                 self.socket = Some(socket);
                 let broker = address.clone();
                 self.emit(|worker| Event::Connected { worker, broker });
@@ -562,9 +564,17 @@ impl<A: WorkerAction> Worker<A> {
     }
 }
 
-fn worker_span(id: &WorkerId, broker: impl tracing::Value) -> Span {
-    // No parent: a reconnect makes the new span from inside the old one.
-    info_span!(parent: None, "mdp_worker", service = %id.service, worker = id.number, broker)
+/// The span of one connection. A new one per connection, because recording `broker` again
+/// on the same span adds a value instead of replacing it (tracing-subscriber's fmt layer
+/// appends): one more `broker=` on every line, and in memory, with each reconnect.
+fn worker_span(parent: &Span, id: &WorkerId, broker: Option<&str>) -> Span {
+    info_span!(
+        parent: parent,
+        "mdp_worker",
+        service = %id.service,
+        worker = id.number,
+        broker
+    )
 }
 
 /// Polls the broker socket and the action thread's socket (either may be absent).

@@ -1,6 +1,8 @@
 //! A test broker made of a plain ROUTER socket, and helpers to run a worker on a thread.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
