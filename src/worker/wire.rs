@@ -72,14 +72,29 @@ pub(crate) fn try_recv_frames(socket: &zmq::Socket) -> Result<Option<Vec<Message
 }
 
 /// Sends frames as one multipart message. A send that times out sends nothing (ZeroMQ
-/// accepts the rest of a multipart message once it accepted its first part).
+/// accepts the rest of a multipart message once it accepted its first part, so only the first
+/// part can block, time out or be interrupted by a signal). An interrupted first part is sent
+/// again: it is always a small header frame here (the empty delimiter, or a one-byte kind).
 pub(crate) fn send_frames(socket: &zmq::Socket, frames: Vec<Message>) -> Result<(), zmq::Error> {
     let last = frames.len().saturating_sub(1);
     for (i, frame) in frames.into_iter().enumerate() {
         let flags = if i < last { zmq::SNDMORE } else { 0 };
-        socket.send(frame, flags)?;
+        if i == 0 && frame.len() <= 64 {
+            send_retrying(socket, &frame, flags)?;
+        } else {
+            socket.send(frame, flags)?;
+        }
     }
     Ok(())
+}
+
+fn send_retrying(socket: &zmq::Socket, frame: &[u8], flags: i32) -> Result<(), zmq::Error> {
+    loop {
+        match socket.send(frame, flags) {
+            Err(zmq::Error::EINTR) => continue,
+            other => return other,
+        }
+    }
 }
 
 /// Polls `items`; a signal interrupting the wait counts as "nothing ready" (signal handlers,
