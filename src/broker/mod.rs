@@ -28,6 +28,9 @@
 //! simulated time; [`Broker`] only polls the socket, feeds it and sends what it returns.
 
 mod config;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handle;
 mod state;
 mod stats;

@@ -398,4 +398,6 @@ impl fmt::Display for Id<'_> {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
