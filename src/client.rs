@@ -27,8 +27,10 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, trace, warn};
 
+use crate::config::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::config::{fits_millis, invalid, non_zero, parse_endpoints, ConfigError};
 use crate::protocol::{check_service_name, ClientMessage, ProtocolError};
+use crate::security::PlainCredentials;
 
 /// Reply timeout of the reference client (zguide `mdcliapi`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(2500);
@@ -41,6 +43,8 @@ pub struct ClientConfig {
     broker: String,
     timeout: Duration,
     retries: u32,
+    max_message_size: u64,
+    plain: Option<PlainCredentials>,
     context: Option<zmq::Context>,
 }
 
@@ -52,6 +56,8 @@ impl ClientConfig {
             broker: broker.into(),
             timeout: DEFAULT_TIMEOUT,
             retries: DEFAULT_RETRIES,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            plain: None,
             context: None,
         }
     }
@@ -65,6 +71,27 @@ impl ClientConfig {
     /// How many times a request is sent again, on a new socket, after a timeout. Defaults to 3.
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
+        self
+    }
+
+    /// Largest reply, in bytes, the client accepts (`ZMQ_MAXMSGSIZE`): a larger one makes
+    /// ZeroMQ drop the connection, and the attempt ends in a timeout. Must not be zero.
+    /// Defaults to 256 MiB.
+    pub fn max_message_size(mut self, max_message_size: u64) -> Self {
+        self.max_message_size = max_message_size;
+        self
+    }
+
+    /// Presents these ZMQ PLAIN credentials to the broker, whose ZAP handler accepts or
+    /// refuses them; a refused client gets no reply (its requests end in
+    /// [`ClientError::Timeout`]). PLAIN sends both **in clear text**. The username must not be
+    /// empty; both must be at most 255 bytes. Defaults to none (no authentication).
+    pub fn plain_credentials(
+        mut self,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.plain = Some(PlainCredentials::new(username, password));
         self
     }
 
@@ -94,7 +121,18 @@ impl ClientConfig {
             ));
         }
         non_zero("timeout", self.timeout)?;
-        fits_millis("timeout", self.timeout)
+        fits_millis("timeout", self.timeout)?;
+        if self.max_message_size == 0 || self.max_message_size > i64::MAX as u64 {
+            return Err(invalid(
+                "max_message_size",
+                self.max_message_size,
+                "must be between 1 and 2^63-1",
+            ));
+        }
+        match &self.plain {
+            Some(plain) => plain.validate(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -104,6 +142,8 @@ impl fmt::Debug for ClientConfig {
             .field("broker", &self.broker)
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
+            .field("max_message_size", &self.max_message_size)
+            .field("plain", &self.plain)
             .field("shared_context", &self.context.is_some())
             .finish()
     }
@@ -308,6 +348,14 @@ fn open_dealer(context: &zmq::Context, config: &ClientConfig) -> Result<zmq::Soc
         .set_sndtimeo(millis(config.timeout))
         .map_err(zmq_error("setsockopt(ZMQ_SNDTIMEO)"))?;
     socket
+        .set_maxmsgsize(config.max_message_size.min(i64::MAX as u64) as i64)
+        .map_err(zmq_error("setsockopt(ZMQ_MAXMSGSIZE)"))?;
+    if let Some(plain) = &config.plain {
+        plain
+            .apply(&socket)
+            .map_err(|(operation, source)| ClientError::Zmq { operation, source })?;
+    }
+    socket
         .connect(&config.broker)
         .map_err(zmq_error("connect"))?;
     Ok(socket)
@@ -364,7 +412,14 @@ mod tests {
     fn bad_values_are_refused_with_their_field() {
         let zero = ClientConfig::new("tcp://a:1").timeout(Duration::ZERO);
         let two = ClientConfig::new("tcp://a:1,tcp://b:2");
-        for (c, field) in [(zero, "timeout"), (two, "broker")] {
+        let size = ClientConfig::new("tcp://a:1").max_message_size(0);
+        let user = ClientConfig::new("tcp://a:1").plain_credentials("", "pw");
+        for (c, field) in [
+            (zero, "timeout"),
+            (two, "broker"),
+            (size, "max_message_size"),
+            (user, "plain_username"),
+        ] {
             match c.validate() {
                 Err(ConfigError::InvalidValue { field: f, .. }) => assert_eq!(f, field),
                 other => panic!("{field}: expected InvalidValue, got {other:?}"),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::events::{EventSink, Events};
 use crate::protocol::MAX_SERVICE_NAME_LEN;
+use crate::security::PlainCredentials;
 use crate::shutdown::{DrainHandle, ShutdownHandle};
 
 /// Heartbeat of the reference broker (zguide `mdbroker`): a slower worker heartbeat makes it flap.
@@ -108,6 +109,7 @@ pub struct WorkerConfig {
     pub(crate) send_timeout: Duration,
     pub(crate) send_disconnect: bool,
     pub(crate) max_message_size: u64,
+    pub(crate) plain: Option<PlainCredentials>,
     pub(crate) context: Option<zmq::Context>,
     pub(crate) request_timeout: Option<Duration>,
     pub(crate) timeout_reply: Vec<Vec<u8>>,
@@ -134,6 +136,7 @@ impl WorkerConfig {
             send_timeout: DEFAULT_SEND_TIMEOUT,
             send_disconnect: true,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            plain: None,
             context: None,
             request_timeout: None,
             timeout_reply: vec![DEFAULT_TIMEOUT_REPLY.to_vec()],
@@ -202,10 +205,30 @@ impl WorkerConfig {
         self
     }
 
-    /// Largest message, in bytes, the worker accepts (`ZMQ_MAXMSGSIZE`): a larger one drops
-    /// the connection and the worker reconnects. Must not be zero. Defaults to 256 MiB.
+    /// Largest message, in bytes, the worker accepts (`ZMQ_MAXMSGSIZE`, the sum of its
+    /// frames' sizes as ZeroMQ counts them): a larger one makes ZeroMQ drop the connection, and
+    /// the worker, told by its socket monitor, reconnects on a new socket after the reconnect
+    /// delay. Must not be zero. Defaults to 256 MiB.
     pub fn max_message_size(mut self, max_message_size: u64) -> Self {
         self.max_message_size = max_message_size;
+        self
+    }
+
+    /// Presents these ZMQ PLAIN credentials (RFC 24) to the broker, whose ZAP handler accepts
+    /// or refuses them. A refused worker is never registered: it logs
+    /// `authentication failed` at error level, counts it in
+    /// [`WorkerStats::auth_failures`](crate::WorkerStats::auth_failures), and retries with
+    /// the reconnect backoff (the broker's list may be fixed meanwhile).
+    ///
+    /// PLAIN sends both **in clear text**: it is access control, not confidentiality.
+    /// The username must not be empty; both must be at most 255 bytes. Defaults to none
+    /// (the NULL mechanism: no authentication).
+    pub fn plain_credentials(
+        mut self,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.plain = Some(PlainCredentials::new(username, password));
         self
     }
 
@@ -315,6 +338,9 @@ impl WorkerConfig {
                 "must be between 1 and 2^63-1",
             ));
         }
+        if let Some(plain) = &self.plain {
+            plain.validate()?;
+        }
         Ok(())
     }
 
@@ -338,6 +364,7 @@ impl fmt::Debug for WorkerConfig {
             .field("send_timeout", &self.send_timeout)
             .field("send_disconnect", &self.send_disconnect)
             .field("max_message_size", &self.max_message_size)
+            .field("plain", &self.plain)
             .field("shared_context", &self.context.is_some())
             .field("request_timeout", &self.request_timeout)
             .field("events", &self.events.is_some())
@@ -573,6 +600,11 @@ mod tests {
             ),
             (config().send_timeout(Duration::ZERO), "send_timeout"),
             (config().max_message_size(0), "max_message_size"),
+            (config().plain_credentials("", "pw"), "plain_username"),
+            (
+                config().plain_credentials("u", "p".repeat(256)),
+                "plain_password",
+            ),
             (config().linger(Duration::from_secs(1 << 40)), "linger"),
         ];
         for (c, field) in cases {

@@ -45,6 +45,7 @@ mod error;
 pub mod events;
 pub mod pool;
 pub mod protocol;
+mod security;
 pub mod session;
 mod shutdown;
 mod worker;

@@ -5,7 +5,8 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::config::{fits_millis, invalid, non_zero, ConfigError};
-use crate::config::{DEFAULT_HEARTBEAT, DEFAULT_LIVENESS};
+use crate::config::{DEFAULT_HEARTBEAT, DEFAULT_LIVENESS, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::security::PlainCredentials;
 
 /// Requests queued per service while no worker is free: enough to ride out a worker restart
 /// under load, small enough that a service nobody serves cannot eat the broker's memory.
@@ -23,6 +24,8 @@ pub struct BrokerConfig {
     pub(crate) max_queue: usize,
     pub(crate) linger: Duration,
     pub(crate) disconnect_on_stop: bool,
+    pub(crate) max_message_size: u64,
+    pub(crate) plain_users: Vec<PlainCredentials>,
     pub(crate) context: Option<zmq::Context>,
 }
 
@@ -38,6 +41,8 @@ impl BrokerConfig {
             max_queue: DEFAULT_MAX_QUEUE,
             linger: DEFAULT_LINGER,
             disconnect_on_stop: true,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            plain_users: Vec::new(),
             context: None,
         }
     }
@@ -76,6 +81,32 @@ impl BrokerConfig {
         self
     }
 
+    /// Largest message, in bytes, the broker accepts from a client or worker
+    /// (`ZMQ_MAXMSGSIZE` on its ROUTER): a larger one makes ZeroMQ drop that peer's
+    /// connection, and the broker goes on serving the others. The limit is generous so that
+    /// large bodies pass, but finite so that one peer cannot make the broker allocate without
+    /// bound. Must not be zero. Defaults to 256 MiB (as the worker's).
+    pub fn max_message_size(mut self, max_message_size: u64) -> Self {
+        self.max_message_size = max_message_size;
+        self
+    }
+
+    /// Accepts clients and workers that present these ZMQ PLAIN credentials; call once per
+    /// user. The first call makes the ROUTER a PLAIN server (`ZMQ_PLAIN_SERVER`) and the
+    /// broker runs a ZAP handler on `inproc://zeromq.zap.01` in its context, which refuses
+    /// anyone else: a peer with wrong credentials, or none, never gets a message through.
+    ///
+    /// PLAIN sends passwords **in clear text**: it is access control, not confidentiality
+    /// (see the README's security section). Only one ZAP handler can run per context: do not
+    /// share the broker's [`context`](Self::context) with another one. Usernames must be
+    /// non-empty, unique and at most 255 bytes, passwords at most 255 bytes.
+    /// Defaults to no users: no authentication (the NULL mechanism).
+    pub fn plain_user(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.plain_users
+            .push(PlainCredentials::new(username, password));
+        self
+    }
+
     /// A ZeroMQ context to create the socket in, shared with `inproc://` clients and workers.
     /// Defaults to a context of the broker's own.
     pub fn context(mut self, context: zmq::Context) -> Self {
@@ -111,6 +142,26 @@ impl BrokerConfig {
         if self.max_queue == 0 {
             return Err(invalid("max_queue", 0, "must be at least 1"));
         }
+        if self.max_message_size == 0 || self.max_message_size > i64::MAX as u64 {
+            return Err(invalid(
+                "max_message_size",
+                self.max_message_size,
+                "must be between 1 and 2^63-1",
+            ));
+        }
+        self.validate_plain_users()
+    }
+
+    fn validate_plain_users(&self) -> Result<(), ConfigError> {
+        for (i, user) in self.plain_users.iter().enumerate() {
+            user.validate()?;
+            if self.plain_users[..i]
+                .iter()
+                .any(|u| u.username == user.username)
+            {
+                return Err(invalid("plain_username", &user.username, "listed twice"));
+            }
+        }
         Ok(())
     }
 
@@ -129,6 +180,8 @@ impl fmt::Debug for BrokerConfig {
             .field("max_queue", &self.max_queue)
             .field("linger", &self.linger)
             .field("disconnect_on_stop", &self.disconnect_on_stop)
+            .field("max_message_size", &self.max_message_size)
+            .field("plain_users", &self.plain_users)
             .field("shared_context", &self.context.is_some())
             .finish()
     }
@@ -165,6 +218,8 @@ mod tests {
         assert_eq!(c.expiry(), Duration::from_millis(7500));
         assert_eq!(c.max_queue, 10_000);
         assert!(c.disconnect_on_stop);
+        assert_eq!(c.max_message_size, 256 * 1024 * 1024);
+        assert!(c.plain_users.is_empty());
         assert_eq!(c.validate(), Ok(()));
     }
 
@@ -183,6 +238,13 @@ mod tests {
             ),
             (config().max_queue(0), "max_queue"),
             (config().linger(Duration::from_secs(1 << 40)), "linger"),
+            (config().max_message_size(0), "max_message_size"),
+            (config().plain_user("", "pw"), "plain_username"),
+            (config().plain_user("u", "p".repeat(256)), "plain_password"),
+            (
+                config().plain_user("u", "a").plain_user("u", "b"),
+                "plain_username",
+            ),
         ];
         for (c, field) in cases {
             match c.validate() {

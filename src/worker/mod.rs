@@ -24,7 +24,7 @@ use action_thread::{call_guarded, ActionResult, ActionThread};
 use stats::IoCounters;
 pub(crate) use stats::StatsCell;
 pub use stats::WorkerStats;
-use wire::SocketOptions;
+use wire::{Connection, LinkEvent, SocketOptions};
 
 /// Most messages read in one poll pass before timers get their turn again.
 const MAX_READS_PER_PASS: usize = 64;
@@ -75,7 +75,7 @@ pub struct Worker<A> {
     send_disconnect: bool,
     panic_reply: Vec<Vec<u8>>,
     context: zmq::Context,
-    socket: Option<zmq::Socket>,
+    connection: Option<Connection>,
     shutdown: ShutdownHandle,
     drain: DrainHandle,
     events: Option<EventSink>,
@@ -156,7 +156,7 @@ impl<A: WorkerAction> Worker<A> {
             send_disconnect: config.send_disconnect,
             panic_reply: config.panic_reply.clone(),
             context: config.context.clone().unwrap_or_default(),
-            socket: None,
+            connection: None,
             shutdown: config.shutdown.clone().unwrap_or_default(),
             drain: config.drain.clone().unwrap_or_default(),
             events: config.events.clone(),
@@ -358,13 +358,13 @@ impl<A: WorkerAction> Worker<A> {
     }
 
     fn connect_to(&mut self, endpoint: usize) -> Result<(), Error> {
-        self.socket = None;
+        self.connection = None;
         let address = &self.endpoints[endpoint];
         self.span.record("broker", address.as_str());
-        match wire::open_dealer(&self.context, address, self.options) {
-            Ok(socket) => {
+        match wire::open_dealer(&self.context, address, &self.options) {
+            Ok(connection) => {
                 info!(broker = %address, "connected, sending READY");
-                self.socket = Some(socket);
+                self.connection = Some(connection);
                 let broker = address.clone();
                 self.emit(|worker| Event::Connected { worker, broker });
                 let service = Message::from(&*self.id.service);
@@ -384,13 +384,13 @@ impl<A: WorkerAction> Worker<A> {
     }
 
     fn send(&mut self, message: WorkerMessage<Message>) -> Result<(), Error> {
-        let Some(socket) = &self.socket else {
+        let Some(connection) = &self.connection else {
             debug!(command = %message.command(), "no socket, message not sent");
             return Ok(());
         };
         let command = message.command();
         trace!(%command, "sending");
-        match wire::send_frames(socket, message.encode()) {
+        match wire::send_frames(&connection.socket, message.encode()) {
             Ok(()) => Ok(()),
             Err(zmq::Error::EAGAIN) => {
                 self.io.send_failures += 1;
@@ -472,10 +472,10 @@ impl<A: WorkerAction> Worker<A> {
     }
 
     fn close(&mut self, reason: DisconnectReason, graceful: bool) {
-        if let Some(socket) = self.socket.take() {
+        if let Some(connection) = self.connection.take() {
             if !graceful {
                 // The broker is gone or threw us out: nothing queued is worth waiting for.
-                let _ = socket.set_linger(0);
+                let _ = connection.socket.set_linger(0);
             }
             info!(?reason, "disconnected");
             self.emit(|worker| Event::Disconnected { worker, reason });
@@ -507,21 +507,78 @@ impl<A: WorkerAction> Worker<A> {
             Runner::Thread(thread) if self.session.is_busy() => Some(thread.socket()),
             _ => None,
         };
-        let (broker_ready, action_ready) = match (&self.socket, action) {
+        let ready = match (&self.connection, action) {
             (None, None) => {
                 // No socket (backing off, drained): the shutdown handle wakes this at once.
                 self.shutdown.wait_timeout(timeout);
                 return Ok(());
             }
-            (socket, action) => poll(socket.as_ref(), action, timeout)?,
+            (connection, action) => poll(connection.as_ref(), action, timeout)?,
         };
-        if action_ready {
+        if ready.action {
             self.read_action_result()?;
         }
-        if broker_ready {
+        if ready.broker {
             self.read_messages()?;
         }
+        if ready.monitor {
+            self.read_link_events()?;
+        }
         Ok(())
+    }
+
+    /// Acts on what the socket monitor saw: a connection refused in the handshake or dropped
+    /// under the socket is left at once (a new socket after the reconnect delay), instead of
+    /// leaving libzmq to retry it behind the session's back or waiting out broker liveness.
+    fn read_link_events(&mut self) -> Result<(), Error> {
+        while let Some(connection) = &self.connection {
+            let Some(event) = wire::try_recv_event(&connection.monitor)
+                .map_err(Error::zmq("recv monitor event"))?
+            else {
+                return Ok(());
+            };
+            let reason = match event {
+                LinkEvent::HandshakeSucceeded => {
+                    debug!("connection up, handshake passed");
+                    continue;
+                }
+                LinkEvent::AuthFailed { status } => self.auth_failed(status),
+                LinkEvent::HandshakeFailed { event, value } => {
+                    self.io.connections_lost += 1;
+                    let cause = wire::handshake_failure_cause(event, value);
+                    warn!(
+                        cause,
+                        event, value, "security handshake failed, reconnecting"
+                    );
+                    DisconnectReason::ConnectionLost
+                }
+                LinkEvent::Disconnected => {
+                    self.io.connections_lost += 1;
+                    warn!("connection to the broker dropped, reconnecting");
+                    DisconnectReason::ConnectionLost
+                }
+            };
+            self.session.handle_connection_lost(Instant::now(), reason);
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    /// Logs and counts credentials the broker refused; the session backs off and retries.
+    fn auth_failed(&mut self, status: u32) -> DisconnectReason {
+        self.io.auth_failures += 1;
+        match &self.options.plain {
+            Some(plain) => error!(
+                user = %plain.username,
+                status,
+                "authentication failed: broker rejected the PLAIN credentials, not registered"
+            ),
+            None => error!(
+                status,
+                "authentication failed: broker refused the connection"
+            ),
+        }
+        DisconnectReason::AuthenticationFailed
     }
 
     fn read_action_result(&mut self) -> Result<(), Error> {
@@ -542,10 +599,12 @@ impl<A: WorkerAction> Worker<A> {
     fn read_messages(&mut self) -> Result<(), Error> {
         let inline = matches!(self.runner, Runner::Inline(_));
         for _ in 0..MAX_READS_PER_PASS {
-            let Some(socket) = &self.socket else {
+            let Some(connection) = &self.connection else {
                 return Ok(());
             };
-            let Some(frames) = wire::try_recv_frames(socket).map_err(Error::zmq("recv"))? else {
+            let Some(frames) =
+                wire::try_recv_frames(&connection.socket).map_err(Error::zmq("recv"))?
+            else {
                 return Ok(());
             };
             trace!(frames = frames.len(), "received");
@@ -564,35 +623,48 @@ impl<A: WorkerAction> Worker<A> {
     }
 }
 
-/// Polls the broker socket and the action thread's socket (either may be absent).
+/// Which of the polled sockets have something to read.
+#[derive(Debug, Clone, Copy, Default)]
+struct Ready {
+    broker: bool,
+    monitor: bool,
+    action: bool,
+}
+
+/// Polls the broker socket with its monitor, and the action thread's socket (either side
+/// may be absent).
 fn poll(
-    broker: Option<&zmq::Socket>,
+    connection: Option<&Connection>,
     action: Option<&zmq::Socket>,
     timeout: Duration,
-) -> Result<(bool, bool), Error> {
-    let mut items = Vec::with_capacity(2);
-    if let Some(socket) = broker {
-        items.push(socket.as_poll_item(zmq::POLLIN));
+) -> Result<Ready, Error> {
+    let mut items = Vec::with_capacity(3);
+    if let Some(connection) = connection {
+        items.push(connection.socket.as_poll_item(zmq::POLLIN));
+        items.push(connection.monitor.as_poll_item(zmq::POLLIN));
     }
     if let Some(socket) = action {
         items.push(socket.as_poll_item(zmq::POLLIN));
     }
     zmq::poll(&mut items, wire::millis_i64(timeout)).map_err(Error::zmq("poll"))?;
-    let broker_ready = broker.is_some() && items[0].is_readable();
-    let action_ready = action.is_some() && items[items.len() - 1].is_readable();
-    Ok((broker_ready, action_ready))
+    let connected = connection.is_some();
+    Ok(Ready {
+        broker: connected && items[0].is_readable(),
+        monitor: connected && items[1].is_readable(),
+        action: action.is_some() && items[items.len() - 1].is_readable(),
+    })
 }
 
 impl<A> Drop for Worker<A> {
     fn drop(&mut self) {
         // A worker dropped without a shutdown still leaves politely: DISCONNECT, then a
         // bounded linger, so the broker forgets it at once instead of after its expiry.
-        if let Some(socket) = self.socket.take() {
+        if let Some(connection) = self.connection.take() {
             if self.send_disconnect && self.session.state() != State::Stopped {
                 let _ = self.span.in_scope(|| {
                     let frames = WorkerMessage::<Message>::Disconnect.encode();
                     debug!("dropped while connected, sending DISCONNECT");
-                    wire::send_frames(&socket, frames)
+                    wire::send_frames(&connection.socket, frames)
                 });
             }
         }
@@ -605,7 +677,7 @@ impl<A> fmt::Debug for Worker<A> {
             .field("id", &self.id)
             .field("endpoints", &self.endpoints)
             .field("state", &self.session.state())
-            .field("connected", &self.socket.is_some())
+            .field("connected", &self.connection.is_some())
             .field("threaded", &matches!(self.runner, Runner::Thread(_)))
             .finish_non_exhaustive()
     }
