@@ -30,7 +30,7 @@ use tracing::{debug, trace, warn};
 use crate::config::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::config::{fits_millis, invalid, non_zero, parse_endpoints, ConfigError};
 use crate::protocol::{check_service_name, ClientMessage, ProtocolError};
-use crate::security::PlainCredentials;
+use crate::security::{check_curve, CurveClient, CurveKeys, PlainCredentials};
 
 /// Reply timeout of the reference client (zguide `mdcliapi`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(2500);
@@ -45,6 +45,7 @@ pub struct ClientConfig {
     retries: u32,
     max_message_size: u64,
     plain: Option<PlainCredentials>,
+    curve: Option<CurveClient>,
     context: Option<zmq::Context>,
 }
 
@@ -58,6 +59,7 @@ impl ClientConfig {
             retries: DEFAULT_RETRIES,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             plain: None,
+            curve: None,
             context: None,
         }
     }
@@ -74,9 +76,9 @@ impl ClientConfig {
         self
     }
 
-    /// Largest reply, in bytes, the client accepts (`ZMQ_MAXMSGSIZE`): a larger one makes
-    /// ZeroMQ drop the connection, and the attempt ends in a timeout. Must not be zero.
-    /// Defaults to 256 MiB.
+    /// Largest reply frame, in bytes, the client accepts (`ZMQ_MAXMSGSIZE`, checked on each
+    /// frame): a larger one makes ZeroMQ drop the connection, and the attempt ends in a
+    /// timeout. Must not be zero. Defaults to 256 MiB.
     pub fn max_message_size(mut self, max_message_size: u64) -> Self {
         self.max_message_size = max_message_size;
         self
@@ -92,6 +94,18 @@ impl ClientConfig {
         password: impl Into<String>,
     ) -> Self {
         self.plain = Some(PlainCredentials::new(username, password));
+        self
+    }
+
+    /// Connects with CURVE: encrypted, and the broker holding the secret key of
+    /// `server_public_key` is authenticated. Needs a libzmq with CURVE support
+    /// ([`curve_available`](crate::curve_available)); cannot be combined with PLAIN.
+    /// Defaults to none.
+    pub fn curve_credentials(mut self, keys: CurveKeys, server_public_key: [u8; 32]) -> Self {
+        self.curve = Some(CurveClient {
+            keys,
+            server_key: server_public_key,
+        });
         self
     }
 
@@ -129,8 +143,11 @@ impl ClientConfig {
                 "must be between 1 and 2^63-1",
             ));
         }
-        match &self.plain {
-            Some(plain) => plain.validate(),
+        if let Some(plain) = &self.plain {
+            plain.validate()?;
+        }
+        match &self.curve {
+            Some(_) => check_curve("curve_credentials", self.plain.is_some()),
             None => Ok(()),
         }
     }
@@ -144,6 +161,7 @@ impl fmt::Debug for ClientConfig {
             .field("retries", &self.retries)
             .field("max_message_size", &self.max_message_size)
             .field("plain", &self.plain)
+            .field("curve", &self.curve)
             .field("shared_context", &self.context.is_some())
             .finish()
     }
@@ -352,6 +370,11 @@ fn open_dealer(context: &zmq::Context, config: &ClientConfig) -> Result<zmq::Soc
         .map_err(zmq_error("setsockopt(ZMQ_MAXMSGSIZE)"))?;
     if let Some(plain) = &config.plain {
         plain
+            .apply(&socket)
+            .map_err(|(operation, source)| ClientError::Zmq { operation, source })?;
+    }
+    if let Some(curve) = &config.curve {
+        curve
             .apply(&socket)
             .map_err(|(operation, source)| ClientError::Zmq { operation, source })?;
     }

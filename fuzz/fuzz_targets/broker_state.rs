@@ -2,9 +2,10 @@
 //! in between: it never panics, and everything it sends is an identity followed by a valid
 //! worker or client message.
 //!
-//! Input: records separated by `\xff` (so no frame holds that byte); each record's first byte picks the peer (low two
-//! bits) or, when its high bit is set, advances time by `(byte & 0x7f) * 10` ms instead;
-//! the rest of the record is split into frames (see `frames.rs`).
+//! Input: records separated by `\xff` (so no frame holds that byte); each record's first
+//! byte picks the peer (low two bits) or, when its high bit is set, advances time by
+//! `(byte & 0x7f) * 10` ms instead; the rest of the record is split into frames (see
+//! `frames.rs`).
 #![no_main]
 
 mod frames;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::config::{fits_millis, invalid, non_zero, ConfigError};
 use crate::config::{DEFAULT_HEARTBEAT, DEFAULT_LIVENESS, DEFAULT_MAX_MESSAGE_SIZE};
-use crate::security::PlainCredentials;
+use crate::security::{check_curve, CurveKeys, Hex, PlainCredentials};
 
 /// Requests queued per service while no worker is free: enough to ride out a worker restart
 /// under load, small enough that a service nobody serves cannot eat the broker's memory.
@@ -26,6 +26,8 @@ pub struct BrokerConfig {
     pub(crate) disconnect_on_stop: bool,
     pub(crate) max_message_size: u64,
     pub(crate) plain_users: Vec<PlainCredentials>,
+    pub(crate) curve_server: Option<CurveKeys>,
+    pub(crate) curve_clients: Vec<[u8; 32]>,
     pub(crate) context: Option<zmq::Context>,
 }
 
@@ -43,6 +45,8 @@ impl BrokerConfig {
             disconnect_on_stop: true,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             plain_users: Vec::new(),
+            curve_server: None,
+            curve_clients: Vec::new(),
             context: None,
         }
     }
@@ -81,9 +85,10 @@ impl BrokerConfig {
         self
     }
 
-    /// Largest message, in bytes, the broker accepts from a client or worker
-    /// (`ZMQ_MAXMSGSIZE` on its ROUTER): a larger one makes ZeroMQ drop that peer's
-    /// connection, and the broker goes on serving the others. The limit is generous so that
+    /// Largest frame, in bytes, the broker accepts from a client or worker
+    /// (`ZMQ_MAXMSGSIZE` on its ROUTER, which libzmq checks on each frame of a multipart
+    /// message): a larger one makes ZeroMQ drop that peer's connection, and the broker goes on
+    /// serving the others. The limit is generous so that
     /// large bodies pass, but finite so that one peer cannot make the broker allocate without
     /// bound. Must not be zero. Defaults to 256 MiB (as the worker's).
     pub fn max_message_size(mut self, max_message_size: u64) -> Self {
@@ -104,6 +109,27 @@ impl BrokerConfig {
     pub fn plain_user(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
         self.plain_users
             .push(PlainCredentials::new(username, password));
+        self
+    }
+
+    /// Makes the ROUTER a CURVE server (RFC 26) with these keys: every connection is
+    /// encrypted, and clients and workers must know `keys`' public key. Alone it admits any
+    /// peer that knows that key; with [`curve_client`](Self::curve_client) only the listed
+    /// keys, checked by the broker's ZAP handler (same context rule as for PLAIN).
+    ///
+    /// Needs a libzmq with CURVE support, which the `zmq` crate's bundled build lacks:
+    /// [`validate`](Self::validate) refuses the setting when
+    /// [`curve_available`](crate::curve_available) is false (see the README's security
+    /// section). Cannot be combined with [`plain_user`](Self::plain_user). Defaults to none.
+    pub fn curve_server(mut self, keys: CurveKeys) -> Self {
+        self.curve_server = Some(keys);
+        self
+    }
+
+    /// Admits the worker or client whose CURVE public key this is; call once per key. Needs
+    /// [`curve_server`](Self::curve_server). Defaults to none (any key is admitted).
+    pub fn curve_client(mut self, public_key: [u8; 32]) -> Self {
+        self.curve_clients.push(public_key);
         self
     }
 
@@ -149,7 +175,17 @@ impl BrokerConfig {
                 "must be between 1 and 2^63-1",
             ));
         }
-        self.validate_plain_users()
+        self.validate_plain_users()?;
+        if self.curve_server.is_some() {
+            check_curve("curve_server", !self.plain_users.is_empty())?;
+        } else if let Some(key) = self.curve_clients.first() {
+            return Err(invalid(
+                "curve_client",
+                Hex(key),
+                "needs curve_server: the broker must be a CURVE server",
+            ));
+        }
+        Ok(())
     }
 
     fn validate_plain_users(&self) -> Result<(), ConfigError> {
@@ -182,6 +218,8 @@ impl fmt::Debug for BrokerConfig {
             .field("disconnect_on_stop", &self.disconnect_on_stop)
             .field("max_message_size", &self.max_message_size)
             .field("plain_users", &self.plain_users)
+            .field("curve_server", &self.curve_server)
+            .field("curve_clients", &self.curve_clients.len())
             .field("shared_context", &self.context.is_some())
             .finish()
     }
@@ -244,6 +282,13 @@ mod tests {
             (
                 config().plain_user("u", "a").plain_user("u", "b"),
                 "plain_username",
+            ),
+            (config().curve_client([7; 32]), "curve_client"),
+            (
+                config()
+                    .plain_user("u", "p")
+                    .curve_server(CurveKeys::new([1; 32], [2; 32])),
+                "curve_server",
             ),
         ];
         for (c, field) in cases {

@@ -129,11 +129,7 @@ impl Broker {
         socket
             .set_maxmsgsize(config.max_message_size.min(i64::MAX as u64) as i64)
             .map_err(zmq_error("setsockopt(ZMQ_MAXMSGSIZE)"))?;
-        if zap.is_some() {
-            socket
-                .set_plain_server(true)
-                .map_err(zmq_error("setsockopt(ZMQ_PLAIN_SERVER)"))?;
-        }
+        secure(&socket, &config)?;
         socket
             .bind(&config.bind)
             .map_err(|source| BrokerError::Bind {
@@ -278,7 +274,7 @@ impl Broker {
                         user,
                         mechanism,
                         address,
-                        "authentication refused: unknown user or wrong password"
+                        "authentication refused: unknown user, wrong password or unlisted key"
                     );
                 }
                 Verdict::Malformed => warn!("malformed ZAP request, refused"),
@@ -345,12 +341,31 @@ struct AuthCounters {
     denied: u64,
 }
 
-/// With PLAIN users, a REP socket bound on the ZAP endpoint and the handler behind it.
+/// Makes the ROUTER a PLAIN or CURVE server, as configured.
+fn secure(socket: &zmq::Socket, config: &BrokerConfig) -> Result<(), BrokerError> {
+    if !config.plain_users.is_empty() {
+        socket
+            .set_plain_server(true)
+            .map_err(zmq_error("setsockopt(ZMQ_PLAIN_SERVER)"))?;
+    }
+    if let Some(keys) = &config.curve_server {
+        socket
+            .set_curve_server(true)
+            .map_err(zmq_error("setsockopt(ZMQ_CURVE_SERVER)"))?;
+        socket
+            .set_curve_secretkey(&keys.secret_key())
+            .map_err(zmq_error("setsockopt(ZMQ_CURVE_SECRETKEY)"))?;
+    }
+    Ok(())
+}
+
+/// With PLAIN users or CURVE client keys, a REP socket bound on the ZAP endpoint and the
+/// handler behind it.
 fn bind_zap(
     context: &zmq::Context,
     config: &BrokerConfig,
 ) -> Result<Option<(zmq::Socket, ZapHandler)>, BrokerError> {
-    if config.plain_users.is_empty() {
+    if config.plain_users.is_empty() && config.curve_clients.is_empty() {
         return Ok(None);
     }
     let socket = context.socket(zmq::REP).map_err(zmq_error("socket"))?;
@@ -363,7 +378,8 @@ fn bind_zap(
             endpoint: ZAP_ENDPOINT.to_string(),
             source,
         })?;
-    Ok(Some((socket, ZapHandler::new(&config.plain_users))))
+    let handler = ZapHandler::new(&config.plain_users, &config.curve_clients);
+    Ok(Some((socket, handler)))
 }
 
 /// Receives one whole multipart message; `None` when nothing is waiting.

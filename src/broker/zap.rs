@@ -1,16 +1,16 @@
 //! The broker's ZAP handler (ZeroMQ Authentication Protocol, RFC 27): libzmq asks it, over
 //! a REP socket bound on `inproc://zeromq.zap.01` in the broker's context, whether each
-//! PLAIN client or worker may connect.
+//! PLAIN or CURVE client or worker may connect.
 //!
 //! [`ZapHandler`] is the pure part, one request in, one reply out; the broker's loop owns
 //! the socket. Only one ZAP handler can bind that endpoint per context: a broker with PLAIN
 //! users must not share its context with another ZAP handler (its bind then fails).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use crate::security::PlainCredentials;
+use crate::security::{Hex, PlainCredentials};
 
 /// Where libzmq sends ZAP requests, in the context of the socket being authenticated.
 pub(crate) const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
@@ -20,26 +20,28 @@ const VERSION: &[u8] = b"1.0";
 /// What the handler decided about one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    /// Known user, right password.
+    /// Known user with the right password, or a listed CURVE key (shown in hex).
     Accepted { user: String },
-    /// Unknown user, wrong password, or a mechanism other than PLAIN.
+    /// Unknown user, wrong password, unlisted key, or another mechanism.
     Denied { user: String, mechanism: String },
     /// Not a ZAP/1.0 request at all (libzmq never sends one).
     Malformed,
 }
 
-/// Checks PLAIN credentials against the broker's list of users.
+/// Checks PLAIN credentials against the broker's users, CURVE keys against its list.
 pub(crate) struct ZapHandler {
     users: HashMap<String, String>,
+    curve_keys: HashSet<[u8; 32]>,
 }
 
 impl ZapHandler {
-    pub(crate) fn new(users: &[PlainCredentials]) -> ZapHandler {
+    pub(crate) fn new(users: &[PlainCredentials], curve_keys: &[[u8; 32]]) -> ZapHandler {
         ZapHandler {
             users: users
                 .iter()
                 .map(|c| (c.username.clone(), c.password.clone()))
                 .collect(),
+            curve_keys: curve_keys.iter().copied().collect(),
         }
     }
 
@@ -63,6 +65,11 @@ impl ZapHandler {
                 };
                 (reply(request_id, b"200", b"OK", user), verdict)
             }
+            (b"CURVE", [key]) if self.check_curve(key) => {
+                let user = Hex(key).to_string();
+                let reply = reply(request_id, b"200", b"OK", user.as_bytes());
+                (reply, Verdict::Accepted { user })
+            }
             _ => {
                 let verdict = Verdict::Denied {
                     user: credentials
@@ -71,10 +78,14 @@ impl ZapHandler {
                         .into_owned(),
                     mechanism: text(mechanism).into_owned(),
                 };
-                let status = b"invalid username or password";
+                let status = b"credentials refused";
                 (reply(request_id, b"400", status, b""), verdict)
             }
         }
+    }
+
+    fn check_curve(&self, key: &[u8]) -> bool {
+        <[u8; 32]>::try_from(key).is_ok_and(|key| self.curve_keys.contains(&key))
     }
 
     fn check_plain(&self, user: &[u8], password: &[u8]) -> bool {
@@ -91,7 +102,10 @@ impl fmt::Debug for ZapHandler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut users: Vec<&String> = self.users.keys().collect();
         users.sort();
-        f.debug_struct("ZapHandler").field("users", &users).finish()
+        f.debug_struct("ZapHandler")
+            .field("users", &users)
+            .field("curve_keys", &self.curve_keys.len())
+            .finish()
     }
 }
 
@@ -121,10 +135,13 @@ mod tests {
     use super::*;
 
     fn handler() -> ZapHandler {
-        ZapHandler::new(&[
-            PlainCredentials::new("worker", "s3cret"),
-            PlainCredentials::new("client", ""),
-        ])
+        ZapHandler::new(
+            &[
+                PlainCredentials::new("worker", "s3cret"),
+                PlainCredentials::new("client", ""),
+            ],
+            &[[0xab; 32]],
+        )
     }
 
     fn request(mechanism: &[u8], credentials: &[&[u8]]) -> Vec<Vec<u8>> {
@@ -155,12 +172,22 @@ mod tests {
         );
         let (reply, _) = h.handle_request(&request(b"PLAIN", &[b"client", b""]));
         assert_eq!(status(&reply).1, b"200");
+        let (reply, verdict) = h.handle_request(&request(b"CURVE", &[&[0xab; 32]]));
+        assert_eq!(status(&reply).1, b"200");
+        assert_eq!(
+            verdict,
+            Verdict::Accepted {
+                user: "ab".repeat(32)
+            }
+        );
     }
 
     #[test]
     fn wrong_credentials_and_other_mechanisms_are_denied() {
         let h = handler();
-        let cases: [(&[u8], &[&[u8]]); 6] = [
+        let cases: [(&[u8], &[&[u8]]); 8] = [
+            (b"CURVE", &[&[0xac; 32]]),
+            (b"CURVE", &[&[0xab; 31]]),
             (b"PLAIN", &[b"worker", b"wrong"]),
             (b"PLAIN", &[b"worker", b"s3cre"]),
             (b"PLAIN", &[b"worker", b"s3cret!"]),
@@ -199,6 +226,9 @@ mod tests {
     #[test]
     fn debug_output_lists_users_but_no_password() {
         let shown = format!("{:?}", handler());
-        assert_eq!(shown, r#"ZapHandler { users: ["client", "worker"] }"#);
+        assert_eq!(
+            shown,
+            r#"ZapHandler { users: ["client", "worker"], curve_keys: 1 }"#
+        );
     }
 }

@@ -567,13 +567,18 @@ impl<A: WorkerAction> Worker<A> {
     /// Logs and counts credentials the broker refused; the session backs off and retries.
     fn auth_failed(&mut self, status: u32) -> DisconnectReason {
         self.io.auth_failures += 1;
-        match &self.options.plain {
-            Some(plain) => error!(
+        match (&self.options.plain, &self.options.curve) {
+            (Some(plain), _) => error!(
                 user = %plain.username,
                 status,
                 "authentication failed: broker rejected the PLAIN credentials, not registered"
             ),
-            None => error!(
+            (None, Some(curve)) => error!(
+                public_key = %crate::security::Hex(&curve.keys.public_key()),
+                status,
+                "authentication failed: broker rejected the CURVE key, not registered"
+            ),
+            (None, None) => error!(
                 status,
                 "authentication failed: broker refused the connection"
             ),

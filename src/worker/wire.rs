@@ -7,7 +7,7 @@ use std::time::Duration;
 use zmq::Message;
 
 use crate::config::WorkerConfig;
-use crate::security::PlainCredentials;
+use crate::security::{CurveClient, PlainCredentials};
 
 /// Socket options derived from the config.
 #[derive(Debug, Clone)]
@@ -16,6 +16,7 @@ pub(crate) struct SocketOptions {
     pub(crate) send_timeout: Duration,
     pub(crate) max_message_size: u64,
     pub(crate) plain: Option<PlainCredentials>,
+    pub(crate) curve: Option<CurveClient>,
 }
 
 impl SocketOptions {
@@ -25,6 +26,7 @@ impl SocketOptions {
             send_timeout: config.send_timeout,
             max_message_size: config.max_message_size,
             plain: config.plain.clone(),
+            curve: config.curve.clone(),
         }
     }
 }
@@ -54,6 +56,9 @@ pub(crate) fn open_dealer(
         .map_err(|e| ("setsockopt(ZMQ_MAXMSGSIZE)", e))?;
     if let Some(plain) = &options.plain {
         plain.apply(&socket)?;
+    }
+    if let Some(curve) = &options.curve {
+        curve.apply(&socket)?;
     }
     let monitor = open_monitor(context, &socket)?;
     socket.connect(endpoint).map_err(|e| ("connect", e))?;
