@@ -109,8 +109,21 @@ fn a_worker_with_a_wrong_password_is_never_registered_and_says_so() {
 #[test]
 fn a_worker_without_credentials_is_refused_by_a_plain_broker() {
     let broker = plain_broker();
-    let worker = RunningWorker::spawn(config(broker.endpoint(), "echo"), echo);
-    std::thread::sleep(Duration::from_millis(200));
+    let events = Events::bounded(64);
+    let worker = RunningWorker::spawn(config(broker.endpoint(), "echo").events(&events), echo);
+    let receiver = events.receiver();
+    let deadline = Instant::now() + WATCHDOG;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match receiver.recv_timeout(left) {
+            Ok(Event::Disconnected {
+                reason: DisconnectReason::ConnectionLost,
+                ..
+            }) => break,
+            Ok(_) => continue,
+            Err(_) => panic!("no ConnectionLost event within the watchdog"),
+        }
+    }
     let (_, stats, _) = worker.stop();
     // NULL against PLAIN: the mechanisms do not match, the handshake fails before ZAP.
     assert!(stats.connections_lost >= 1, "{stats:?}");
