@@ -3,12 +3,14 @@
 # make example - the echo worker against a broker on tcp://127.0.0.1:5555
 # make bench   - criterion benchmarks (see BENCHMARKS.md)
 # make soak    - minutes of load with broker restarts, a killed worker and garbage (README, Soak)
+# make fuzz    - each fuzz target for FUZZ_SECONDS (see FUZZING.md; needs cargo-fuzz)
+# make test-curve - the CURVE tests against the system libzmq (needs libzmq3-dev; see README)
 
 CARGO ?= cargo
 # nextest runs test binaries in parallel; plain cargo test is the fallback.
 TEST_RUNNER := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nextest run --no-fail-fast" || echo "test")
 
-.PHONY: test lint unit doc example demo bench soak clean
+.PHONY: test lint unit doc example demo bench soak fuzz test-curve clean
 
 test: lint unit doc
 
@@ -36,6 +38,28 @@ bench:
 # SOAK_SECS sets the length (default 180), SOAK_SEED replays a run.
 soak:
 	$(CARGO) test --test soak -- --ignored --nocapture
+
+# cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := decode_worker decode_client broker_state
+
+fuzz:
+	for target in $(FUZZ_TARGETS); do \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target -- \
+			-max_total_time=$(FUZZ_SECONDS) -dict=$(CURDIR)/fuzz/mdp.dict || exit 1; \
+	done
+
+# The bundled libzmq of the zmq crate has no CURVE. This overrides the zmq-sys build script
+# (a Cargo `links` override) to link the system libzmq instead, built with libsodium on
+# Debian/Ubuntu (libzmq3-dev), in a target directory of its own.
+CURVE_TARGET ?= $(shell rustc -vV | sed -n 's/^host: //p')
+CURVE_LIBDIR ?= $(shell pkg-config --variable=libdir libzmq 2>/dev/null)
+
+test-curve:
+	CARGO_TARGET_DIR=target/system-libzmq $(CARGO) \
+		--config 'target.$(CURVE_TARGET).zmq.rustc-link-lib=["zmq"]' \
+		--config 'target.$(CURVE_TARGET).zmq.rustc-link-search=["$(CURVE_LIBDIR)"]' \
+		test --test curve -- --nocapture
 
 clean:
 	$(CARGO) clean

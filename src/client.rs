@@ -27,8 +27,10 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, trace, warn};
 
+use crate::config::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::config::{fits_millis, invalid, non_zero, parse_endpoints, ConfigError};
 use crate::protocol::{check_service_name, ClientMessage, ProtocolError};
+use crate::security::{check_curve, CurveClient, CurveKeys, PlainCredentials};
 
 /// Reply timeout of the reference client (zguide `mdcliapi`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(2500);
@@ -41,6 +43,9 @@ pub struct ClientConfig {
     broker: String,
     timeout: Duration,
     retries: u32,
+    max_message_size: u64,
+    plain: Option<PlainCredentials>,
+    curve: Option<CurveClient>,
     context: Option<zmq::Context>,
 }
 
@@ -52,6 +57,9 @@ impl ClientConfig {
             broker: broker.into(),
             timeout: DEFAULT_TIMEOUT,
             retries: DEFAULT_RETRIES,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            plain: None,
+            curve: None,
             context: None,
         }
     }
@@ -65,6 +73,39 @@ impl ClientConfig {
     /// How many times a request is sent again, on a new socket, after a timeout. Defaults to 3.
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
+        self
+    }
+
+    /// Largest reply frame, in bytes, the client accepts (`ZMQ_MAXMSGSIZE`, checked on each
+    /// frame): a larger one makes ZeroMQ drop the connection, and the attempt ends in a
+    /// timeout. Must not be zero. Defaults to 256 MiB.
+    pub fn max_message_size(mut self, max_message_size: u64) -> Self {
+        self.max_message_size = max_message_size;
+        self
+    }
+
+    /// Presents these ZMQ PLAIN credentials to the broker, whose ZAP handler accepts or
+    /// refuses them; a refused client gets no reply (its requests end in
+    /// [`ClientError::Timeout`]). PLAIN sends both **in clear text**. The username must not be
+    /// empty; both must be at most 255 bytes. Defaults to none (no authentication).
+    pub fn plain_credentials(
+        mut self,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.plain = Some(PlainCredentials::new(username, password));
+        self
+    }
+
+    /// Connects with CURVE: encrypted, and the broker holding the secret key of
+    /// `server_public_key` is authenticated. Needs a libzmq with CURVE support
+    /// ([`curve_available`](crate::curve_available)); cannot be combined with PLAIN.
+    /// Defaults to none.
+    pub fn curve_credentials(mut self, keys: CurveKeys, server_public_key: [u8; 32]) -> Self {
+        self.curve = Some(CurveClient {
+            keys,
+            server_key: server_public_key,
+        });
         self
     }
 
@@ -94,7 +135,21 @@ impl ClientConfig {
             ));
         }
         non_zero("timeout", self.timeout)?;
-        fits_millis("timeout", self.timeout)
+        fits_millis("timeout", self.timeout)?;
+        if self.max_message_size == 0 || self.max_message_size > i64::MAX as u64 {
+            return Err(invalid(
+                "max_message_size",
+                self.max_message_size,
+                "must be between 1 and 2^63-1",
+            ));
+        }
+        if let Some(plain) = &self.plain {
+            plain.validate()?;
+        }
+        match &self.curve {
+            Some(_) => check_curve("curve_credentials", self.plain.is_some()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -104,6 +159,9 @@ impl fmt::Debug for ClientConfig {
             .field("broker", &self.broker)
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
+            .field("max_message_size", &self.max_message_size)
+            .field("plain", &self.plain)
+            .field("curve", &self.curve)
             .field("shared_context", &self.context.is_some())
             .finish()
     }
@@ -308,6 +366,19 @@ fn open_dealer(context: &zmq::Context, config: &ClientConfig) -> Result<zmq::Soc
         .set_sndtimeo(millis(config.timeout))
         .map_err(zmq_error("setsockopt(ZMQ_SNDTIMEO)"))?;
     socket
+        .set_maxmsgsize(config.max_message_size.min(i64::MAX as u64) as i64)
+        .map_err(zmq_error("setsockopt(ZMQ_MAXMSGSIZE)"))?;
+    if let Some(plain) = &config.plain {
+        plain
+            .apply(&socket)
+            .map_err(|(operation, source)| ClientError::Zmq { operation, source })?;
+    }
+    if let Some(curve) = &config.curve {
+        curve
+            .apply(&socket)
+            .map_err(|(operation, source)| ClientError::Zmq { operation, source })?;
+    }
+    socket
         .connect(&config.broker)
         .map_err(zmq_error("connect"))?;
     Ok(socket)
@@ -364,7 +435,14 @@ mod tests {
     fn bad_values_are_refused_with_their_field() {
         let zero = ClientConfig::new("tcp://a:1").timeout(Duration::ZERO);
         let two = ClientConfig::new("tcp://a:1,tcp://b:2");
-        for (c, field) in [(zero, "timeout"), (two, "broker")] {
+        let size = ClientConfig::new("tcp://a:1").max_message_size(0);
+        let user = ClientConfig::new("tcp://a:1").plain_credentials("", "pw");
+        for (c, field) in [
+            (zero, "timeout"),
+            (two, "broker"),
+            (size, "max_message_size"),
+            (user, "plain_username"),
+        ] {
             match c.validate() {
                 Err(ConfigError::InvalidValue { field: f, .. }) => assert_eq!(f, field),
                 other => panic!("{field}: expected InvalidValue, got {other:?}"),

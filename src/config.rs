@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::events::{EventSink, Events};
 use crate::protocol::MAX_SERVICE_NAME_LEN;
+use crate::security::{check_curve, CurveClient, CurveKeys, PlainCredentials};
 use crate::shutdown::{DrainHandle, ShutdownHandle};
 
 /// Heartbeat of the reference broker (zguide `mdbroker`): a slower worker heartbeat makes it flap.
@@ -24,8 +25,8 @@ pub const DEFAULT_POLLING_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_LINGER: Duration = Duration::from_secs(1);
 /// Longest a send may wait on a full pipe before the frames are dropped and logged.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(1);
-/// Largest message accepted from the broker. Large bodies (tens of MiB) pass; a runaway or
-/// hostile peer cannot make the worker allocate without bound.
+/// Largest frame accepted from a peer (`ZMQ_MAXMSGSIZE`). Large bodies (tens of MiB) pass; a
+/// runaway or hostile peer cannot make a socket allocate without bound.
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 256 * 1024 * 1024;
 /// Reply body sent when the action panics: one frame naming the failure.
 pub const DEFAULT_PANIC_REPLY: &[u8] = b"error: worker action panicked";
@@ -108,6 +109,8 @@ pub struct WorkerConfig {
     pub(crate) send_timeout: Duration,
     pub(crate) send_disconnect: bool,
     pub(crate) max_message_size: u64,
+    pub(crate) plain: Option<PlainCredentials>,
+    pub(crate) curve: Option<CurveClient>,
     pub(crate) context: Option<zmq::Context>,
     pub(crate) request_timeout: Option<Duration>,
     pub(crate) timeout_reply: Vec<Vec<u8>>,
@@ -134,6 +137,8 @@ impl WorkerConfig {
             send_timeout: DEFAULT_SEND_TIMEOUT,
             send_disconnect: true,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            plain: None,
+            curve: None,
             context: None,
             request_timeout: None,
             timeout_reply: vec![DEFAULT_TIMEOUT_REPLY.to_vec()],
@@ -202,10 +207,48 @@ impl WorkerConfig {
         self
     }
 
-    /// Largest message, in bytes, the worker accepts (`ZMQ_MAXMSGSIZE`): a larger one drops
-    /// the connection and the worker reconnects. Must not be zero. Defaults to 256 MiB.
+    /// Largest frame, in bytes, the worker accepts from the broker (`ZMQ_MAXMSGSIZE`, which
+    /// libzmq checks on each frame of a multipart message): a larger one makes ZeroMQ drop the
+    /// connection, and the worker, told by its socket monitor, reconnects on a new socket
+    /// after the reconnect delay (the request is lost; the client retries). Must not be zero.
+    /// Defaults to 256 MiB.
     pub fn max_message_size(mut self, max_message_size: u64) -> Self {
         self.max_message_size = max_message_size;
+        self
+    }
+
+    /// Presents these ZMQ PLAIN credentials (RFC 24) to the broker, whose ZAP handler accepts
+    /// or refuses them. A refused worker is never registered: it logs
+    /// `authentication failed` at error level, counts it in
+    /// [`WorkerStats::auth_failures`](crate::WorkerStats::auth_failures), and retries with
+    /// the reconnect backoff (the broker's list may be fixed meanwhile).
+    ///
+    /// PLAIN sends both **in clear text**: it is access control, not confidentiality.
+    /// The username must not be empty; both must be at most 255 bytes. Defaults to none
+    /// (the NULL mechanism: no authentication).
+    pub fn plain_credentials(
+        mut self,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.plain = Some(PlainCredentials::new(username, password));
+        self
+    }
+
+    /// Connects with CURVE (RFC 26): the connection is encrypted and the broker, which must
+    /// hold the secret key of `server_public_key`, is authenticated; the broker may in turn
+    /// accept only known worker keys (a refusal is handled as for PLAIN).
+    ///
+    /// Needs a libzmq with CURVE support, which the `zmq` crate's bundled build lacks:
+    /// [`validate`](Self::validate) refuses the setting when
+    /// [`curve_available`](crate::curve_available) is false (see the README's security
+    /// section). Cannot be combined with [`plain_credentials`](Self::plain_credentials).
+    /// Defaults to none.
+    pub fn curve_credentials(mut self, keys: CurveKeys, server_public_key: [u8; 32]) -> Self {
+        self.curve = Some(CurveClient {
+            keys,
+            server_key: server_public_key,
+        });
         self
     }
 
@@ -315,6 +358,12 @@ impl WorkerConfig {
                 "must be between 1 and 2^63-1",
             ));
         }
+        if let Some(plain) = &self.plain {
+            plain.validate()?;
+        }
+        if self.curve.is_some() {
+            check_curve("curve_credentials", self.plain.is_some())?;
+        }
         Ok(())
     }
 
@@ -338,6 +387,8 @@ impl fmt::Debug for WorkerConfig {
             .field("send_timeout", &self.send_timeout)
             .field("send_disconnect", &self.send_disconnect)
             .field("max_message_size", &self.max_message_size)
+            .field("plain", &self.plain)
+            .field("curve", &self.curve)
             .field("shared_context", &self.context.is_some())
             .field("request_timeout", &self.request_timeout)
             .field("events", &self.events.is_some())
@@ -573,6 +624,11 @@ mod tests {
             ),
             (config().send_timeout(Duration::ZERO), "send_timeout"),
             (config().max_message_size(0), "max_message_size"),
+            (config().plain_credentials("", "pw"), "plain_username"),
+            (
+                config().plain_credentials("u", "p".repeat(256)),
+                "plain_password",
+            ),
             (config().linger(Duration::from_secs(1 << 40)), "linger"),
         ];
         for (c, field) in cases {

@@ -51,6 +51,7 @@ mod error;
 pub mod events;
 pub mod pool;
 pub mod protocol;
+mod security;
 pub mod session;
 mod shutdown;
 pub mod testkit;
@@ -61,6 +62,7 @@ pub use config::{ConfigError, WorkerConfig};
 pub use error::Error;
 pub use events::{Event, Events, RequestOutcome, WorkerId};
 pub use protocol::ProtocolError;
+pub use security::{curve_available, CurveKeys};
 pub use shutdown::{DrainHandle, ShutdownHandle, SignalGuard};
 pub use worker::{Received, Worker, WorkerStats};
 /// The `zmq` crate this library is built on, for sharing a [`zmq::Context`].

@@ -5,7 +5,8 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::config::{fits_millis, invalid, non_zero, ConfigError};
-use crate::config::{DEFAULT_HEARTBEAT, DEFAULT_LIVENESS};
+use crate::config::{DEFAULT_HEARTBEAT, DEFAULT_LIVENESS, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::security::{check_curve, CurveKeys, Hex, PlainCredentials};
 
 /// Requests queued per service while no worker is free: enough to ride out a worker restart
 /// under load, small enough that a service nobody serves cannot eat the broker's memory.
@@ -23,6 +24,10 @@ pub struct BrokerConfig {
     pub(crate) max_queue: usize,
     pub(crate) linger: Duration,
     pub(crate) disconnect_on_stop: bool,
+    pub(crate) max_message_size: u64,
+    pub(crate) plain_users: Vec<PlainCredentials>,
+    pub(crate) curve_server: Option<CurveKeys>,
+    pub(crate) curve_clients: Vec<[u8; 32]>,
     pub(crate) context: Option<zmq::Context>,
 }
 
@@ -38,6 +43,10 @@ impl BrokerConfig {
             max_queue: DEFAULT_MAX_QUEUE,
             linger: DEFAULT_LINGER,
             disconnect_on_stop: true,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            plain_users: Vec::new(),
+            curve_server: None,
+            curve_clients: Vec::new(),
             context: None,
         }
     }
@@ -76,6 +85,54 @@ impl BrokerConfig {
         self
     }
 
+    /// Largest frame, in bytes, the broker accepts from a client or worker
+    /// (`ZMQ_MAXMSGSIZE` on its ROUTER, which libzmq checks on each frame of a multipart
+    /// message): a larger one makes ZeroMQ drop that peer's connection, and the broker goes on
+    /// serving the others. The limit is generous so that
+    /// large bodies pass, but finite so that one peer cannot make the broker allocate without
+    /// bound. Must not be zero. Defaults to 256 MiB (as the worker's).
+    pub fn max_message_size(mut self, max_message_size: u64) -> Self {
+        self.max_message_size = max_message_size;
+        self
+    }
+
+    /// Accepts clients and workers that present these ZMQ PLAIN credentials; call once per
+    /// user. The first call makes the ROUTER a PLAIN server (`ZMQ_PLAIN_SERVER`) and the
+    /// broker runs a ZAP handler on `inproc://zeromq.zap.01` in its context, which refuses
+    /// anyone else: a peer with wrong credentials, or none, never gets a message through.
+    ///
+    /// PLAIN sends passwords **in clear text**: it is access control, not confidentiality
+    /// (see the README's security section). Only one ZAP handler can run per context: do not
+    /// share the broker's [`context`](Self::context) with another one. Usernames must be
+    /// non-empty, unique and at most 255 bytes, passwords at most 255 bytes.
+    /// Defaults to no users: no authentication (the NULL mechanism).
+    pub fn plain_user(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.plain_users
+            .push(PlainCredentials::new(username, password));
+        self
+    }
+
+    /// Makes the ROUTER a CURVE server (RFC 26) with these keys: every connection is
+    /// encrypted, and clients and workers must know `keys`' public key. Alone it admits any
+    /// peer that knows that key; with [`curve_client`](Self::curve_client) only the listed
+    /// keys, checked by the broker's ZAP handler (same context rule as for PLAIN).
+    ///
+    /// Needs a libzmq with CURVE support, which the `zmq` crate's bundled build lacks:
+    /// [`validate`](Self::validate) refuses the setting when
+    /// [`curve_available`](crate::curve_available) is false (see the README's security
+    /// section). Cannot be combined with [`plain_user`](Self::plain_user). Defaults to none.
+    pub fn curve_server(mut self, keys: CurveKeys) -> Self {
+        self.curve_server = Some(keys);
+        self
+    }
+
+    /// Admits the worker or client whose CURVE public key this is; call once per key. Needs
+    /// [`curve_server`](Self::curve_server). Defaults to none (any key is admitted).
+    pub fn curve_client(mut self, public_key: [u8; 32]) -> Self {
+        self.curve_clients.push(public_key);
+        self
+    }
+
     /// A ZeroMQ context to create the socket in, shared with `inproc://` clients and workers.
     /// Defaults to a context of the broker's own.
     pub fn context(mut self, context: zmq::Context) -> Self {
@@ -111,6 +168,36 @@ impl BrokerConfig {
         if self.max_queue == 0 {
             return Err(invalid("max_queue", 0, "must be at least 1"));
         }
+        if self.max_message_size == 0 || self.max_message_size > i64::MAX as u64 {
+            return Err(invalid(
+                "max_message_size",
+                self.max_message_size,
+                "must be between 1 and 2^63-1",
+            ));
+        }
+        self.validate_plain_users()?;
+        if self.curve_server.is_some() {
+            check_curve("curve_server", !self.plain_users.is_empty())?;
+        } else if let Some(key) = self.curve_clients.first() {
+            return Err(invalid(
+                "curve_client",
+                Hex(key),
+                "needs curve_server: the broker must be a CURVE server",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_plain_users(&self) -> Result<(), ConfigError> {
+        for (i, user) in self.plain_users.iter().enumerate() {
+            user.validate()?;
+            if self.plain_users[..i]
+                .iter()
+                .any(|u| u.username == user.username)
+            {
+                return Err(invalid("plain_username", &user.username, "listed twice"));
+            }
+        }
         Ok(())
     }
 
@@ -129,6 +216,10 @@ impl fmt::Debug for BrokerConfig {
             .field("max_queue", &self.max_queue)
             .field("linger", &self.linger)
             .field("disconnect_on_stop", &self.disconnect_on_stop)
+            .field("max_message_size", &self.max_message_size)
+            .field("plain_users", &self.plain_users)
+            .field("curve_server", &self.curve_server)
+            .field("curve_clients", &self.curve_clients.len())
             .field("shared_context", &self.context.is_some())
             .finish()
     }
@@ -165,6 +256,8 @@ mod tests {
         assert_eq!(c.expiry(), Duration::from_millis(7500));
         assert_eq!(c.max_queue, 10_000);
         assert!(c.disconnect_on_stop);
+        assert_eq!(c.max_message_size, 256 * 1024 * 1024);
+        assert!(c.plain_users.is_empty());
         assert_eq!(c.validate(), Ok(()));
     }
 
@@ -183,6 +276,20 @@ mod tests {
             ),
             (config().max_queue(0), "max_queue"),
             (config().linger(Duration::from_secs(1 << 40)), "linger"),
+            (config().max_message_size(0), "max_message_size"),
+            (config().plain_user("", "pw"), "plain_username"),
+            (config().plain_user("u", "p".repeat(256)), "plain_password"),
+            (
+                config().plain_user("u", "a").plain_user("u", "b"),
+                "plain_username",
+            ),
+            (config().curve_client([7; 32]), "curve_client"),
+            (
+                config()
+                    .plain_user("u", "p")
+                    .curve_server(CurveKeys::new([1; 32], [2; 32])),
+                "curve_server",
+            ),
         ];
         for (c, field) in cases {
             match c.validate() {

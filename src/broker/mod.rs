@@ -28,15 +28,19 @@
 //! simulated time; [`Broker`] only polls the socket, feeds it and sends what it returns.
 
 mod config;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handle;
 mod state;
 mod stats;
+mod zap;
 
 use std::fmt;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tracing::{info, info_span, warn};
+use tracing::{debug, info, info_span, warn};
 
 use crate::config::ConfigError;
 pub use config::{BrokerConfig, DEFAULT_LINGER, DEFAULT_MAX_QUEUE};
@@ -44,6 +48,7 @@ use handle::SharedStats;
 pub use handle::{BrokerHandle, StopHandle};
 use state::{BrokerState, Frame, Settings};
 pub use stats::BrokerStats;
+use zap::{Verdict, ZapHandler, ZAP_ENDPOINT};
 
 /// Longest single poll wait: bounds how long a stop request waits to be seen.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -57,7 +62,9 @@ pub enum BrokerError {
     /// A configuration value was refused.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The ROUTER socket could not be bound (address in use, unknown interface, ...).
+    /// The ROUTER socket could not be bound (address in use, unknown interface, ...), or, with
+    /// PLAIN users, the ZAP handler could not bind `inproc://zeromq.zap.01` (another ZAP
+    /// handler runs in the same context).
     #[error("cannot bind {endpoint}: {source}")]
     Bind {
         /// The endpoint as configured.
@@ -90,8 +97,10 @@ fn zmq_error(operation: &'static str) -> impl FnOnce(zmq::Error) -> BrokerError 
 /// A bound MDP/0.1 broker, ready to [`run`](Broker::run) here or [`spawn`](Broker::spawn)
 /// on a thread of its own.
 pub struct Broker {
-    // Declared before the context: the socket must close before the context is dropped.
+    // Declared before the context: the sockets must close before the context is dropped.
     socket: zmq::Socket,
+    zap: Option<(zmq::Socket, ZapHandler)>,
+    auth: AuthCounters,
     endpoint: String,
     config: BrokerConfig,
     state: BrokerState,
@@ -101,19 +110,26 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Validates `config`, creates the ROUTER socket and binds it.
+    /// Validates `config`, creates the ROUTER socket and binds it; with PLAIN users, binds
+    /// the ZAP handler first, so that no connection is ever let in unchecked.
     ///
     /// # Errors
     ///
     /// [`BrokerError::Config`] for a refused value, [`BrokerError::Bind`] if the endpoint
-    /// cannot be bound, [`BrokerError::Zmq`] if the socket cannot be created.
+    /// (or the ZAP endpoint) cannot be bound, [`BrokerError::Zmq`] if a socket cannot be
+    /// created or configured.
     pub fn bind(config: BrokerConfig) -> Result<Broker, BrokerError> {
         config.validate()?;
         let context = config.context.clone().unwrap_or_default();
+        let zap = bind_zap(&context, &config)?;
         let socket = context.socket(zmq::ROUTER).map_err(zmq_error("socket"))?;
         socket
             .set_linger(millis(config.linger))
             .map_err(zmq_error("setsockopt(ZMQ_LINGER)"))?;
+        socket
+            .set_maxmsgsize(config.max_message_size.min(i64::MAX as u64) as i64)
+            .map_err(zmq_error("setsockopt(ZMQ_MAXMSGSIZE)"))?;
+        secure(&socket, &config)?;
         socket
             .bind(&config.bind)
             .map_err(|source| BrokerError::Bind {
@@ -131,6 +147,8 @@ impl Broker {
         };
         Ok(Broker {
             socket,
+            zap,
+            auth: AuthCounters::default(),
             endpoint,
             state: BrokerState::new(settings, Instant::now()),
             config,
@@ -152,7 +170,11 @@ impl Broker {
 
     /// The statistics so far.
     pub fn stats(&self) -> BrokerStats {
-        self.state.stats()
+        BrokerStats {
+            auth_accepted: self.auth.accepted,
+            auth_denied: self.auth.denied,
+            ..self.state.stats()
+        }
     }
 
     /// Runs the broker on a new thread; the handle stops it (also when dropped).
@@ -192,31 +214,75 @@ impl Broker {
             self.turn()?;
         }
         self.close();
-        Ok(self.state.stats())
+        Ok(self.stats())
     }
 
     /// One loop turn: wait for input, read it, run the timers, send what is due.
     fn turn(&mut self) -> Result<(), BrokerError> {
-        if self.wait_readable()? {
+        let (router_ready, zap_ready) = self.wait_readable()?;
+        if zap_ready {
+            self.answer_zap()?;
+        }
+        if router_ready {
             self.read_messages()?;
         }
         self.state.handle_timeout(Instant::now());
         self.flush();
-        self.stats.publish(self.state.stats());
+        self.stats.publish(self.stats());
         Ok(())
     }
 
-    fn wait_readable(&self) -> Result<bool, BrokerError> {
+    /// Waits until the ROUTER or the ZAP handler has input, or the next deadline.
+    fn wait_readable(&self) -> Result<(bool, bool), BrokerError> {
         let until_deadline = self
             .state
             .next_deadline()
             .saturating_duration_since(Instant::now());
         let timeout = millis(until_deadline.min(POLL_INTERVAL)).max(1);
-        match self.socket.poll(zmq::POLLIN, i64::from(timeout)) {
-            Ok(ready) => Ok(ready > 0),
-            Err(zmq::Error::EINTR) => Ok(false),
+        let mut items = vec![self.socket.as_poll_item(zmq::POLLIN)];
+        if let Some((zap, _)) = &self.zap {
+            items.push(zap.as_poll_item(zmq::POLLIN));
+        }
+        match zmq::poll(&mut items, i64::from(timeout)) {
+            Ok(_) => Ok((
+                items[0].is_readable(),
+                items.get(1).is_some_and(|i| i.is_readable()),
+            )),
+            Err(zmq::Error::EINTR) => Ok((false, false)),
             Err(source) => Err(zmq_error("poll")(source)),
         }
+    }
+
+    /// Answers every waiting ZAP request (the REP socket takes them one at a time).
+    fn answer_zap(&mut self) -> Result<(), BrokerError> {
+        let Some((zap, handler)) = &self.zap else {
+            return Ok(());
+        };
+        while let Some(request) = try_recv(zap).map_err(zmq_error("recv ZAP request"))? {
+            let (reply, verdict) = handler.handle_request(&request);
+            let address = request
+                .get(3)
+                .map(|a| String::from_utf8_lossy(a).into_owned());
+            match verdict {
+                Verdict::Accepted { user } => {
+                    self.auth.accepted += 1;
+                    debug!(user, address, "authenticated");
+                }
+                Verdict::Denied { user, mechanism } => {
+                    self.auth.denied += 1;
+                    warn!(
+                        user,
+                        mechanism,
+                        address,
+                        "authentication refused: unknown user, wrong password or unlisted key"
+                    );
+                }
+                Verdict::Malformed => warn!("malformed ZAP request, refused"),
+            }
+            zap.send_multipart(reply, 0)
+                .map_err(zmq_error("send ZAP reply"))?;
+        }
+        Ok(())
     }
 
     fn read_messages(&mut self) -> Result<(), BrokerError> {
@@ -232,7 +298,14 @@ impl Broker {
 
     /// Sends everything the state machine queued. Sends never wait: a ROUTER drops messages
     /// to unknown peers, and a full pipe drops the message, which is counted and logged.
+    ///
+    /// The statistics are published first, so that a peer holding a reply finds it counted
+    /// in [`BrokerHandle::stats`].
     fn flush(&mut self) {
+        if !self.state.has_outgoing() {
+            return;
+        }
+        self.stats.publish(self.stats());
         while let Some(frames) = self.state.poll_send() {
             if let Err(error) = self.socket.send_multipart(frames, zmq::DONTWAIT) {
                 self.state.handle_send_failure();
@@ -246,7 +319,7 @@ impl Broker {
             self.state.handle_stop();
             self.flush();
         }
-        self.stats.publish(self.state.stats());
+        self.stats.publish(self.stats());
         info!("broker stopped");
     }
 }
@@ -259,6 +332,54 @@ impl fmt::Debug for Broker {
             .field("stats", &self.state.stats())
             .finish_non_exhaustive()
     }
+}
+
+/// Authentication outcomes, counted by the loop beside the state machine's counters.
+#[derive(Debug, Clone, Copy, Default)]
+struct AuthCounters {
+    accepted: u64,
+    denied: u64,
+}
+
+/// Makes the ROUTER a PLAIN or CURVE server, as configured.
+fn secure(socket: &zmq::Socket, config: &BrokerConfig) -> Result<(), BrokerError> {
+    if !config.plain_users.is_empty() {
+        socket
+            .set_plain_server(true)
+            .map_err(zmq_error("setsockopt(ZMQ_PLAIN_SERVER)"))?;
+    }
+    if let Some(keys) = &config.curve_server {
+        socket
+            .set_curve_server(true)
+            .map_err(zmq_error("setsockopt(ZMQ_CURVE_SERVER)"))?;
+        socket
+            .set_curve_secretkey(&keys.secret_key())
+            .map_err(zmq_error("setsockopt(ZMQ_CURVE_SECRETKEY)"))?;
+    }
+    Ok(())
+}
+
+/// With PLAIN users or CURVE client keys, a REP socket bound on the ZAP endpoint and the
+/// handler behind it.
+fn bind_zap(
+    context: &zmq::Context,
+    config: &BrokerConfig,
+) -> Result<Option<(zmq::Socket, ZapHandler)>, BrokerError> {
+    if config.plain_users.is_empty() && config.curve_clients.is_empty() {
+        return Ok(None);
+    }
+    let socket = context.socket(zmq::REP).map_err(zmq_error("socket"))?;
+    socket
+        .set_linger(0)
+        .map_err(zmq_error("setsockopt(ZMQ_LINGER)"))?;
+    socket
+        .bind(ZAP_ENDPOINT)
+        .map_err(|source| BrokerError::Bind {
+            endpoint: ZAP_ENDPOINT.to_string(),
+            source,
+        })?;
+    let handler = ZapHandler::new(&config.plain_users, &config.curve_clients);
+    Ok(Some((socket, handler)))
 }
 
 /// Receives one whole multipart message; `None` when nothing is waiting.

@@ -134,6 +134,11 @@ impl BrokerState {
         self.outbox.pop_front()
     }
 
+    /// Whether [`poll_send`](Self::poll_send) has anything.
+    pub(crate) fn has_outgoing(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
     /// Counts a message the socket layer could not send.
     pub(crate) fn handle_send_failure(&mut self) {
         self.stats.send_failures += 1;
@@ -397,5 +402,7 @@ impl fmt::Display for Id<'_> {
     }
 }
 
+#[cfg(test)]
+mod properties;
 #[cfg(test)]
 mod tests;

@@ -29,6 +29,10 @@ pub struct BrokerStats {
     pub heartbeats_sent: u64,
     /// Messages that could not be sent (peer gone or pipe full), dropped.
     pub send_failures: u64,
+    /// Connections whose PLAIN credentials the ZAP handler accepted.
+    pub auth_accepted: u64,
+    /// Connections the ZAP handler refused (unknown user, wrong password, other mechanism).
+    pub auth_denied: u64,
     /// Workers known now, busy or idle.
     pub workers: usize,
     /// Idle workers now.

@@ -95,6 +95,11 @@ pub enum DisconnectReason {
     Shutdown,
     /// The worker was drained.
     Drained,
+    /// The transport dropped the connection under the socket: the broker went away, a
+    /// message broke `max_message_size`, or the security handshake failed on a protocol error.
+    ConnectionLost,
+    /// The broker's ZAP handler refused the worker's credentials.
+    AuthenticationFailed,
 }
 
 /// Something the I/O layer must carry out, in queue order.
@@ -571,6 +576,15 @@ impl<F: for<'a> From<&'a [u8]>> Session<F> {
     pub fn handle_connect_failed(&mut self, now: Instant) {
         if matches!(self.state, State::Idle | State::Busy) {
             self.disconnect(now, DisconnectReason::ConnectFailed);
+        }
+    }
+
+    /// Reports that the connection under the socket is gone (dropped, or refused in the
+    /// security handshake), as the socket monitor tells: close, back off and connect anew,
+    /// as after a DISCONNECT from the broker.
+    pub fn handle_connection_lost(&mut self, now: Instant, reason: DisconnectReason) {
+        if matches!(self.state, State::Idle | State::Busy) {
+            self.disconnect(now, reason);
         }
     }
 

@@ -414,6 +414,33 @@ fn broker_disconnect_does_not_count_as_hearing_from_it() {
     assert_within(backoff_delay(&s, at), 2 * RECONNECT);
 }
 
+#[test]
+fn a_lost_connection_closes_at_once_and_reconnects_after_the_delay() {
+    for reason in [
+        DisconnectReason::ConnectionLost,
+        DisconnectReason::AuthenticationFailed,
+    ] {
+        let t0 = Instant::now();
+        let mut s = started(2, t0);
+        let at = t0 + 50 * MS;
+        s.handle_connection_lost(at, reason);
+        assert_eq!(drain(&mut s), vec![close(reason, false)]);
+        assert_eq!(s.state(), State::Backoff);
+        let delay = backoff_delay(&s, at);
+        assert_within(delay, RECONNECT);
+        assert_eq!(
+            run_until(&mut s, t0, at + delay),
+            vec![(at + delay - t0, Action::Connect { endpoint: 1 })]
+        );
+        // Reported again while backing off (a late monitor event): nothing more happens.
+        let mut idle = started(1, t0);
+        idle.handle_connection_lost(at, reason);
+        drain(&mut idle);
+        idle.handle_connection_lost(at + MS, reason);
+        assert_eq!(drain(&mut idle), vec![]);
+    }
+}
+
 // --- Backoff -----------------------------------------------------------------------------
 
 #[test]

@@ -1,6 +1,7 @@
 //! The worker: one DEALER socket, a poll loop, and calls into the user's action.
 
 mod action_thread;
+mod link;
 mod stats;
 mod wire;
 
@@ -24,7 +25,7 @@ use action_thread::{call_guarded, ActionResult, ActionThread};
 use stats::IoCounters;
 pub(crate) use stats::StatsCell;
 pub use stats::WorkerStats;
-use wire::SocketOptions;
+use wire::{Connection, SocketOptions};
 
 /// Most messages read in one poll pass before timers get their turn again.
 const MAX_READS_PER_PASS: usize = 64;
@@ -75,7 +76,7 @@ pub struct Worker<A> {
     send_disconnect: bool,
     panic_reply: Vec<Vec<u8>>,
     context: zmq::Context,
-    socket: Option<zmq::Socket>,
+    connection: Option<Connection>,
     shutdown: ShutdownHandle,
     drain: DrainHandle,
     events: Option<EventSink>,
@@ -154,7 +155,7 @@ impl<A: WorkerAction> Worker<A> {
             send_disconnect: config.send_disconnect,
             panic_reply: config.panic_reply.clone(),
             context: config.context.clone().unwrap_or_default(),
-            socket: None,
+            connection: None,
             shutdown: config.shutdown.clone().unwrap_or_default(),
             drain: config.drain.clone().unwrap_or_default(),
             events: config.events.clone(),
@@ -358,13 +359,13 @@ impl<A: WorkerAction> Worker<A> {
     }
 
     fn connect_to(&mut self, endpoint: usize) -> Result<(), Error> {
-        self.socket = None;
+        self.connection = None;
         let address = &self.endpoints[endpoint];
         self.span = worker_span(&self.parent_span, &self.id, Some(address));
-        match wire::open_dealer(&self.context, address, self.options) {
-            Ok(socket) => {
+        match wire::open_dealer(&self.context, address, &self.options) {
+            Ok(connection) => {
                 info!(broker = %address, "connected, sending READY");
-                self.socket = Some(socket);
+                self.connection = Some(connection);
                 let broker = address.clone();
                 self.emit(|worker| Event::Connected { worker, broker });
                 let service = Message::from(&*self.id.service);
@@ -384,13 +385,13 @@ impl<A: WorkerAction> Worker<A> {
     }
 
     fn send(&mut self, message: WorkerMessage<Message>) -> Result<(), Error> {
-        let Some(socket) = &self.socket else {
+        let Some(connection) = &self.connection else {
             debug!(command = %message.command(), "no socket, message not sent");
             return Ok(());
         };
         let command = message.command();
         trace!(%command, "sending");
-        match wire::send_frames(socket, message.encode()) {
+        match wire::send_frames(&connection.socket, message.encode()) {
             Ok(()) => Ok(()),
             Err(zmq::Error::EAGAIN) => {
                 self.io.send_failures += 1;
@@ -472,10 +473,10 @@ impl<A: WorkerAction> Worker<A> {
     }
 
     fn close(&mut self, reason: DisconnectReason, graceful: bool) {
-        if let Some(socket) = self.socket.take() {
+        if let Some(connection) = self.connection.take() {
             if !graceful {
                 // The broker is gone or threw us out: nothing queued is worth waiting for.
-                let _ = socket.set_linger(0);
+                let _ = connection.socket.set_linger(0);
             }
             info!(?reason, "disconnected");
             self.emit(|worker| Event::Disconnected { worker, reason });
@@ -507,19 +508,22 @@ impl<A: WorkerAction> Worker<A> {
             Runner::Thread(thread) if self.session.is_busy() => Some(thread.socket()),
             _ => None,
         };
-        let (broker_ready, action_ready) = match (&self.socket, action) {
+        let ready = match (&self.connection, action) {
             (None, None) => {
                 // No socket (backing off, drained): the shutdown handle wakes this at once.
                 self.shutdown.wait_timeout(timeout);
                 return Ok(());
             }
-            (socket, action) => poll(socket.as_ref(), action, timeout)?,
+            (connection, action) => poll(connection.as_ref(), action, timeout)?,
         };
-        if action_ready {
+        if ready.action {
             self.read_action_result()?;
         }
-        if broker_ready {
+        if ready.broker {
             self.read_messages()?;
+        }
+        if ready.monitor {
+            self.read_link_events()?;
         }
         Ok(())
     }
@@ -542,10 +546,12 @@ impl<A: WorkerAction> Worker<A> {
     fn read_messages(&mut self) -> Result<(), Error> {
         let inline = matches!(self.runner, Runner::Inline(_));
         for _ in 0..MAX_READS_PER_PASS {
-            let Some(socket) = &self.socket else {
+            let Some(connection) = &self.connection else {
                 return Ok(());
             };
-            let Some(frames) = wire::try_recv_frames(socket).map_err(Error::zmq("recv"))? else {
+            let Some(frames) =
+                wire::try_recv_frames(&connection.socket).map_err(Error::zmq("recv"))?
+            else {
                 return Ok(());
             };
             trace!(frames = frames.len(), "received");
@@ -577,35 +583,48 @@ fn worker_span(parent: &Span, id: &WorkerId, broker: Option<&str>) -> Span {
     )
 }
 
-/// Polls the broker socket and the action thread's socket (either may be absent).
+/// Which of the polled sockets have something to read.
+#[derive(Debug, Clone, Copy, Default)]
+struct Ready {
+    broker: bool,
+    monitor: bool,
+    action: bool,
+}
+
+/// Polls the broker socket with its monitor, and the action thread's socket (either side
+/// may be absent).
 fn poll(
-    broker: Option<&zmq::Socket>,
+    connection: Option<&Connection>,
     action: Option<&zmq::Socket>,
     timeout: Duration,
-) -> Result<(bool, bool), Error> {
-    let mut items = Vec::with_capacity(2);
-    if let Some(socket) = broker {
-        items.push(socket.as_poll_item(zmq::POLLIN));
+) -> Result<Ready, Error> {
+    let mut items = Vec::with_capacity(3);
+    if let Some(connection) = connection {
+        items.push(connection.socket.as_poll_item(zmq::POLLIN));
+        items.push(connection.monitor.as_poll_item(zmq::POLLIN));
     }
     if let Some(socket) = action {
         items.push(socket.as_poll_item(zmq::POLLIN));
     }
     wire::poll(&mut items, timeout).map_err(Error::zmq("poll"))?;
-    let broker_ready = broker.is_some() && items[0].is_readable();
-    let action_ready = action.is_some() && items[items.len() - 1].is_readable();
-    Ok((broker_ready, action_ready))
+    let connected = connection.is_some();
+    Ok(Ready {
+        broker: connected && items[0].is_readable(),
+        monitor: connected && items[1].is_readable(),
+        action: action.is_some() && items[items.len() - 1].is_readable(),
+    })
 }
 
 impl<A> Drop for Worker<A> {
     fn drop(&mut self) {
         // A worker dropped without a shutdown still leaves politely: DISCONNECT, then a
         // bounded linger, so the broker forgets it at once instead of after its expiry.
-        if let Some(socket) = self.socket.take() {
+        if let Some(connection) = self.connection.take() {
             if self.send_disconnect && self.session.state() != State::Stopped {
                 let _ = self.span.in_scope(|| {
                     let frames = WorkerMessage::<Message>::Disconnect.encode();
                     debug!("dropped while connected, sending DISCONNECT");
-                    wire::send_frames(&socket, frames)
+                    wire::send_frames(&connection.socket, frames)
                 });
             }
         }
@@ -618,7 +637,7 @@ impl<A> fmt::Debug for Worker<A> {
             .field("id", &self.id)
             .field("endpoints", &self.endpoints)
             .field("state", &self.session.state())
-            .field("connected", &self.socket.is_some())
+            .field("connected", &self.connection.is_some())
             .field("threaded", &matches!(self.runner, Runner::Thread(_)))
             .finish_non_exhaustive()
     }

@@ -28,6 +28,12 @@ pub struct WorkerStats {
     pub unexpected_dropped: u64,
     /// Messages that could not be sent within the send timeout.
     pub send_failures: u64,
+    /// Connections refused by the broker's authentication (ZAP) handler: wrong credentials.
+    pub auth_failures: u64,
+    /// Connections dropped under the socket, as its monitor saw: the broker went away, a
+    /// message broke `max_message_size`, or a security handshake failed on a protocol error.
+    /// Each is followed by a reconnect on a new socket.
+    pub connections_lost: u64,
     /// Whether a request is in the action right now.
     pub in_flight: bool,
 }
@@ -50,6 +56,8 @@ impl WorkerStats {
         self.malformed_dropped += other.malformed_dropped;
         self.unexpected_dropped += other.unexpected_dropped;
         self.send_failures += other.send_failures;
+        self.auth_failures += other.auth_failures;
+        self.connections_lost += other.connections_lost;
         self.in_flight |= other.in_flight;
     }
 }
@@ -60,6 +68,8 @@ pub(crate) struct IoCounters {
     pub(crate) panics: u64,
     pub(crate) malformed_dropped: u64,
     pub(crate) send_failures: u64,
+    pub(crate) auth_failures: u64,
+    pub(crate) connections_lost: u64,
 }
 
 /// Counters readable from any thread; written by the worker once per loop turn.
@@ -75,6 +85,8 @@ pub(crate) struct StatsCell {
     malformed_dropped: AtomicU64,
     unexpected_dropped: AtomicU64,
     send_failures: AtomicU64,
+    auth_failures: AtomicU64,
+    connections_lost: AtomicU64,
     in_flight: AtomicBool,
 }
 
@@ -92,6 +104,8 @@ impl StatsCell {
         self.unexpected_dropped
             .store(session.unexpected_messages, r);
         self.send_failures.store(io.send_failures, r);
+        self.auth_failures.store(io.auth_failures, r);
+        self.connections_lost.store(io.connections_lost, r);
         self.in_flight.store(in_flight, r);
     }
 
@@ -108,6 +122,8 @@ impl StatsCell {
             malformed_dropped: self.malformed_dropped.load(r),
             unexpected_dropped: self.unexpected_dropped.load(r),
             send_failures: self.send_failures.load(r),
+            auth_failures: self.auth_failures.load(r),
+            connections_lost: self.connections_lost.load(r),
             in_flight: self.in_flight.load(r),
         }
     }

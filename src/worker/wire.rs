@@ -1,17 +1,22 @@
-//! Socket plumbing: open a DEALER, send and receive whole multipart messages.
+//! Socket plumbing: open a DEALER with its monitor, send and receive whole multipart
+//! messages, read the monitor's events.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use zmq::Message;
 
 use crate::config::WorkerConfig;
+use crate::security::{CurveClient, PlainCredentials};
 
 /// Socket options derived from the config.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct SocketOptions {
     pub(crate) linger: Duration,
     pub(crate) send_timeout: Duration,
     pub(crate) max_message_size: u64,
+    pub(crate) plain: Option<PlainCredentials>,
+    pub(crate) curve: Option<CurveClient>,
 }
 
 impl SocketOptions {
@@ -20,16 +25,25 @@ impl SocketOptions {
             linger: config.linger,
             send_timeout: config.send_timeout,
             max_message_size: config.max_message_size,
+            plain: config.plain.clone(),
+            curve: config.curve.clone(),
         }
     }
 }
 
-/// Opens a DEALER socket (a fresh routing identity every time) and connects it.
+/// A DEALER connected to a broker, and the PAIR socket that receives its monitor events.
+pub(crate) struct Connection {
+    pub(crate) socket: zmq::Socket,
+    pub(crate) monitor: zmq::Socket,
+}
+
+/// Opens a DEALER socket (a fresh routing identity every time), starts its monitor and
+/// connects it. The monitor is listening before the connect, so no event is missed.
 pub(crate) fn open_dealer(
     context: &zmq::Context,
     endpoint: &str,
-    options: SocketOptions,
-) -> Result<zmq::Socket, (&'static str, zmq::Error)> {
+    options: &SocketOptions,
+) -> Result<Connection, (&'static str, zmq::Error)> {
     let socket = context.socket(zmq::DEALER).map_err(|e| ("socket", e))?;
     socket
         .set_linger(millis_i32(options.linger))
@@ -40,8 +54,108 @@ pub(crate) fn open_dealer(
     socket
         .set_maxmsgsize(options.max_message_size.min(i64::MAX as u64) as i64)
         .map_err(|e| ("setsockopt(ZMQ_MAXMSGSIZE)", e))?;
+    if let Some(plain) = &options.plain {
+        plain.apply(&socket)?;
+    }
+    if let Some(curve) = &options.curve {
+        curve.apply(&socket)?;
+    }
+    let monitor = open_monitor(context, &socket)?;
     socket.connect(endpoint).map_err(|e| ("connect", e))?;
-    Ok(socket)
+    Ok(Connection { socket, monitor })
+}
+
+/// What the socket monitor tells about the connection under a DEALER.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LinkEvent {
+    /// The connection is up and its security handshake passed.
+    HandshakeSucceeded,
+    /// The broker's ZAP handler refused the credentials, with this ZAP status code.
+    AuthFailed { status: u32 },
+    /// The handshake failed for another reason (mechanism mismatch, peer closed mid-way).
+    HandshakeFailed { event: u16, value: u32 },
+    /// An established connection dropped (broker gone, a message over `ZMQ_MAXMSGSIZE`).
+    Disconnected,
+}
+
+/// The value of a HANDSHAKE_FAILED_PROTOCOL event when the two sides use different security
+/// mechanisms (`ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH`): PLAIN against NULL, say.
+pub(crate) const MECHANISM_MISMATCH: u32 = 0x1100_0002;
+
+/// The events the worker acts on.
+const MONITORED_EVENTS: u16 = event_number::HANDSHAKE_SUCCEEDED
+    | event_number::HANDSHAKE_FAILED_AUTH
+    | event_number::HANDSHAKE_FAILED_PROTOCOL
+    | event_number::HANDSHAKE_FAILED_NO_DETAIL
+    | event_number::DISCONNECTED;
+
+/// The event numbers of `zmq.h` (stable since libzmq 4.3), read off `zmq::SocketEvent`.
+mod event_number {
+    pub(super) const DISCONNECTED: u16 = zmq::SocketEvent::DISCONNECTED as u16;
+    pub(super) const HANDSHAKE_FAILED_NO_DETAIL: u16 =
+        zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as u16;
+    pub(super) const HANDSHAKE_SUCCEEDED: u16 = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16;
+    pub(super) const HANDSHAKE_FAILED_PROTOCOL: u16 =
+        zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as u16;
+    pub(super) const HANDSHAKE_FAILED_AUTH: u16 = zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as u16;
+}
+
+/// Why a handshake failed, in words, for the log.
+pub(crate) fn handshake_failure_cause(event: u16, value: u32) -> &'static str {
+    match (event, value) {
+        (event_number::HANDSHAKE_FAILED_PROTOCOL, MECHANISM_MISMATCH) => {
+            "security mechanisms differ: check the credentials the broker expects"
+        }
+        (event_number::HANDSHAKE_FAILED_PROTOCOL, _) => "ZMTP protocol error",
+        _ => "the broker closed the connection during the handshake",
+    }
+}
+
+/// Starts the monitor of `socket` on a unique inproc endpoint and connects a PAIR to it.
+fn open_monitor(
+    context: &zmq::Context,
+    socket: &zmq::Socket,
+) -> Result<zmq::Socket, (&'static str, zmq::Error)> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let endpoint = format!(
+        "inproc://mdp-worker-monitor-{}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    socket
+        .monitor(&endpoint, i32::from(MONITORED_EVENTS))
+        .map_err(|e| ("zmq_socket_monitor", e))?;
+    let monitor = context.socket(zmq::PAIR).map_err(|e| ("socket", e))?;
+    monitor
+        .set_linger(0)
+        .map_err(|e| ("setsockopt(ZMQ_LINGER)", e))?;
+    monitor
+        .connect(&endpoint)
+        .map_err(|e| ("connect monitor", e))?;
+    Ok(monitor)
+}
+
+/// Reads one monitor event; `None` when nothing is waiting or the event is of no interest.
+pub(crate) fn try_recv_event(monitor: &zmq::Socket) -> Result<Option<LinkEvent>, zmq::Error> {
+    let Some(frames) = try_recv_frames(monitor)? else {
+        return Ok(None);
+    };
+    Ok(frames.first().and_then(|frame| parse_event(frame)))
+}
+
+/// Parses the first frame of a monitor event: the event number (u16) and a value (u32), in
+/// the host's byte order.
+fn parse_event(frame: &[u8]) -> Option<LinkEvent> {
+    let event = u16::from_ne_bytes(frame.get(0..2)?.try_into().ok()?);
+    let value = u32::from_ne_bytes(frame.get(2..6)?.try_into().ok()?);
+    match event {
+        event_number::HANDSHAKE_SUCCEEDED => Some(LinkEvent::HandshakeSucceeded),
+        event_number::HANDSHAKE_FAILED_AUTH => Some(LinkEvent::AuthFailed { status: value }),
+        event_number::HANDSHAKE_FAILED_PROTOCOL | event_number::HANDSHAKE_FAILED_NO_DETAIL => {
+            Some(LinkEvent::HandshakeFailed { event, value })
+        }
+        event_number::DISCONNECTED => Some(LinkEvent::Disconnected),
+        _ => None,
+    }
 }
 
 /// Receives one whole multipart message; `None` when nothing is waiting (or a signal
@@ -116,4 +230,40 @@ pub(crate) fn millis_i32(d: Duration) -> i32 {
 pub(crate) fn millis_i64(d: Duration) -> i64 {
     let ms = d.as_nanos().div_ceil(1_000_000);
     ms.min(i64::MAX as u128) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(number: u16, value: u32) -> Vec<u8> {
+        let mut frame = number.to_ne_bytes().to_vec();
+        frame.extend_from_slice(&value.to_ne_bytes());
+        frame
+    }
+
+    #[test]
+    fn monitor_events_are_parsed_and_short_frames_ignored() {
+        let cases = [
+            (event(0x1000, 0), Some(LinkEvent::HandshakeSucceeded)),
+            (
+                event(0x4000, 400),
+                Some(LinkEvent::AuthFailed { status: 400 }),
+            ),
+            (event(0x0200, 7), Some(LinkEvent::Disconnected)),
+            (
+                event(0x2000, 0x1100_0001),
+                Some(LinkEvent::HandshakeFailed {
+                    event: 0x2000,
+                    value: 0x1100_0001,
+                }),
+            ),
+            (event(0x0001, 0), None),
+            (vec![0x00, 0x02, 0x00], None),
+            (Vec::new(), None),
+        ];
+        for (frame, expected) in cases {
+            assert_eq!(parse_event(&frame), expected, "{frame:?}");
+        }
+    }
 }

@@ -1,0 +1,74 @@
+//! What the socket monitor tells about the connection under the worker's DEALER, and what
+//! the worker does about it.
+
+use std::time::Instant;
+
+use tracing::{debug, error, warn};
+
+use super::wire::{self, LinkEvent};
+use super::Worker;
+use crate::action::WorkerAction;
+use crate::error::Error;
+use crate::security::Hex;
+use crate::session::DisconnectReason;
+
+impl<A: WorkerAction> Worker<A> {
+    /// Acts on what the socket monitor saw: a connection refused in the handshake or dropped
+    /// under the socket is left at once (a new socket after the reconnect delay), instead of
+    /// leaving libzmq to retry it behind the session's back or waiting out broker liveness.
+    pub(super) fn read_link_events(&mut self) -> Result<(), Error> {
+        while let Some(connection) = &self.connection {
+            let Some(event) = wire::try_recv_event(&connection.monitor)
+                .map_err(Error::zmq("recv monitor event"))?
+            else {
+                return Ok(());
+            };
+            let reason = match event {
+                LinkEvent::HandshakeSucceeded => {
+                    debug!("connection up, handshake passed");
+                    continue;
+                }
+                LinkEvent::AuthFailed { status } => self.auth_failed(status),
+                LinkEvent::HandshakeFailed { event, value } => {
+                    self.io.connections_lost += 1;
+                    let cause = wire::handshake_failure_cause(event, value);
+                    warn!(
+                        cause,
+                        event, value, "security handshake failed, reconnecting"
+                    );
+                    DisconnectReason::ConnectionLost
+                }
+                LinkEvent::Disconnected => {
+                    self.io.connections_lost += 1;
+                    warn!("connection to the broker dropped, reconnecting");
+                    DisconnectReason::ConnectionLost
+                }
+            };
+            self.session.handle_connection_lost(Instant::now(), reason);
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    /// Logs and counts credentials the broker refused; the session backs off and retries.
+    fn auth_failed(&mut self, status: u32) -> DisconnectReason {
+        self.io.auth_failures += 1;
+        match (&self.options.plain, &self.options.curve) {
+            (Some(plain), _) => error!(
+                user = %plain.username,
+                status,
+                "authentication failed: broker rejected the PLAIN credentials, not registered"
+            ),
+            (None, Some(curve)) => error!(
+                public_key = %Hex(&curve.keys.public_key()),
+                status,
+                "authentication failed: broker rejected the CURVE key, not registered"
+            ),
+            (None, None) => error!(
+                status,
+                "authentication failed: broker refused the connection"
+            ),
+        }
+        DisconnectReason::AuthenticationFailed
+    }
+}
