@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use tracing::{debug, error, warn};
+use tracing::{debug, warn};
 
 use super::wire::{self, LinkEvent};
 use super::Worker;
@@ -54,17 +54,17 @@ impl<A: WorkerAction> Worker<A> {
     fn auth_failed(&mut self, status: u32) -> DisconnectReason {
         self.io.auth_failures += 1;
         match (&self.options.plain, &self.options.curve) {
-            (Some(plain), _) => error!(
+            (Some(plain), _) => warn!(
                 user = %plain.username,
                 status,
                 "authentication failed: broker rejected the PLAIN credentials, not registered"
             ),
-            (None, Some(curve)) => error!(
+            (None, Some(curve)) => warn!(
                 public_key = %Hex(&curve.keys.public_key()),
                 status,
                 "authentication failed: broker rejected the CURVE key, not registered"
             ),
-            (None, None) => error!(
+            (None, None) => warn!(
                 status,
                 "authentication failed: broker refused the connection"
             ),
