@@ -507,21 +507,37 @@ impl<A: WorkerAction> Worker<A> {
             Runner::Thread(thread) if self.session.is_busy() => Some(thread.socket()),
             _ => None,
         };
-        let (broker_ready, action_ready) = match (&self.socket, action) {
+        match (&self.socket, action) {
             (None, None) => {
                 // No socket (backing off, drained): the shutdown handle wakes this at once.
                 self.shutdown.wait_timeout(timeout);
-                return Ok(());
+                Ok(())
             }
-            (socket, action) => poll(socket.as_ref(), action, timeout)?,
-        };
-        if action_ready {
-            self.read_action_result()?;
+            (Some(socket), None) => {
+                // Only the broker to watch: a blocking receive, the cheapest wait there is.
+                let frames =
+                    wire::recv_frames_timeout(socket, timeout).map_err(Error::zmq("recv"))?;
+                match frames {
+                    Some(frames) => {
+                        if self.handle_frames(frames) {
+                            self.read_messages()?;
+                        }
+                        Ok(())
+                    }
+                    None => Ok(()),
+                }
+            }
+            (socket, Some(action)) => {
+                let (broker_ready, action_ready) = poll(socket.as_ref(), action, timeout)?;
+                if action_ready {
+                    self.read_action_result()?;
+                }
+                if broker_ready {
+                    self.read_messages()?;
+                }
+                Ok(())
+            }
         }
-        if broker_ready {
-            self.read_messages()?;
-        }
-        Ok(())
     }
 
     fn read_action_result(&mut self) -> Result<(), Error> {
@@ -540,7 +556,6 @@ impl<A: WorkerAction> Worker<A> {
     /// Reads what is waiting. An inline worker stops as soon as a request is in hand (the
     /// action runs before anything else is read: the rest waits in the socket).
     fn read_messages(&mut self) -> Result<(), Error> {
-        let inline = matches!(self.runner, Runner::Inline(_));
         for _ in 0..MAX_READS_PER_PASS {
             let Some(socket) = &self.socket else {
                 return Ok(());
@@ -548,39 +563,52 @@ impl<A: WorkerAction> Worker<A> {
             let Some(frames) = wire::try_recv_frames(socket).map_err(Error::zmq("recv"))? else {
                 return Ok(());
             };
-            trace!(frames = frames.len(), "received");
-            match WorkerMessage::decode(frames) {
-                Ok(message) => self.session.handle_message(Instant::now(), message),
-                Err(error) => {
-                    self.io.malformed_dropped += 1;
-                    warn!(%error, "malformed message from broker, dropped");
-                }
-            }
-            if self.session.has_actions() || (inline && self.session.is_busy()) {
+            if !self.handle_frames(frames) {
                 return Ok(());
             }
         }
         Ok(())
     }
+
+    /// Decodes one message from the broker and feeds it to the session. Whether to read on:
+    /// false once there are actions to carry out, or an inline action to run.
+    fn handle_frames(&mut self, frames: Vec<Message>) -> bool {
+        trace!(frames = frames.len(), "received");
+        match WorkerMessage::decode(frames) {
+            Ok(message) => self.session.handle_message(Instant::now(), message),
+            Err(error) => {
+                self.io.malformed_dropped += 1;
+                warn!(%error, "malformed message from broker, dropped");
+            }
+        }
+        let inline = matches!(self.runner, Runner::Inline(_));
+        !(self.session.has_actions() || (inline && self.session.is_busy()))
+    }
 }
 
-/// Polls the broker socket and the action thread's socket (either may be absent).
+/// Polls the action thread's socket, and the broker socket if there is one.
 fn poll(
     broker: Option<&zmq::Socket>,
-    action: Option<&zmq::Socket>,
+    action: &zmq::Socket,
     timeout: Duration,
 ) -> Result<(bool, bool), Error> {
-    let mut items = Vec::with_capacity(2);
-    if let Some(socket) = broker {
-        items.push(socket.as_poll_item(zmq::POLLIN));
+    let timeout = wire::millis_i64(timeout);
+    match broker {
+        Some(broker) => {
+            let mut items = [
+                broker.as_poll_item(zmq::POLLIN),
+                action.as_poll_item(zmq::POLLIN),
+            ];
+            zmq::poll(&mut items, timeout).map_err(Error::zmq("poll"))?;
+            Ok((items[0].is_readable(), items[1].is_readable()))
+        }
+        None => {
+            let ready = action
+                .poll(zmq::POLLIN, timeout)
+                .map_err(Error::zmq("poll"))?;
+            Ok((false, ready > 0))
+        }
     }
-    if let Some(socket) = action {
-        items.push(socket.as_poll_item(zmq::POLLIN));
-    }
-    zmq::poll(&mut items, wire::millis_i64(timeout)).map_err(Error::zmq("poll"))?;
-    let broker_ready = broker.is_some() && items[0].is_readable();
-    let action_ready = action.is_some() && items[items.len() - 1].is_readable();
-    Ok((broker_ready, action_ready))
 }
 
 impl<A> Drop for Worker<A> {
