@@ -111,8 +111,12 @@ struct Peer {
 impl Peer {
     fn process(context: &zmq::Context, mode: Mode) -> Peer {
         let mut driver = Driver::bind(context, "tcp://127.0.0.1:*");
-        let child = child_command()
-            .args(["--role", mode.name(), "--endpoint", &driver.endpoint])
+        let (mut command, role) = match mode {
+            Mode::Baseline => (Command::new(baseline_exe().unwrap()), Mode::Worker),
+            _ => (child_command(), mode),
+        };
+        let child = command
+            .args(["--role", role.name(), "--endpoint", &driver.endpoint])
             .spawn()
             .unwrap();
         driver.accept();
@@ -200,6 +204,13 @@ fn child_command() -> Command {
     }
 }
 
+/// Another build of this benchmark whose worker to compare with (`BENCH_BASELINE_EXE`).
+fn baseline_exe() -> Option<String> {
+    std::env::var("BENCH_BASELINE_EXE")
+        .ok()
+        .filter(|e| !e.is_empty())
+}
+
 /// The body sizes to sweep: `BENCH_SIZES=16,1048576` or all of [`SIZES`].
 fn sizes() -> Vec<usize> {
     match std::env::var("BENCH_SIZES") {
@@ -224,25 +235,32 @@ fn plan(size: usize) -> (u64, usize) {
 
 /// Modes measured at a size: all four at the sizes of the goals, raw and worker elsewhere.
 /// `BENCH_MODES=raw,worker` narrows them (raw always comes first: ratios are to it).
-fn modes_for(size: usize) -> Vec<Mode> {
-    let modes: &[Mode] = if size == 16 || size == 1024 * 1024 {
+fn modes_for(transport: &str, size: usize) -> Vec<Mode> {
+    let modes: &[Mode] = if size == 16 {
         &Mode::ALL
+    } else if size == 1024 * 1024 {
+        &Mode::ALL[..4]
     } else {
         &[Mode::Raw, Mode::Worker]
     };
     let only = std::env::var("BENCH_MODES").unwrap_or_default();
+    let baseline = (transport == "tcp" && baseline_exe().is_some()).then_some(Mode::Baseline);
     modes
         .iter()
         .copied()
+        .chain(baseline)
         .filter(|m| *m == Mode::Raw || only.is_empty() || only.split(',').any(|o| o == m.name()))
         .collect()
 }
 
 fn lockstep_tcp(report: &mut Report, csv: &mut String) {
     let context = zmq::Context::new();
+    let baseline = baseline_exe().map(|_| Mode::Baseline);
     let mut peers: Vec<Peer> = Mode::ALL
         .iter()
-        .map(|&m| Peer::process(&context, m))
+        .copied()
+        .chain(baseline)
+        .map(|m| Peer::process(&context, m))
         .collect();
     report.line("\n## Lockstep round trip, tcp loopback, peer in its own process\n");
     run_lockstep(report, csv, "tcp", &mut peers);
@@ -267,11 +285,14 @@ fn run_lockstep(report: &mut Report, csv: &mut String, transport: &str, peers: &
     for size in sizes() {
         let body = vec![0x5au8; size];
         let (count, rounds) = plan(size);
-        let modes = modes_for(size);
+        let modes = modes_for(transport, size);
         let mut batches: Vec<Vec<Batch>> = vec![Vec::new(); modes.len()];
-        let peer_index = |m: Mode| Mode::ALL.iter().position(|&x| x == m).unwrap();
-        for &m in &modes {
-            peers[peer_index(m)].measure(&body, count / 5 + 1); // warm-up
+        let index: Vec<usize> = modes
+            .iter()
+            .map(|&m| peers.iter().position(|p| p.mode == m).unwrap())
+            .collect();
+        for &i in &index {
+            peers[i].measure(&body, count / 5 + 1); // warm-up
         }
         for round in 0..rounds {
             // Alternate the order so that drift and warm-up cancel out.
@@ -281,7 +302,7 @@ fn run_lockstep(report: &mut Report, csv: &mut String, transport: &str, peers: &
                 (0..modes.len()).rev().collect()
             };
             for i in order {
-                let batch = peers[peer_index(modes[i])].measure(&body, count);
+                let batch = peers[index[i]].measure(&body, count);
                 batches[i].push(batch);
             }
         }

@@ -19,10 +19,23 @@ pub enum Mode {
     Worker,
     /// Our worker, `Worker::threaded`: the action on a thread of its own.
     Threaded,
+    /// `Worker::new` under a `tracing-subscriber` fmt subscriber at level WARN, as a
+    /// service that logs warnings runs it: the worker's span and its debug/trace events are
+    /// off. Measures what tracing costs when its level is off.
+    WorkerTracing,
+    /// `Worker::new` from another build of this benchmark (`BENCH_BASELINE_EXE`): the worker
+    /// before a change, measured in the same alternating rounds as after it.
+    Baseline,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 4] = [Mode::Raw, Mode::RawCopy, Mode::Worker, Mode::Threaded];
+    pub const ALL: [Mode; 5] = [
+        Mode::Raw,
+        Mode::RawCopy,
+        Mode::Worker,
+        Mode::Threaded,
+        Mode::WorkerTracing,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -30,6 +43,8 @@ impl Mode {
             Mode::RawCopy => "raw-copy",
             Mode::Worker => "worker",
             Mode::Threaded => "threaded",
+            Mode::WorkerTracing => "worker-tracing-warn",
+            Mode::Baseline => "worker-baseline",
         }
     }
 
@@ -43,17 +58,26 @@ impl Mode {
 pub fn run(mode: Mode, context: &zmq::Context, endpoint: &str, shutdown: Option<ShutdownHandle>) {
     match mode {
         Mode::Raw => raw_echo(context, endpoint),
+        Mode::Baseline => panic!("the baseline runs from BENCH_BASELINE_EXE as --role worker"),
         Mode::RawCopy => raw_copy_echo(context, endpoint),
-        Mode::Worker | Mode::Threaded => {
+        Mode::Worker | Mode::Threaded | Mode::WorkerTracing => {
+            // Thread-local, so that in-process peers keep no subscriber.
+            let _subscriber = (mode == Mode::WorkerTracing).then(|| {
+                let subscriber = tracing_subscriber::fmt()
+                    .with_max_level(tracing::Level::WARN)
+                    .with_writer(std::io::stderr)
+                    .finish();
+                tracing::subscriber::set_default(subscriber)
+            });
             let mut config = worker_config(endpoint).context(context.clone());
             if let Some(shutdown) = shutdown {
                 config = config.shutdown_handle(shutdown);
             }
             let echo = |request: Vec<Message>| request;
-            let mut worker = if mode == Mode::Worker {
-                Worker::new(config, echo).unwrap()
-            } else {
+            let mut worker = if mode == Mode::Threaded {
                 Worker::threaded(config, echo).unwrap()
+            } else {
+                Worker::new(config, echo).unwrap()
             };
             worker.run().unwrap();
         }
