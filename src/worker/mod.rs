@@ -334,6 +334,8 @@ impl<A: WorkerAction> Worker<A> {
                 Action::Send(message) => {
                     if matches!(message, WorkerMessage::Reply { .. }) {
                         handled = true;
+                        // Counted before it leaves: whoever holds the reply sees it in the stats.
+                        self.publish_stats();
                     }
                     self.send(message)?;
                 }
