@@ -4,7 +4,9 @@
 Usage: scripts/plot_rate.py [rate_by_size.csv] [out.svg]
 Defaults: target/bench/rate_by_size.csv -> target/bench/rate_by_size.svg.
 The CSV is what `cargo bench --bench lockstep` writes (transport,size,mode,rounds,
-requests_per_s,cpu_us_per_request). Log-scale axes; one line per transport and peer.
+requests_per_s,cpu_us_per_request,least_cpu_us_per_request,best_requests_per_s). Plots the
+median rate over the alternating rounds (solid) and, when present, the best round (thin).
+Log-scale axes; one colour per peer, tcp solid, inproc dashed.
 """
 import csv
 import math
@@ -14,20 +16,23 @@ src = sys.argv[1] if len(sys.argv) > 1 else "target/bench/rate_by_size.csv"
 dst = sys.argv[2] if len(sys.argv) > 2 else "target/bench/rate_by_size.svg"
 
 series = {}
+best = {}
 with open(src, newline="") as f:
     for row in csv.DictReader(f):
         if row["mode"] not in ("raw", "worker"):
             continue
         key = (row["transport"], row["mode"])
         series.setdefault(key, []).append((int(row["size"]), float(row["requests_per_s"])))
-for points in series.values():
+        if row.get("best_requests_per_s"):
+            best.setdefault(key, []).append((int(row["size"]), float(row["best_requests_per_s"])))
+for points in list(series.values()) + list(best.values()):
     points.sort()
 
 W, H = 640, 400
 left, right, top, bottom = 70, 160, 40, 50
 pw, ph = W - left - right, H - top - bottom
 sizes = sorted({s for pts in series.values() for s, _ in pts})
-rates = [r for pts in series.values() for _, r in pts]
+rates = [r for pts in list(series.values()) + list(best.values()) for _, r in pts]
 xmin, xmax = math.log10(min(sizes)), math.log10(max(sizes))
 ymin = 10 ** math.floor(math.log10(min(rates)))
 ymax = 10 ** math.ceil(math.log10(max(rates)))
@@ -83,10 +88,21 @@ for i, (key, pts) in enumerate(sorted(series.items())):
     out.append(f'<polyline points="{d}" fill="none" stroke="{color}" stroke-width="2"{extra}/>')
     for s, r in pts:
         out.append(f'<circle cx="{x(s):.1f}" cy="{y(r):.1f}" r="3" fill="{color}"/>')
+    if key in best:
+        d = " ".join(f"{x(s):.1f},{y(r):.1f}" for s, r in best[key])
+        out.append(f'<polyline points="{d}" fill="none" stroke="{color}" stroke-width="0.8"{extra}/>')
     ly = top + 10 + i * 20
     lx = left + pw + 15
     out.append(f'<line x1="{lx}" y1="{ly}" x2="{lx + 25}" y2="{ly}" stroke="{color}" stroke-width="2"{extra}/>')
     out.append(f'<text x="{lx + 30}" y="{ly + 4}">{key[0]} {key[1]}</text>')
+out.append(
+    f'<text x="{left + pw + 15}" y="{top + 10 + len(series) * 20 + 10}" font-size="10">'
+    f'thick: median round</text>'
+)
+out.append(
+    f'<text x="{left + pw + 15}" y="{top + 10 + len(series) * 20 + 24}" font-size="10">'
+    f'thin: best round</text>'
+)
 out.append("</svg>")
 with open(dst, "w") as f:
     f.write("\n".join(out) + "\n")

@@ -53,7 +53,7 @@ pub(crate) fn try_recv_frames(socket: &zmq::Socket) -> Result<Option<Vec<Message
 ///
 /// A blocking receive wakes once per message. `zmq_poll` then a non-blocking receive costs
 /// three more system calls per wake-up (a zero-timeout first pass, and an events check on each
-/// side of the wait): about a fifth of a raw echo's CPU per request (see BENCHMARKS.md).
+/// side of the wait): several percent of a raw echo's CPU per request (see BENCHMARKS.md).
 pub(crate) fn recv_frames_timeout(
     socket: &zmq::Socket,
     timeout: Duration,
