@@ -255,9 +255,10 @@ impl<F: Deref<Target = [u8]>> WorkerMessage<F> {
     ///
     /// A [`ProtocolError`] naming the first thing that is wrong.
     pub fn decode(frames: Vec<F>) -> Result<WorkerMessage<F>, ProtocolError> {
-        let mut frames = frames.into_iter();
-        let command = decode_worker_head(&mut frames)?;
-        let rest: Vec<F> = frames.collect();
+        let command = decode_worker_head(&frames)?;
+        // The rest keeps the buffer the frames came in: no allocation for the envelope.
+        let mut rest = frames;
+        rest.drain(..3);
         match command {
             Command::Heartbeat | Command::Disconnect if !rest.is_empty() => {
                 Err(ProtocolError::TrailingFrames {
@@ -284,21 +285,33 @@ impl<F: for<'a> From<&'a [u8]>> WorkerMessage<F> {
     /// `""`, `"MDPW01"`, command, then the command's frames.
     pub fn encode(self) -> Vec<F> {
         let command = self.command();
-        let mut frames = Vec::with_capacity(4);
-        frames.push(F::from(&b""[..]));
-        frames.push(F::from(WORKER_HEADER));
-        frames.push(F::from(command.frame()));
+        let head = [
+            F::from(&b""[..]),
+            F::from(WORKER_HEADER),
+            F::from(command.frame()),
+        ];
         match self {
-            WorkerMessage::Ready { service } => frames.push(service),
+            WorkerMessage::Ready { service } => {
+                let mut frames = Vec::with_capacity(4);
+                frames.extend(head);
+                frames.push(service);
+                frames
+            }
             WorkerMessage::Request { envelope, body } | WorkerMessage::Reply { envelope, body } => {
-                frames.reserve(envelope.len() + 1 + body.len());
-                frames.extend(envelope);
+                // Built in the envelope's buffer (a decoded request's, with room to spare), so
+                // that a reply usually needs no allocation at all.
+                let mut frames = envelope;
+                let addresses = frames.len();
+                frames.reserve(head.len() + 1 + body.len());
+                frames.extend(head);
+                let head_len = frames.len() - addresses;
+                frames.rotate_right(head_len);
                 frames.push(F::from(&b""[..]));
                 frames.extend(body);
+                frames
             }
-            WorkerMessage::Heartbeat | WorkerMessage::Disconnect => {}
+            WorkerMessage::Heartbeat | WorkerMessage::Disconnect => Vec::from(head),
         }
-        frames
     }
 }
 
@@ -393,23 +406,19 @@ pub fn check_service_name(name: &[u8]) -> Result<(), ProtocolError> {
     }
 }
 
-fn decode_worker_head<F: Deref<Target = [u8]>>(
-    frames: &mut std::vec::IntoIter<F>,
-) -> Result<Command, ProtocolError> {
-    if frames.len() < 3 {
+fn decode_worker_head<F: Deref<Target = [u8]>>(frames: &[F]) -> Result<Command, ProtocolError> {
+    let [empty, header, command, ..] = frames else {
         return Err(ProtocolError::TooFewFrames {
             count: frames.len(),
             min: 3,
         });
+    };
+    if !empty.is_empty() {
+        return Err(ProtocolError::MissingEmptyFrame {
+            found: ShownBytes::new(empty),
+        });
     }
-    expect_empty(frames.next())?;
-    let header = frames
-        .next()
-        .ok_or(ProtocolError::TooFewFrames { count: 1, min: 3 })?;
-    check_header(header.deref(), WORKER_HEADER, WORKER_HEADER_V2)?;
-    let command = frames
-        .next()
-        .ok_or(ProtocolError::TooFewFrames { count: 2, min: 3 })?;
+    check_header(header, WORKER_HEADER, WORKER_HEADER_V2)?;
     match command.deref() {
         [byte] => Command::from_byte(*byte).ok_or(ProtocolError::UnknownCommand(*byte)),
         other => Err(ProtocolError::BadCommandFrame { len: other.len() }),

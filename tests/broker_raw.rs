@@ -129,7 +129,8 @@ fn a_raw_req_client_and_a_raw_dealer_worker_exchange_the_exact_frames_of_mdp() {
         &[b"", b"MDPW01", REPLY, b"client-1", b"", b"world"],
     );
     assert_eq!(recv(&client), frames(&[b"MDPC01", b"echo", b"world"]));
-    let stats = net.broker.stats();
+    // The broker publishes its stats after the send, at most one loop turn later.
+    let stats = net.wait_for("reply counted", |s| s.replies_routed >= 1);
     assert_eq!((stats.requests_dispatched, stats.replies_routed), (1, 1));
 }
 

@@ -301,3 +301,27 @@ fn error_messages_show_bytes_escaped_and_cut() {
         "unknown command byte 0x09"
     );
 }
+
+#[test]
+fn a_reply_to_a_decoded_request_reuses_its_buffer_and_keeps_the_frame_order() {
+    let request = frames(&[b"", b"MDPW01", &[2], b"hop", b"client", b"", b"body"]);
+    let buffer = request.as_ptr();
+    let Ok(WorkerMessage::Request { envelope, body }) = WorkerMessage::decode(request) else {
+        panic!("a valid request");
+    };
+    assert_eq!(
+        envelope.as_ptr(),
+        buffer,
+        "the envelope keeps the received buffer"
+    );
+    let reply = WorkerMessage::Reply { envelope, body }.encode();
+    assert_eq!(
+        reply,
+        frames(&[b"", b"MDPW01", &[3], b"hop", b"client", b"", b"body"])
+    );
+    assert_eq!(
+        reply.as_ptr(),
+        buffer,
+        "the reply is built in the same buffer"
+    );
+}

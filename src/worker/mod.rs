@@ -335,6 +335,8 @@ impl<A: WorkerAction> Worker<A> {
                 Action::Send(message) => {
                     if matches!(message, WorkerMessage::Reply { .. }) {
                         handled = true;
+                        // Counted before it leaves: whoever holds the reply sees it in the stats.
+                        self.publish_stats();
                     }
                     self.send(message)?;
                 }
@@ -508,24 +510,39 @@ impl<A: WorkerAction> Worker<A> {
             Runner::Thread(thread) if self.session.is_busy() => Some(thread.socket()),
             _ => None,
         };
-        let ready = match (&self.connection, action) {
+        match (&self.connection, action) {
             (None, None) => {
                 // No socket (backing off, drained): the shutdown handle wakes this at once.
                 self.shutdown.wait_timeout(timeout);
-                return Ok(());
+                Ok(())
             }
-            (connection, action) => poll(connection.as_ref(), action, timeout)?,
-        };
-        if ready.action {
-            self.read_action_result()?;
+            (Some(connection), None) => {
+                // Only the broker to watch: a blocking receive, the cheapest wait there is. The
+                // monitor is not latency-critical: it is read without waiting after each wake,
+                // so a dropped connection is noticed within the polling interval.
+                let frames = wire::recv_frames_timeout(&connection.socket, timeout)
+                    .map_err(Error::zmq("recv"))?;
+                if let Some(frames) = frames {
+                    if self.handle_frames(frames) {
+                        self.read_messages()?;
+                    }
+                }
+                self.read_link_events()
+            }
+            (connection, Some(action)) => {
+                let ready = poll(connection.as_ref(), action, timeout)?;
+                if ready.action {
+                    self.read_action_result()?;
+                }
+                if ready.broker {
+                    self.read_messages()?;
+                }
+                if ready.monitor {
+                    self.read_link_events()?;
+                }
+                Ok(())
+            }
         }
-        if ready.broker {
-            self.read_messages()?;
-        }
-        if ready.monitor {
-            self.read_link_events()?;
-        }
-        Ok(())
     }
 
     fn read_action_result(&mut self) -> Result<(), Error> {
@@ -544,7 +561,6 @@ impl<A: WorkerAction> Worker<A> {
     /// Reads what is waiting. An inline worker stops as soon as a request is in hand (the
     /// action runs before anything else is read: the rest waits in the socket).
     fn read_messages(&mut self) -> Result<(), Error> {
-        let inline = matches!(self.runner, Runner::Inline(_));
         for _ in 0..MAX_READS_PER_PASS {
             let Some(connection) = &self.connection else {
                 return Ok(());
@@ -554,19 +570,26 @@ impl<A: WorkerAction> Worker<A> {
             else {
                 return Ok(());
             };
-            trace!(frames = frames.len(), "received");
-            match WorkerMessage::decode(frames) {
-                Ok(message) => self.session.handle_message(Instant::now(), message),
-                Err(error) => {
-                    self.io.malformed_dropped += 1;
-                    warn!(%error, "malformed message from broker, dropped");
-                }
-            }
-            if self.session.has_actions() || (inline && self.session.is_busy()) {
+            if !self.handle_frames(frames) {
                 return Ok(());
             }
         }
         Ok(())
+    }
+
+    /// Decodes one message from the broker and feeds it to the session. Whether to read on:
+    /// false once there are actions to carry out, or an inline action to run.
+    fn handle_frames(&mut self, frames: Vec<Message>) -> bool {
+        trace!(frames = frames.len(), "received");
+        match WorkerMessage::decode(frames) {
+            Ok(message) => self.session.handle_message(Instant::now(), message),
+            Err(error) => {
+                self.io.malformed_dropped += 1;
+                warn!(%error, "malformed message from broker, dropped");
+            }
+        }
+        let inline = matches!(self.runner, Runner::Inline(_));
+        !(self.session.has_actions() || (inline && self.session.is_busy()))
     }
 }
 
@@ -591,28 +614,36 @@ struct Ready {
     action: bool,
 }
 
-/// Polls the broker socket with its monitor, and the action thread's socket (either side
-/// may be absent).
+/// Polls the action thread's socket, and the broker socket with its monitor if there is a
+/// connection; the poll set lives on the stack.
 fn poll(
     connection: Option<&Connection>,
-    action: Option<&zmq::Socket>,
+    action: &zmq::Socket,
     timeout: Duration,
 ) -> Result<Ready, Error> {
-    let mut items = Vec::with_capacity(3);
-    if let Some(connection) = connection {
-        items.push(connection.socket.as_poll_item(zmq::POLLIN));
-        items.push(connection.monitor.as_poll_item(zmq::POLLIN));
+    match connection {
+        Some(connection) => {
+            let mut items = [
+                connection.socket.as_poll_item(zmq::POLLIN),
+                connection.monitor.as_poll_item(zmq::POLLIN),
+                action.as_poll_item(zmq::POLLIN),
+            ];
+            wire::poll(&mut items, timeout).map_err(Error::zmq("poll"))?;
+            Ok(Ready {
+                broker: items[0].is_readable(),
+                monitor: items[1].is_readable(),
+                action: items[2].is_readable(),
+            })
+        }
+        None => {
+            let mut items = [action.as_poll_item(zmq::POLLIN)];
+            wire::poll(&mut items, timeout).map_err(Error::zmq("poll"))?;
+            Ok(Ready {
+                action: items[0].is_readable(),
+                ..Ready::default()
+            })
+        }
     }
-    if let Some(socket) = action {
-        items.push(socket.as_poll_item(zmq::POLLIN));
-    }
-    wire::poll(&mut items, timeout).map_err(Error::zmq("poll"))?;
-    let connected = connection.is_some();
-    Ok(Ready {
-        broker: connected && items[0].is_readable(),
-        monitor: connected && items[1].is_readable(),
-        action: action.is_some() && items[items.len() - 1].is_readable(),
-    })
 }
 
 impl<A> Drop for Worker<A> {

@@ -161,8 +161,35 @@ fn parse_event(frame: &[u8]) -> Option<LinkEvent> {
 /// Receives one whole multipart message; `None` when nothing is waiting (or a signal
 /// interrupted the call: the caller's loop simply comes back).
 pub(crate) fn try_recv_frames(socket: &zmq::Socket) -> Result<Option<Vec<Message>>, zmq::Error> {
+    recv_frames(socket, zmq::DONTWAIT)
+}
+
+/// Receives one whole multipart message, waiting up to `timeout` for it; `None` if none came.
+///
+/// A blocking receive wakes once per message. `zmq_poll` then a non-blocking receive costs
+/// three more system calls per wake-up (a zero-timeout first pass, and an events check on each
+/// side of the wait): several percent of a raw echo's CPU per request (see BENCHMARKS.md).
+pub(crate) fn recv_frames_timeout(
+    socket: &zmq::Socket,
+    timeout: Duration,
+) -> Result<Option<Vec<Message>>, zmq::Error> {
+    socket.set_rcvtimeo(millis_i32(timeout))?;
+    recv_frames(socket, 0)
+}
+
+/// Receives one whole multipart message with a blocking receive (no timeout).
+pub(crate) fn recv_frames_blocking(socket: &zmq::Socket) -> Result<Vec<Message>, zmq::Error> {
+    loop {
+        if let Some(frames) = recv_frames(socket, 0)? {
+            return Ok(frames);
+        }
+    }
+}
+
+/// The first part with `flags` (`None` on `EAGAIN`: nothing within the timeout), then the rest.
+fn recv_frames(socket: &zmq::Socket, flags: i32) -> Result<Option<Vec<Message>>, zmq::Error> {
     let mut first = Message::new();
-    match socket.recv(&mut first, zmq::DONTWAIT) {
+    match socket.recv(&mut first, flags) {
         Ok(()) => {}
         Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => return Ok(None),
         Err(e) => return Err(e),
