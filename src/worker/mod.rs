@@ -518,16 +518,20 @@ impl<A: WorkerAction> Worker<A> {
             }
             (Some(connection), None) => {
                 // Only the broker to watch: a blocking receive, the cheapest wait there is. The
-                // monitor is not latency-critical: it is read without waiting after each wake,
-                // so a dropped connection is noticed within the polling interval.
+                // monitor matters only when the connection is gone, and then nothing arrives:
+                // it is read when a wait ends empty, at least every polling interval, and costs
+                // nothing per request.
                 let frames = wire::recv_frames_timeout(&connection.socket, timeout)
                     .map_err(Error::zmq("recv"))?;
-                if let Some(frames) = frames {
-                    if self.handle_frames(frames) {
-                        self.read_messages()?;
+                match frames {
+                    Some(frames) => {
+                        if self.handle_frames(frames) {
+                            self.read_messages()?;
+                        }
+                        Ok(())
                     }
+                    None => self.read_link_events(),
                 }
-                self.read_link_events()
             }
             (connection, Some(action)) => {
                 let ready = poll(connection.as_ref(), action, timeout)?;
