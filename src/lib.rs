@@ -69,3 +69,9 @@ pub use worker::{Received, Worker, WorkerStats};
 pub use zmq;
 /// A frame: the buffer ZeroMQ received or will send, dereferencing to `[u8]`.
 pub use zmq::Message;
+
+/// The README's code blocks, compiled (and the runnable ones run) by `cargo test --doc`, so the
+/// front page cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
