@@ -219,7 +219,7 @@ impl WorkerConfig {
 
     /// Presents these ZMQ PLAIN credentials (RFC 24) to the broker, whose ZAP handler accepts
     /// or refuses them. A refused worker is never registered: it logs
-    /// `authentication failed` at error level, counts it in
+    /// `authentication failed` at warn level, counts it in
     /// [`WorkerStats::auth_failures`](crate::WorkerStats::auth_failures), and retries with
     /// the reconnect backoff (the broker's list may be fixed meanwhile).
     ///
