@@ -29,6 +29,7 @@ use tracing::{debug, trace, warn};
 
 use crate::config::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::config::{fits_millis, invalid, non_zero, parse_endpoints, ConfigError};
+use crate::millis::{millis_i32, millis_i64};
 use crate::protocol::{check_service_name, ClientMessage, ProtocolError};
 use crate::security::{check_curve, CurveClient, CurveKeys, PlainCredentials};
 
@@ -363,7 +364,7 @@ fn open_dealer(context: &zmq::Context, config: &ClientConfig) -> Result<zmq::Soc
         .set_linger(0)
         .map_err(zmq_error("setsockopt(ZMQ_LINGER)"))?;
     socket
-        .set_sndtimeo(millis(config.timeout))
+        .set_sndtimeo(millis_i32(config.timeout))
         .map_err(zmq_error("setsockopt(ZMQ_SNDTIMEO)"))?;
     socket
         .set_maxmsgsize(config.max_message_size.min(i64::MAX as u64) as i64)
@@ -389,7 +390,7 @@ fn wait_readable(socket: &zmq::Socket, timeout: Duration) -> Result<bool, zmq::E
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match socket.poll(zmq::POLLIN, i64::from(millis(left))) {
+        match socket.poll(zmq::POLLIN, millis_i64(left)) {
             Ok(ready) => return Ok(ready > 0),
             Err(zmq::Error::EINTR) if !left.is_zero() => continue,
             Err(zmq::Error::EINTR) => return Ok(false),
@@ -412,12 +413,6 @@ fn check_reply(service: &str, frames: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, Clie
 
 fn text(bytes: &[u8]) -> Cow<'_, str> {
     String::from_utf8_lossy(bytes)
-}
-
-/// A duration as ZeroMQ's `i32` milliseconds, rounded up (validated configs always fit).
-fn millis(duration: Duration) -> i32 {
-    let rounded_up = duration.as_micros().div_ceil(1000);
-    i32::try_from(rounded_up).unwrap_or(i32::MAX)
 }
 
 #[cfg(test)]

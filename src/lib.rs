@@ -49,6 +49,7 @@ pub mod client;
 pub mod config;
 mod error;
 pub mod events;
+mod millis;
 pub mod pool;
 pub mod protocol;
 mod security;

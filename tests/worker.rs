@@ -90,15 +90,24 @@ fn heartbeats_keep_their_cadence_while_idle() {
     let window = Duration::from_millis(400);
     let start = Instant::now();
     let mut heartbeats = 0;
-    while start.elapsed() < window {
-        if let Some((from, frames)) = broker.try_recv(window - start.elapsed()) {
+    let end = start + window;
+    while Instant::now() < end {
+        // Saturating: the window may close between the check and the subtraction.
+        if let Some((from, frames)) = broker.try_recv(end.saturating_duration_since(Instant::now()))
+        {
             assert_eq!(from, id);
             assert!(is_command(&frames, HEARTBEAT), "unexpected {frames:?}");
             heartbeats += 1;
         }
     }
-    // 20 ms heartbeats over 400 ms: 20 expected; a loaded machine delays some, never adds any.
-    assert!((8..=21).contains(&heartbeats), "{heartbeats} heartbeats");
+    let elapsed = start.elapsed();
+    // 20 ms heartbeats over 400 ms: 20 expected; a loaded machine delays some, never adds any
+    // (the last receive may overrun the window a little: the upper bound follows the clock).
+    let most = elapsed.as_millis() as usize / 20 + 1;
+    assert!(
+        (8..=most).contains(&heartbeats),
+        "{heartbeats} heartbeats in {elapsed:?}"
+    );
     worker.stop();
 }
 

@@ -221,12 +221,7 @@ fn forward(frontend: &zmq::Socket, backend: &zmq::Socket, stop: &AtomicBool) {
 
 /// A worker with no logic: READY, then every REQUEST back as a REPLY, HEARTBEAT for HEARTBEAT.
 pub fn raw_mdp_echo(context: &zmq::Context, endpoint: &str, stop: &AtomicBool) {
-    let socket = context.socket(zmq::DEALER).unwrap();
-    socket.set_linger(0).unwrap();
-    socket.connect(endpoint).unwrap();
-    socket
-        .send_multipart([&b""[..], b"MDPW01", &[1u8], SERVICE.as_bytes()], 0)
-        .unwrap();
+    let socket = super::echo::raw_dealer(context, endpoint);
     let mut frames = Vec::with_capacity(8);
     while !stop.load(Ordering::Relaxed) {
         if socket.poll(zmq::POLLIN, 100).unwrap() == 0 {

@@ -92,7 +92,8 @@ pub fn worker_config(endpoint: &str) -> WorkerConfig {
         .linger(Duration::ZERO)
 }
 
-fn raw_dealer(context: &zmq::Context, endpoint: &str) -> zmq::Socket {
+/// A DEALER connected to `endpoint` that has sent a READY for [`SERVICE`].
+pub fn raw_dealer(context: &zmq::Context, endpoint: &str) -> zmq::Socket {
     let socket = context.socket(zmq::DEALER).unwrap();
     socket.set_linger(0).unwrap();
     socket.connect(endpoint).unwrap();

@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, info_span, warn};
 
 use crate::config::ConfigError;
+use crate::millis::millis_i32;
 pub use config::{BrokerConfig, DEFAULT_LINGER, DEFAULT_MAX_QUEUE};
 use handle::SharedStats;
 pub use handle::{BrokerHandle, StopHandle};
@@ -124,7 +125,7 @@ impl Broker {
         let zap = bind_zap(&context, &config)?;
         let socket = context.socket(zmq::ROUTER).map_err(zmq_error("socket"))?;
         socket
-            .set_linger(millis(config.linger))
+            .set_linger(millis_i32(config.linger))
             .map_err(zmq_error("setsockopt(ZMQ_LINGER)"))?;
         socket
             .set_maxmsgsize(config.max_message_size.min(i64::MAX as u64) as i64)
@@ -238,7 +239,7 @@ impl Broker {
             .state
             .next_deadline()
             .saturating_duration_since(Instant::now());
-        let timeout = millis(until_deadline.min(POLL_INTERVAL)).max(1);
+        let timeout = millis_i32(until_deadline.min(POLL_INTERVAL)).max(1);
         let mut items = vec![self.socket.as_poll_item(zmq::POLLIN)];
         if let Some((zap, _)) = &self.zap {
             items.push(zap.as_poll_item(zmq::POLLIN));
@@ -389,9 +390,4 @@ fn try_recv(socket: &zmq::Socket) -> Result<Option<Vec<Frame>>, zmq::Error> {
         Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => Ok(None),
         Err(error) => Err(error),
     }
-}
-
-/// A duration as ZeroMQ's `i32` milliseconds (validated configs always fit).
-fn millis(duration: Duration) -> i32 {
-    i32::try_from(duration.as_millis()).unwrap_or(i32::MAX)
 }

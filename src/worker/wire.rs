@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use zmq::Message;
 
+pub(crate) use crate::millis::{millis_i32, millis_i64};
+
 use crate::config::WorkerConfig;
 use crate::security::{CurveClient, PlainCredentials};
 
@@ -245,18 +247,6 @@ pub(crate) fn poll(items: &mut [zmq::PollItem<'_>], timeout: Duration) -> Result
         Err(zmq::Error::EINTR) => Ok(0),
         other => other,
     }
-}
-
-/// Milliseconds for a ZeroMQ option, rounded up so that a short wait never becomes a busy spin.
-pub(crate) fn millis_i32(d: Duration) -> i32 {
-    let ms = d.as_nanos().div_ceil(1_000_000);
-    ms.min(i32::MAX as u128) as i32
-}
-
-/// Milliseconds for `zmq::poll`, rounded up.
-pub(crate) fn millis_i64(d: Duration) -> i64 {
-    let ms = d.as_nanos().div_ceil(1_000_000);
-    ms.min(i64::MAX as u128) as i64
 }
 
 #[cfg(test)]
