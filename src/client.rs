@@ -23,15 +23,15 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::ops::Deref;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::{debug, trace, warn};
 
+use crate::checks::{check_max_message_size, invalid, parse_endpoints, positive, ConfigError};
 use crate::config::DEFAULT_MAX_MESSAGE_SIZE;
-use crate::config::{fits_millis, invalid, non_zero, parse_endpoints, ConfigError};
-use crate::millis::{millis_i32, millis_i64};
 use crate::protocol::{check_service_name, ClientMessage, ProtocolError};
 use crate::security::{check_curve, CurveClient, CurveKeys, PlainCredentials};
+use crate::transport::{self, SocketOptions, TransportError};
 
 /// Reply timeout of the reference client (zguide `mdcliapi`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(2500);
@@ -135,15 +135,8 @@ impl ClientConfig {
                 "must be exactly one endpoint",
             ));
         }
-        non_zero("timeout", self.timeout)?;
-        fits_millis("timeout", self.timeout)?;
-        if self.max_message_size == 0 || self.max_message_size > i64::MAX as u64 {
-            return Err(invalid(
-                "max_message_size",
-                self.max_message_size,
-                "must be between 1 and 2^63-1",
-            ));
-        }
+        positive("timeout", self.timeout)?;
+        check_max_message_size(self.max_message_size)?;
         if let Some(plain) = &self.plain {
             plain.validate()?;
         }
@@ -222,6 +215,15 @@ pub enum ClientError {
 
 fn zmq_error(operation: &'static str) -> impl FnOnce(zmq::Error) -> ClientError {
     move |source| ClientError::Zmq { operation, source }
+}
+
+impl From<TransportError> for ClientError {
+    fn from(error: TransportError) -> ClientError {
+        ClientError::Zmq {
+            operation: error.operation,
+            source: error.source,
+        }
+    }
 }
 
 /// An MDP/0.1 client connected to one broker.
@@ -329,7 +331,7 @@ impl Client {
             sent => sent.map_err(zmq_error("send"))?,
         }
         debug!(service, frames = body.len(), "request sent");
-        if !wait_readable(socket, timeout).map_err(zmq_error("poll"))? {
+        if !transport::wait_readable(socket, timeout).map_err(zmq_error("poll"))? {
             return Ok(None);
         }
         let frames = socket.recv_multipart(0).map_err(zmq_error("recv"))?;
@@ -359,44 +361,18 @@ impl fmt::Debug for Client {
 /// A DEALER with linger 0 (a client only cares about replies) and a send timeout of one
 /// attempt, so that a send can never block for ever.
 fn open_dealer(context: &zmq::Context, config: &ClientConfig) -> Result<zmq::Socket, ClientError> {
-    let socket = context.socket(zmq::DEALER).map_err(zmq_error("socket"))?;
-    socket
-        .set_linger(0)
-        .map_err(zmq_error("setsockopt(ZMQ_LINGER)"))?;
-    socket
-        .set_sndtimeo(millis_i32(config.timeout))
-        .map_err(zmq_error("setsockopt(ZMQ_SNDTIMEO)"))?;
-    socket
-        .set_maxmsgsize(config.max_message_size.min(i64::MAX as u64) as i64)
-        .map_err(zmq_error("setsockopt(ZMQ_MAXMSGSIZE)"))?;
-    if let Some(plain) = &config.plain {
-        plain
-            .apply(&socket)
-            .map_err(|(operation, source)| ClientError::Zmq { operation, source })?;
-    }
-    if let Some(curve) = &config.curve {
-        curve
-            .apply(&socket)
-            .map_err(|(operation, source)| ClientError::Zmq { operation, source })?;
-    }
-    socket
-        .connect(&config.broker)
-        .map_err(zmq_error("connect"))?;
-    Ok(socket)
-}
-
-/// Waits until a message can be read or `timeout` has passed, through signal interruptions.
-fn wait_readable(socket: &zmq::Socket, timeout: Duration) -> Result<bool, zmq::Error> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match socket.poll(zmq::POLLIN, millis_i64(left)) {
-            Ok(ready) => return Ok(ready > 0),
-            Err(zmq::Error::EINTR) if !left.is_zero() => continue,
-            Err(zmq::Error::EINTR) => return Ok(false),
-            Err(error) => return Err(error),
-        }
-    }
+    let options = SocketOptions {
+        linger: Duration::ZERO,
+        send_timeout: config.timeout,
+        max_message_size: config.max_message_size,
+        plain: config.plain.clone(),
+        curve: config.curve.clone(),
+    };
+    Ok(transport::connect_dealer(
+        context,
+        &config.broker,
+        &options,
+    )?)
 }
 
 /// Decodes a reply as a DEALER receives it and checks it answers `service`.

@@ -4,9 +4,11 @@
 use std::fmt;
 use std::time::Duration;
 
+pub(crate) use crate::checks::{fits_millis, invalid, non_zero};
+pub use crate::checks::{parse_endpoints, validate_service_name, ConfigError, MAX_DURATION};
 use crate::events::{EventSink, Events};
-use crate::protocol::MAX_SERVICE_NAME_LEN;
-use crate::security::{check_curve, CurveClient, CurveKeys, PlainCredentials};
+use crate::security::{CurveClient, CurveKeys, PlainCredentials};
+use crate::settings::{worker_settings, Mode};
 use crate::shutdown::{DrainHandle, ShutdownHandle};
 
 /// Heartbeat of the reference broker (zguide `mdbroker`): a slower worker heartbeat makes it flap.
@@ -18,8 +20,6 @@ pub const DEFAULT_RECONNECT: Duration = Duration::from_millis(2500);
 /// Upper bound of the exponential reconnect backoff: retries stay frequent enough that a
 /// restarted broker sees its workers back within about half a minute.
 pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(32);
-/// Longest poll wait: bounds how long an idle worker takes to notice `shutdown()`.
-pub const DEFAULT_POLLING_INTERVAL: Duration = Duration::from_millis(100);
 /// Linger on close: long enough for the last REPLY and DISCONNECT to leave over loopback or a
 /// LAN, short enough that a stop never hangs on a dead broker.
 pub const DEFAULT_LINGER: Duration = Duration::from_secs(1);
@@ -32,58 +32,6 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_PANIC_REPLY: &[u8] = b"error: worker action panicked";
 /// Reply body sent when a request's deadline passes: one frame naming the failure.
 pub const DEFAULT_TIMEOUT_REPLY: &[u8] = b"error: worker request timed out";
-
-/// A configuration value that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The broker address list holds no address at all.
-    #[error("broker_address is empty")]
-    NoBrokerAddress,
-    /// An item of the comma-separated broker address list is empty.
-    #[error("broker_address {list:?} has an empty item at position {position}")]
-    EmptyBrokerAddress {
-        /// The whole list as given.
-        list: String,
-        /// Zero-based position of the empty item.
-        position: usize,
-    },
-    /// A broker address is not a ZeroMQ endpoint a worker can connect to.
-    #[error("broker_address item {endpoint:?} is not a valid endpoint: {reason}")]
-    InvalidEndpoint {
-        /// The offending item, trimmed.
-        endpoint: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// The service name is empty.
-    #[error("service_name is empty")]
-    EmptyServiceName,
-    /// The service name starts with `mmi.`, which 8/MMI reserves for brokers.
-    #[error(
-        "service_name {name:?} is reserved: names starting with \"mmi.\" belong to the broker"
-    )]
-    ReservedServiceName {
-        /// The name given.
-        name: String,
-    },
-    /// The service name is longer than the protocol's 255 bytes.
-    #[error("service_name of {len} bytes is longer than {MAX_SERVICE_NAME_LEN}")]
-    ServiceNameTooLong {
-        /// Its length in bytes.
-        len: usize,
-    },
-    /// A numeric or duration value is out of its range.
-    #[error("{field} = {value} is invalid: {reason}")]
-    InvalidValue {
-        /// The configuration field.
-        field: &'static str,
-        /// The value given, as text.
-        value: String,
-        /// Why it cannot be used.
-        reason: &'static str,
-    },
-}
 
 /// Configuration of a [`Worker`](crate::Worker).
 ///
@@ -104,7 +52,6 @@ pub struct WorkerConfig {
     pub(crate) liveness: u32,
     pub(crate) reconnect: Duration,
     pub(crate) reconnect_max: Duration,
-    pub(crate) polling_interval: Duration,
     pub(crate) linger: Duration,
     pub(crate) send_timeout: Duration,
     pub(crate) send_disconnect: bool,
@@ -132,7 +79,6 @@ impl WorkerConfig {
             liveness: DEFAULT_LIVENESS,
             reconnect: DEFAULT_RECONNECT,
             reconnect_max: DEFAULT_RECONNECT_MAX,
-            polling_interval: DEFAULT_POLLING_INTERVAL,
             linger: DEFAULT_LINGER,
             send_timeout: DEFAULT_SEND_TIMEOUT,
             send_disconnect: true,
@@ -175,13 +121,6 @@ impl WorkerConfig {
     /// Defaults to 32 s.
     pub fn reconnect_max(mut self, reconnect_max: Duration) -> Self {
         self.reconnect_max = reconnect_max;
-        self
-    }
-
-    /// Longest single wait in poll; bounds how quickly an idle worker notices
-    /// [`shutdown`](crate::ShutdownHandle::shutdown). Must not be zero. Defaults to 100 ms.
-    pub fn polling_interval(mut self, polling_interval: Duration) -> Self {
-        self.polling_interval = polling_interval;
         self
     }
 
@@ -315,61 +254,15 @@ impl WorkerConfig {
         &self.service_name
     }
 
-    /// Checks every value.
+    /// Checks every value, as [`Worker::threaded`](crate::Worker::threaded) does: the rules
+    /// of every mode. [`Worker::new`](crate::Worker::new) (inline) also refuses a
+    /// `request_timeout`. Every duration must be at most [`MAX_DURATION`].
     ///
     /// # Errors
     ///
     /// The first [`ConfigError`] found, naming the field and the value.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        parse_endpoints(&self.broker_address)?;
-        validate_service_name(&self.service_name)?;
-        non_zero("heartbeat", self.heartbeat)?;
-        non_zero("reconnect", self.reconnect)?;
-        non_zero("reconnect_max", self.reconnect_max)?;
-        non_zero("polling_interval", self.polling_interval)?;
-        non_zero("send_timeout", self.send_timeout)?;
-        fits_millis("heartbeat", self.heartbeat)?;
-        fits_millis("linger", self.linger)?;
-        fits_millis("send_timeout", self.send_timeout)?;
-        if self.liveness == 0 {
-            return Err(invalid("liveness", 0, "must be at least 1"));
-        }
-        if self.heartbeat.checked_mul(self.liveness).is_none() {
-            return Err(invalid(
-                "liveness",
-                self.liveness,
-                "heartbeat x liveness overflows",
-            ));
-        }
-        if self.reconnect_max < self.reconnect {
-            return Err(invalid(
-                "reconnect_max",
-                format!("{:?}", self.reconnect_max),
-                "must be at least reconnect",
-            ));
-        }
-        if let Some(timeout) = self.request_timeout {
-            non_zero("request_timeout", timeout)?;
-        }
-        if self.max_message_size == 0 || self.max_message_size > i64::MAX as u64 {
-            return Err(invalid(
-                "max_message_size",
-                self.max_message_size,
-                "must be between 1 and 2^63-1",
-            ));
-        }
-        if let Some(plain) = &self.plain {
-            plain.validate()?;
-        }
-        if self.curve.is_some() {
-            check_curve("curve_credentials", self.plain.is_some())?;
-        }
-        Ok(())
-    }
-
-    /// The validated endpoints, trimmed, in rotation order.
-    pub(crate) fn endpoints(&self) -> Result<Vec<String>, ConfigError> {
-        parse_endpoints(&self.broker_address)
+        worker_settings(self, Mode::Threaded).map(drop)
     }
 }
 
@@ -382,7 +275,6 @@ impl fmt::Debug for WorkerConfig {
             .field("liveness", &self.liveness)
             .field("reconnect", &self.reconnect)
             .field("reconnect_max", &self.reconnect_max)
-            .field("polling_interval", &self.polling_interval)
             .field("linger", &self.linger)
             .field("send_timeout", &self.send_timeout)
             .field("send_disconnect", &self.send_disconnect)
@@ -393,120 +285,6 @@ impl fmt::Debug for WorkerConfig {
             .field("request_timeout", &self.request_timeout)
             .field("events", &self.events.is_some())
             .finish()
-    }
-}
-
-pub(crate) fn invalid(
-    field: &'static str,
-    value: impl fmt::Display,
-    reason: &'static str,
-) -> ConfigError {
-    ConfigError::InvalidValue {
-        field,
-        value: value.to_string(),
-        reason,
-    }
-}
-
-pub(crate) fn non_zero(field: &'static str, value: Duration) -> Result<(), ConfigError> {
-    if value.is_zero() {
-        Err(invalid(field, "0 ms", "must be greater than zero"))
-    } else {
-        Ok(())
-    }
-}
-
-pub(crate) fn fits_millis(field: &'static str, value: Duration) -> Result<(), ConfigError> {
-    if value.as_millis() > i32::MAX as u128 {
-        Err(invalid(
-            field,
-            format!("{} ms", value.as_millis()),
-            "must be below 2^31 ms",
-        ))
-    } else {
-        Ok(())
-    }
-}
-
-/// Checks a service name a worker may register.
-///
-/// # Errors
-///
-/// [`ConfigError::EmptyServiceName`], [`ConfigError::ReservedServiceName`] or
-/// [`ConfigError::ServiceNameTooLong`].
-pub fn validate_service_name(name: &str) -> Result<(), ConfigError> {
-    if name.is_empty() {
-        Err(ConfigError::EmptyServiceName)
-    } else if name.starts_with("mmi.") {
-        Err(ConfigError::ReservedServiceName {
-            name: name.to_string(),
-        })
-    } else if name.len() > MAX_SERVICE_NAME_LEN {
-        Err(ConfigError::ServiceNameTooLong { len: name.len() })
-    } else {
-        Ok(())
-    }
-}
-
-/// Splits a comma-separated endpoint list, trims each item and checks it.
-///
-/// # Errors
-///
-/// A [`ConfigError`] naming the first bad item.
-pub fn parse_endpoints(list: &str) -> Result<Vec<String>, ConfigError> {
-    if list.trim().is_empty() {
-        return Err(ConfigError::NoBrokerAddress);
-    }
-    list.split(',')
-        .enumerate()
-        .map(|(position, item)| {
-            let endpoint = item.trim();
-            if endpoint.is_empty() {
-                return Err(ConfigError::EmptyBrokerAddress {
-                    list: list.to_string(),
-                    position,
-                });
-            }
-            check_endpoint(endpoint).map_err(|reason| ConfigError::InvalidEndpoint {
-                endpoint: endpoint.to_string(),
-                reason,
-            })?;
-            Ok(endpoint.to_string())
-        })
-        .collect()
-}
-
-/// Checks one endpoint a socket can connect to: `tcp://host:port`, `ipc://path`,
-/// `inproc://name`.
-fn check_endpoint(endpoint: &str) -> Result<(), &'static str> {
-    let (scheme, rest) = endpoint
-        .split_once("://")
-        .ok_or("expected transport://address")?;
-    if rest.is_empty() {
-        return Err("address after :// is empty");
-    }
-    if rest.chars().any(char::is_whitespace) {
-        return Err("address contains white space");
-    }
-    match scheme {
-        "tcp" => check_tcp(rest),
-        "ipc" | "inproc" => Ok(()),
-        _ => Err("transport must be tcp, ipc or inproc"),
-    }
-}
-
-fn check_tcp(address: &str) -> Result<(), &'static str> {
-    let (host, port) = address
-        .rsplit_once(':')
-        .ok_or("tcp address needs host:port")?;
-    // A source address may precede the host: tcp://eth0;192.168.1.1:5555.
-    let host = host.rsplit_once(';').map_or(host, |(_, host)| host);
-    if host.is_empty() {
-        return Err("tcp address has no host");
-    }
-    match port.parse::<u16>() {
-        Ok(0) | Err(_) => Err("tcp port must be a number from 1 to 65535"),
-        Ok(_) => Ok(()),
     }
 }
 
@@ -525,7 +303,6 @@ mod tests {
         assert_eq!(c.liveness, 3);
         assert_eq!(c.reconnect, Duration::from_millis(2500));
         assert_eq!(c.reconnect_max, Duration::from_secs(32));
-        assert_eq!(c.polling_interval, Duration::from_millis(100));
         assert!(c.send_disconnect);
         assert_eq!(c.validate(), Ok(()));
     }
@@ -617,10 +394,6 @@ mod tests {
                     .reconnect(Duration::from_secs(5))
                     .reconnect_max(Duration::from_secs(1)),
                 "reconnect_max",
-            ),
-            (
-                config().polling_interval(Duration::ZERO),
-                "polling_interval",
             ),
             (config().send_timeout(Duration::ZERO), "send_timeout"),
             (config().max_message_size(0), "max_message_size"),

@@ -1,6 +1,7 @@
 //! The crate's top-level error.
 
-use crate::config::ConfigError;
+use crate::checks::ConfigError;
+use crate::transport::TransportError;
 
 /// What can go wrong that a worker cannot handle by itself.
 ///
@@ -23,10 +24,32 @@ pub enum Error {
         #[source]
         source: zmq::Error,
     },
+    /// The operating system refused a thread or a file descriptor the worker needs.
+    #[error("{operation} failed: {source}")]
+    Io {
+        /// What was attempted: `spawn` (a thread), `socketpair` (a wake-up line).
+        operation: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
     pub(crate) fn zmq(operation: &'static str) -> impl FnOnce(zmq::Error) -> Error {
         move |source| Error::Zmq { operation, source }
+    }
+
+    pub(crate) fn io(operation: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+        move |source| Error::Io { operation, source }
+    }
+}
+
+impl From<TransportError> for Error {
+    fn from(error: TransportError) -> Error {
+        Error::Zmq {
+            operation: error.operation,
+            source: error.source,
+        }
     }
 }

@@ -45,6 +45,7 @@
 
 mod action;
 pub mod broker;
+mod checks;
 pub mod client;
 pub mod config;
 mod error;
@@ -54,8 +55,12 @@ pub mod pool;
 pub mod protocol;
 mod security;
 pub mod session;
+mod settings;
 mod shutdown;
+mod stats;
 pub mod testkit;
+mod transport;
+mod wake;
 mod worker;
 
 pub use action::{BytesAction, WorkerAction};

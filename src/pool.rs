@@ -34,8 +34,10 @@ use crate::config::WorkerConfig;
 use crate::error::Error;
 use crate::events::{Event, EventSink, Events, WorkerId};
 use crate::session::backoff::Backoff;
+use crate::settings::{worker_settings, Mode};
 use crate::shutdown::{DrainHandle, ShutdownHandle};
-use crate::worker::{Received, StatsCell, Worker, WorkerStats};
+use crate::stats::StatsCell;
+use crate::worker::{Received, Worker, WorkerStats};
 
 type BoxedAction = Box<dyn WorkerAction + Send>;
 type Factory = Arc<dyn Fn() -> BoxedAction + Send + Sync>;
@@ -237,7 +239,12 @@ fn slots_for(
     policy: &RestartPolicy,
     events: &Option<EventSink>,
 ) -> Result<Vec<Arc<Slot>>, Error> {
-    service.config.validate()?;
+    let mode = if service.threaded {
+        Mode::Threaded
+    } else {
+        Mode::Inline
+    };
+    worker_settings(&service.config, mode)?;
     if service.count == 0 {
         return Err(crate::ConfigError::InvalidValue {
             field: "count",
@@ -247,9 +254,7 @@ fn slots_for(
         .into());
     }
     let configs = if service.fan_out {
-        service
-            .config
-            .endpoints()?
+        crate::checks::parse_endpoints(&service.config.broker_address)?
             .into_iter()
             .map(|endpoint| WorkerConfig {
                 broker_address: endpoint,
@@ -373,7 +378,11 @@ enum Exit {
 
 /// The supervisor loop of one slot: build a worker, run it, rebuild it if it dies.
 fn run_slot(slot: &Slot) {
-    let mut backoff = Backoff::new(slot.policy.initial, slot.policy.max, crate::worker::seed());
+    let mut backoff = Backoff::new(
+        slot.policy.initial,
+        slot.policy.max,
+        crate::settings::seed(),
+    );
     let mut recent: Vec<Instant> = Vec::new();
     while !slot.shutdown.is_shutdown() {
         let exit = catch_unwind(AssertUnwindSafe(|| drive(slot)))

@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use crate::config::{invalid, ConfigError};
+use crate::checks::{invalid, ConfigError};
 
 /// Whether the libzmq this program runs on supports CURVE (`zmq_has("curve")`).
 ///

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::wake::{Waker, Wakers};
+
 /// Asks one or more workers to stop gracefully. `Clone + Send + Sync`; [`shutdown`]
 /// never blocks, and is safe to call any number of times, from any thread.
 ///
-/// A worker idle in poll notices within its
-/// [`polling_interval`](crate::WorkerConfig::polling_interval); one waiting out a reconnect
-/// delay is woken at once; one inside the action finishes the request, sends its REPLY, then
-/// DISCONNECT.
+/// A waiting worker (idle, or waiting out a reconnect delay) is woken at once; one inside the
+/// action finishes the request, sends its REPLY, then DISCONNECT.
 ///
 /// [`shutdown`]: ShutdownHandle::shutdown
 #[derive(Clone, Debug)]
@@ -29,6 +29,8 @@ struct Inner {
     // Dropping the sender wakes every receiver at once: that is the whole signal.
     wake: Mutex<Option<Sender<()>>>,
     woken: Receiver<()>,
+    /// The workers waiting in poll on this handle (or on a child of it).
+    wakers: Wakers,
 }
 
 impl ShutdownHandle {
@@ -40,6 +42,7 @@ impl ShutdownHandle {
                 flag: AtomicBool::new(false),
                 wake: Mutex::new(Some(sender)),
                 woken: receiver,
+                wakers: Wakers::default(),
             }),
             parents: Vec::new(),
         }
@@ -62,6 +65,15 @@ impl ShutdownHandle {
             Err(poisoned) => poisoned.into_inner().take(),
         };
         drop(sender);
+        self.inner.wakers.wake_all();
+    }
+
+    /// Has `waker` woken by a shutdown of this handle or of any of its parents.
+    pub(crate) fn register_waker(&self, waker: &Arc<Waker>) {
+        self.inner.wakers.register(waker);
+        for parent in &self.parents {
+            parent.wakers.register(waker);
+        }
     }
 
     /// Whether [`shutdown`](Self::shutdown) was called.
@@ -146,6 +158,7 @@ impl Default for ShutdownHandle {
 #[derive(Clone, Debug, Default)]
 pub struct DrainHandle {
     drained: Arc<AtomicBool>,
+    wakers: Arc<Wakers>,
 }
 
 impl DrainHandle {
@@ -157,16 +170,23 @@ impl DrainHandle {
     /// Asks every worker holding this handle to drain.
     pub fn drain(&self) {
         self.drained.store(true, Ordering::SeqCst);
+        self.wakers.wake_all();
     }
 
     /// Asks every drained worker holding this handle to register again.
     pub fn resume(&self) {
         self.drained.store(false, Ordering::SeqCst);
+        self.wakers.wake_all();
     }
 
     /// Whether workers are asked to be drained.
     pub fn is_drained(&self) -> bool {
         self.drained.load(Ordering::SeqCst)
+    }
+
+    /// Has `waker` woken by every drain and resume.
+    pub(crate) fn register_waker(&self, waker: &Arc<Waker>) {
+        self.wakers.register(waker);
     }
 }
 

@@ -116,7 +116,6 @@ impl TestBroker {
             .liveness(LIVENESS)
             .reconnect(Duration::from_millis(20))
             .reconnect_max(Duration::from_millis(200))
-            .polling_interval(Duration::from_millis(10))
             .linger(Duration::from_millis(200))
     }
 

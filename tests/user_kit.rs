@@ -145,7 +145,6 @@ fn without_the_kit_broker_worker_and_client_share_one_inproc_context() -> TestRe
 
     let config = WorkerConfig::new(endpoint.as_str(), "counter")
         .heartbeat(heartbeat)
-        .polling_interval(Duration::from_millis(10))
         .context(context.clone());
     let mut worker = Worker::new(config, Counter::default())?;
     let stop = worker.shutdown_handle();

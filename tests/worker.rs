@@ -224,17 +224,17 @@ fn every_malformed_shape_is_dropped_and_the_next_request_is_served() {
 }
 
 #[test]
-fn shutdown_while_idle_is_noticed_within_the_polling_interval() {
+fn shutdown_wakes_an_idle_worker_at_once_whatever_its_heartbeat() {
     let broker = TestBroker::tcp();
-    let cfg = config(&broker.endpoint, "echo").polling_interval(Duration::from_millis(100));
-    let cfg = cfg.heartbeat(Duration::from_secs(2)); // no heartbeat wakes the poll early
+    // Nothing but the shutdown can end the wait early: the next deadline is a minute away.
+    let cfg = config(&broker.endpoint, "echo").heartbeat(Duration::from_secs(60));
     let worker = RunningWorker::spawn(cfg, echo);
     let id = broker.expect_ready("echo");
     thread::sleep(Duration::from_millis(50)); // let the worker settle into its poll
     let (outcomes, _, took) = worker.stop();
     assert_eq!(outcomes, vec![Received::ShutDown]);
-    // 100 ms polling interval, plus scheduling noise on a shared machine.
-    assert!(took < Duration::from_millis(250), "shutdown took {took:?}");
+    // Woken at once (0.1 took up to its 100 ms poll cap); the bound is only scheduling noise.
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
     let (from, frames) = broker.recv_skipping_heartbeats();
     assert_eq!(from, id);
     assert!(

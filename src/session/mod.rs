@@ -26,6 +26,12 @@
 //! Timers: HEARTBEAT is due `heartbeat` after the previous one (checked on every turn, busy or
 //! not); the broker expires `heartbeat × liveness` after it was last heard, counted only while
 //! idle (brokers do not heartbeat busy workers), re-armed fresh when a reply is sent.
+//!
+//! The session owns every protocol decision: it decodes what the broker sent
+//! ([`Session::handle_frames`]), queues READY after each new socket, builds the panic and
+//! timeout replies, times requests, counts everything in one [`WorkerStats`], and reports the
+//! worker's life as [`Event`]s ([`Session::poll_event`]). A driver only moves frames, time and
+//! the action's results in, and carries [`Action`]s out.
 
 pub(crate) mod backoff;
 #[cfg(test)]
@@ -33,17 +39,30 @@ mod tests;
 mod timer;
 
 use std::collections::VecDeque;
+use std::ops::Deref;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
-use crate::protocol::WorkerMessage;
+use crate::events::{Event, RequestOutcome, WorkerId};
+use crate::protocol::{Command, WorkerMessage};
+use crate::stats::WorkerStats;
 use backoff::Backoff;
 use timer::{Timer, TimerTable};
 
 /// The session's settings, taken from a validated [`WorkerConfig`](crate::WorkerConfig).
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
+    /// The worker's identity in events.
+    pub id: WorkerId,
+    /// The service name sent in READY.
+    pub service: Vec<u8>,
+    /// The broker endpoints to rotate through (at least one).
+    pub endpoints: Vec<String>,
+    /// Whether to queue [`Event`]s for [`Session::poll_event`]; off, none is built.
+    pub events: bool,
+    /// The reply body sent for a request whose action panicked.
+    pub panic_reply: Vec<Vec<u8>>,
     /// Interval between HEARTBEATs.
     pub heartbeat: Duration,
     /// Heartbeats of broker silence, while idle, before reconnecting.
@@ -52,8 +71,6 @@ pub struct SessionConfig {
     pub reconnect: Duration,
     /// Largest reconnect delay.
     pub reconnect_max: Duration,
-    /// How many broker endpoints to rotate through (at least 1).
-    pub endpoints: usize,
     /// Whether a graceful stop sends DISCONNECT.
     pub send_disconnect: bool,
     /// Seed for the reconnect jitter.
@@ -105,8 +122,8 @@ pub enum DisconnectReason {
 /// Something the I/O layer must carry out, in queue order.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action<F> {
-    /// Open a new socket (new routing identity) to endpoint number `endpoint` and send READY
-    /// on it, first and only once: the I/O layer owns the service name frame.
+    /// Close any socket still open and open a new one (new routing identity) to endpoint
+    /// number `endpoint`. The session queues READY right after it, first and only once.
     Connect {
         /// Index into the endpoint list.
         endpoint: usize,
@@ -118,8 +135,6 @@ pub enum Action<F> {
         /// The request body frames.
         body: Vec<F>,
     },
-    /// The in-flight request's deadline passed: the `Send` of the timeout reply precedes this.
-    RequestTimedOut,
     /// Close the current socket: with the configured linger if `graceful`, else at once.
     Close {
         /// Why the socket is closed.
@@ -146,31 +161,16 @@ pub enum ReplyOutcome {
     Late,
 }
 
-/// Counters kept by the session.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SessionStats {
-    /// Requests delivered to the action.
-    pub requests: u64,
-    /// Replies queued for sending.
-    pub replies: u64,
-    /// Sockets opened after the first one.
-    pub reconnects: u64,
-    /// HEARTBEATs queued for sending.
-    pub heartbeats_sent: u64,
-    /// Messages from the broker that were valid frames but wrong in context, dropped.
-    pub unexpected_messages: u64,
-    /// Requests answered with the timeout reply.
-    pub timeouts: u64,
-    /// Late results of timed-out requests, dropped.
-    pub late_replies: u64,
-}
-
 /// A request handed to the action and not yet returned by it.
 #[derive(Debug)]
 struct InFlight<F> {
     /// `None` once the request was answered with the timeout reply.
     envelope: Option<Vec<F>>,
     connection: u64,
+    /// When it was handed to the action.
+    started: Instant,
+    /// Body bytes, counted only when events are on.
+    bytes: usize,
 }
 
 /// A request that arrived while the action was still busy with a timed-out one.
@@ -202,10 +202,11 @@ pub struct Session<F> {
     held: Option<Held<F>>,
     stopping: Option<Stop>,
     actions: VecDeque<Action<F>>,
-    stats: SessionStats,
+    events: VecDeque<Event>,
+    stats: WorkerStats,
 }
 
-impl<F: for<'a> From<&'a [u8]>> Session<F> {
+impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
     /// A session in [`State::Start`]; the first [`handle_timeout`](Self::handle_timeout)
     /// connects to endpoint 0.
     pub fn new(config: SessionConfig) -> Session<F> {
@@ -222,8 +223,22 @@ impl<F: for<'a> From<&'a [u8]>> Session<F> {
             held: None,
             stopping: None,
             actions: VecDeque::new(),
-            stats: SessionStats::default(),
+            events: VecDeque::new(),
+            stats: WorkerStats::default(),
         }
+    }
+
+    /// The worker's identity in events.
+    pub fn id(&self) -> &WorkerId {
+        &self.config.id
+    }
+
+    /// The address of the endpoint in use or next to be used.
+    pub fn endpoint_address(&self) -> &str {
+        self.config
+            .endpoints
+            .get(self.endpoint)
+            .map_or("", String::as_str)
     }
 
     /// The current state.
@@ -237,8 +252,38 @@ impl<F: for<'a> From<&'a [u8]>> Session<F> {
     }
 
     /// The counters so far.
-    pub fn stats(&self) -> SessionStats {
-        self.stats
+    pub fn stats(&self) -> WorkerStats {
+        WorkerStats {
+            in_flight: self.in_flight.is_some(),
+            ..self.stats
+        }
+    }
+
+    /// The next event about the worker's life, if any (none unless
+    /// [`SessionConfig::events`] is on).
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn emit(&mut self, event: impl FnOnce(WorkerId) -> Event) {
+        if self.config.events {
+            self.events.push_back(event(self.config.id.clone()));
+        }
+    }
+
+    /// When the next HEARTBEAT is due while connected: a driver that cannot run the session
+    /// while an inline action runs sends it for the session, and reports it with
+    /// [`handle_heartbeats_sent`](Self::handle_heartbeats_sent).
+    pub fn heartbeat_due(&self) -> Option<Instant> {
+        match self.state {
+            State::Idle | State::Busy => self.timers.get(Timer::Heartbeat),
+            _ => None,
+        }
+    }
+
+    /// The heartbeat interval.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.config.heartbeat
     }
 
     /// Whether the broker sent anything (but DISCONNECT) on the current connection.
@@ -328,10 +373,23 @@ impl<F: for<'a> From<&'a [u8]>> Session<F> {
         }
     }
 
+    /// Takes a message as the socket received it: decodes it, and drops (logs and counts) a
+    /// malformed one. The connection is kept either way.
+    pub fn handle_frames(&mut self, now: Instant, frames: Vec<F>) {
+        trace!(frames = frames.len(), "received");
+        match WorkerMessage::decode(frames) {
+            Ok(message) => self.handle_message(now, message),
+            Err(error) => {
+                self.stats.malformed_dropped += 1;
+                warn!(%error, "malformed message from broker, dropped");
+            }
+        }
+    }
+
     /// Takes a decoded message from the broker.
     pub fn handle_message(&mut self, now: Instant, message: WorkerMessage<F>) {
         if !matches!(self.state, State::Idle | State::Busy) {
-            self.stats.unexpected_messages += 1;
+            self.stats.unexpected_dropped += 1;
             debug!(command = %message.command(), "message with no connection, dropped");
             return;
         }
@@ -349,7 +407,7 @@ impl<F: for<'a> From<&'a [u8]>> Session<F> {
             WorkerMessage::Heartbeat => debug!("heartbeat from broker"),
             WorkerMessage::Request { envelope, body } => self.handle_request(now, envelope, body),
             other => {
-                self.stats.unexpected_messages += 1;
+                self.stats.unexpected_dropped += 1;
                 warn!(command = %other.command(), "broker sent a worker-only command, dropped");
             }
         }
@@ -375,15 +433,28 @@ impl<F: for<'a> From<&'a [u8]>> Session<F> {
             return;
         }
         // A broker must not send a second request to a busy worker.
-        self.stats.unexpected_messages += 1;
+        self.stats.unexpected_dropped += 1;
         warn!("request while busy, dropped");
     }
 
     fn deliver(&mut self, envelope: Vec<F>, body: Vec<F>, arrived: Instant) {
         self.stats.requests += 1;
+        let mut bytes = 0;
+        if self.config.events {
+            let frames = body.len();
+            bytes = body.iter().map(|f| f.len()).sum();
+            debug!(frames, bytes, "request");
+            self.emit(|worker| Event::RequestStarted {
+                worker,
+                frames,
+                bytes,
+            });
+        }
         self.in_flight = Some(InFlight {
             envelope: Some(envelope),
             connection: self.connection,
+            started: arrived,
+            bytes,
         });
         if self.state == State::Idle {
             self.state = State::Busy;
@@ -412,7 +483,9 @@ impl<F: for<'a> From<&'a [u8]>> Session<F> {
             return;
         };
         warn!(timeout = ?self.config.request_timeout, "request deadline passed, sending timeout reply");
+        let started = self.in_flight.as_ref().map_or(now, |f| f.started);
         self.send_timeout_reply(now, envelope);
+        self.finished(now, started, RequestOutcome::TimedOut);
         if self.stopping.is_some() {
             // Only the action's late result is awaited now, and it may never come.
             self.finish_stop();
@@ -430,7 +503,6 @@ impl<F: for<'a> From<&'a [u8]>> Session<F> {
             .collect();
         self.actions
             .push_back(Action::Send(WorkerMessage::Reply { envelope, body }));
-        self.actions.push_back(Action::RequestTimedOut);
         self.state = State::Idle;
         self.reset_broker_expiry(now);
     }
@@ -440,6 +512,30 @@ impl<F: for<'a> From<&'a [u8]>> Session<F> {
     /// The broker gets a fresh liveness deadline from `now`: time spent in the action is never
     /// counted as broker silence.
     pub fn handle_reply(&mut self, now: Instant, body: Vec<F>) -> ReplyOutcome {
+        self.answer(now, body, RequestOutcome::Replied)
+    }
+
+    /// Reports that the action panicked on the in-flight request (`message` is the panic's
+    /// text): the request is answered with the panic reply, and the worker serves on.
+    pub fn handle_panic(&mut self, now: Instant, message: String) -> ReplyOutcome {
+        self.stats.panics += 1;
+        warn!(panic = %message, "action panicked, sending the panic reply");
+        let request_bytes = self.in_flight.as_ref().map_or(0, |f| f.bytes);
+        self.emit(|worker| Event::ActionPanicked {
+            worker,
+            message,
+            request_bytes,
+        });
+        let body = self
+            .config
+            .panic_reply
+            .iter()
+            .map(|frame| F::from(frame.as_slice()))
+            .collect();
+        self.answer(now, body, RequestOutcome::Panicked)
+    }
+
+    fn answer(&mut self, now: Instant, body: Vec<F>, outcome: RequestOutcome) -> ReplyOutcome {
         let Some(in_flight) = self.in_flight.take() else {
             warn!("reply with no request in flight, dropped");
             return ReplyOutcome::NoRequest;
@@ -448,6 +544,7 @@ impl<F: for<'a> From<&'a [u8]>> Session<F> {
             None => {
                 self.stats.late_replies += 1;
                 warn!("late result of a timed-out request, dropped");
+                self.emit(|worker| Event::LateReplyDropped { worker });
                 ReplyOutcome::Late
             }
             Some(envelope)
@@ -459,15 +556,27 @@ impl<F: for<'a> From<&'a [u8]>> Session<F> {
                 self.state = State::Idle;
                 self.timers.stop(Timer::RequestDeadline);
                 self.reset_broker_expiry(now);
+                self.finished(now, in_flight.started, outcome);
                 ReplyOutcome::Sent
             }
             Some(_) => {
                 warn!("reply for a connection that is gone, dropped");
+                self.finished(now, in_flight.started, RequestOutcome::ConnectionLost);
                 ReplyOutcome::ConnectionLost
             }
         };
         self.after_action_free(now);
         outcome
+    }
+
+    fn finished(&mut self, now: Instant, started: Instant, outcome: RequestOutcome) {
+        let duration = now.saturating_duration_since(started);
+        debug!(?outcome, ?duration, "request finished");
+        self.emit(|worker| Event::RequestFinished {
+            worker,
+            duration,
+            outcome,
+        });
     }
 
     /// The action just became free: start the held request, finish a stop, or connect.
@@ -519,6 +628,7 @@ impl<F: for<'a> From<&'a [u8]>> Session<F> {
                 info!("resuming");
                 self.stopping = None;
                 self.connect_to(now, self.endpoint);
+                self.emit(|worker| Event::Resumed { worker });
             }
             (_, Some(Stop::Drain)) => self.stopping = None,
             _ => {}
@@ -549,24 +659,26 @@ impl<F: for<'a> From<&'a [u8]>> Session<F> {
                 self.actions
                     .push_back(Action::Send(WorkerMessage::Disconnect));
             }
-            self.actions.push_back(Action::Close {
-                reason: match stop {
-                    Stop::Shutdown => DisconnectReason::Shutdown,
-                    Stop::Drain => DisconnectReason::Drained,
-                },
-                graceful: true,
-            });
+            let reason = match stop {
+                Stop::Shutdown => DisconnectReason::Shutdown,
+                Stop::Drain => DisconnectReason::Drained,
+            };
+            self.close(reason, true);
         }
         self.timers.stop_all();
         match stop {
             Stop::Shutdown => {
+                info!("worker stopped");
                 self.state = State::Stopped;
                 self.actions.push_back(Action::Stopped);
+                self.emit(|worker| Event::Stopped { worker });
             }
             Stop::Drain => {
+                info!("drained");
                 self.state = State::Paused;
                 self.stopping = None;
                 self.actions.push_back(Action::Drained);
+                self.emit(|worker| Event::Drained { worker });
             }
         }
     }
@@ -583,15 +695,46 @@ impl<F: for<'a> From<&'a [u8]>> Session<F> {
     /// security handshake), as the socket monitor tells: close, back off and connect anew,
     /// as after a DISCONNECT from the broker.
     pub fn handle_connection_lost(&mut self, now: Instant, reason: DisconnectReason) {
+        match reason {
+            DisconnectReason::AuthenticationFailed => self.stats.auth_failures += 1,
+            _ => self.stats.connections_lost += 1,
+        }
         if matches!(self.state, State::Idle | State::Busy) {
             self.disconnect(now, reason);
+        }
+    }
+
+    /// Reports a message the socket could not take within the send timeout (dropped).
+    pub fn handle_send_failed(&mut self, command: Command) {
+        self.stats.send_failures += 1;
+        warn!(%command, "send timed out on a full pipe, message dropped");
+    }
+
+    /// Reports `count` HEARTBEATs the driver sent on the session's behalf while an inline
+    /// action ran, the last at `last`: the next one is due a heartbeat after it.
+    pub fn handle_heartbeats_sent(&mut self, last: Instant, count: u64) {
+        if count == 0 || !matches!(self.state, State::Idle | State::Busy) {
+            return;
+        }
+        self.stats.heartbeats_sent += count;
+        self.timers
+            .set(Timer::Heartbeat, last + self.config.heartbeat);
+    }
+
+    /// The driver is being dropped while connected: say DISCONNECT (if configured), so the
+    /// broker forgets the worker at once instead of after its expiry.
+    pub fn handle_drop(&mut self) {
+        if matches!(self.state, State::Idle | State::Busy) && self.config.send_disconnect {
+            debug!("dropped while connected, sending DISCONNECT");
+            self.actions
+                .push_back(Action::Send(WorkerMessage::Disconnect));
         }
     }
 
     fn connect(&mut self, now: Instant) {
         let endpoint = match self.state {
             State::Start => self.endpoint,
-            _ => (self.endpoint + 1) % self.config.endpoints.max(1),
+            _ => (self.endpoint + 1) % self.config.endpoints.len().max(1),
         };
         self.connect_to(now, endpoint);
     }
@@ -607,16 +750,25 @@ impl<F: for<'a> From<&'a [u8]>> Session<F> {
         self.actions.push_back(Action::Connect {
             endpoint: self.endpoint,
         });
+        let broker = self.endpoint_address().to_string();
+        info!(%broker, "connecting, sending READY");
+        self.emit(|worker| Event::Connected { worker, broker });
+        let service = F::from(self.config.service.as_slice());
+        self.actions
+            .push_back(Action::Send(WorkerMessage::Ready { service }));
         self.timers
             .set(Timer::Heartbeat, now + self.config.heartbeat);
         self.reset_broker_expiry(now);
     }
 
+    fn close(&mut self, reason: DisconnectReason, graceful: bool) {
+        info!(?reason, "disconnected");
+        self.actions.push_back(Action::Close { reason, graceful });
+        self.emit(|worker| Event::Disconnected { worker, reason });
+    }
+
     fn disconnect(&mut self, now: Instant, reason: DisconnectReason) {
-        self.actions.push_back(Action::Close {
-            reason,
-            graceful: false,
-        });
+        self.close(reason, false);
         self.timers.stop_all();
         if self.held.take().is_some() {
             // Its connection is gone: nobody can route a reply to it.
@@ -624,13 +776,14 @@ impl<F: for<'a> From<&'a [u8]>> Session<F> {
         }
         self.state = State::Backoff;
         let delay = self.backoff.next_delay();
-        warn!(
-            ?reason,
-            attempt = self.backoff.attempt(),
-            ?delay,
-            "reconnecting"
-        );
+        let attempt = self.backoff.attempt();
+        warn!(?reason, attempt, ?delay, "reconnecting");
         self.timers.set(Timer::Reconnect, now + delay);
+        self.emit(|worker| Event::Reconnecting {
+            worker,
+            attempt,
+            delay,
+        });
     }
 
     fn reset_broker_expiry(&mut self, now: Instant) {

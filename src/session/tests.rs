@@ -1,5 +1,7 @@
 #[allow(unused_imports)]
 use super::*;
+use crate::events::{Event, RequestOutcome, WorkerId};
+use crate::protocol::Command;
 
 // Simulated time only: every test takes `t0` once and feeds `t0 + offset` to the session.
 
@@ -17,11 +19,17 @@ type Act = Action<Vec<u8>>;
 
 fn config(endpoints: usize) -> SessionConfig {
     SessionConfig {
+        id: WorkerId::next("echo"),
+        service: b"echo".to_vec(),
+        endpoints: (0..endpoints)
+            .map(|i| format!("tcp://broker-{i}:5555"))
+            .collect(),
+        events: true,
+        panic_reply: vec![b"panicked".to_vec()],
         heartbeat: HEARTBEAT,
         liveness: LIVENESS,
         reconnect: RECONNECT,
         reconnect_max: RECONNECT_MAX,
-        endpoints,
         send_disconnect: true,
         seed: 0x5eed_1234_abcd_0001,
         request_timeout: None,
@@ -33,9 +41,35 @@ fn session(endpoints: usize) -> Session<Vec<u8>> {
     Session::new(config(endpoints))
 }
 
-/// Everything the session has queued, in order.
+/// Everything the session has queued, in order. Every `Connect` must be followed at once by
+/// exactly one READY for the service: that pair is returned as the `Connect` alone, so every
+/// test checks that rule.
 fn drain(s: &mut Session<Vec<u8>>) -> Vec<Act> {
-    std::iter::from_fn(|| s.poll_action()).collect()
+    let actions: Vec<Act> = std::iter::from_fn(|| s.poll_action()).collect();
+    let mut out = Vec::new();
+    let mut iter = actions.into_iter().peekable();
+    while let Some(action) = iter.next() {
+        let connect = matches!(action, Action::Connect { .. });
+        if matches!(action, Action::Send(WorkerMessage::Ready { .. })) {
+            panic!("READY without a Connect just before it");
+        }
+        out.push(action);
+        if connect {
+            assert_eq!(
+                iter.next(),
+                Some(Action::Send(WorkerMessage::Ready {
+                    service: b"echo".to_vec()
+                })),
+                "a Connect must be followed by READY"
+            );
+        }
+    }
+    out
+}
+
+/// Every event the session has queued, in order.
+fn events(s: &mut Session<Vec<u8>>) -> Vec<Event> {
+    std::iter::from_fn(|| s.poll_event()).collect()
 }
 
 /// A session that connected to endpoint 0 at `t0` and is idle, with nothing queued.
@@ -147,7 +181,7 @@ fn next_deadline_is_none_before_start() {
     assert_eq!(s.poll_action(), None);
     assert!(!s.is_busy());
     assert!(!s.is_stopping());
-    assert_eq!(s.stats(), SessionStats::default());
+    assert_eq!(s.stats(), WorkerStats::default());
 }
 
 #[test]
@@ -176,7 +210,7 @@ fn messages_before_the_first_connect_are_dropped_and_counted() {
     s.handle_message(t0, request(&[b"c"], &[b"x"]));
     assert_eq!(drain(&mut s), vec![]);
     assert_eq!(s.state(), State::Start);
-    assert_eq!(s.stats().unexpected_messages, 2);
+    assert_eq!(s.stats().unexpected_dropped, 2);
     assert_eq!(s.stats().requests, 0);
 }
 
@@ -202,9 +236,9 @@ fn heartbeats_go_out_every_interval_for_an_hour_while_the_broker_answers() {
     assert_eq!(s.state(), State::Idle);
     assert_eq!(
         s.stats(),
-        SessionStats {
+        WorkerStats {
             heartbeats_sent: u64::from(beats),
-            ..SessionStats::default()
+            ..WorkerStats::default()
         }
     );
 }
@@ -394,7 +428,7 @@ fn broker_disconnect_closes_at_once_and_reconnects_after_the_delay() {
         vec![(at + delay - t0, Action::Connect { endpoint: 1 })]
     );
     assert_eq!(s.stats().reconnects, 1);
-    assert_eq!(s.stats().unexpected_messages, 0);
+    assert_eq!(s.stats().unexpected_dropped, 0);
 }
 
 #[test]
@@ -570,7 +604,7 @@ fn a_request_while_busy_is_dropped_and_counted() {
     let mut s = busy(1, t0, t0 + 10 * MS);
     s.handle_message(t0 + 20 * MS, request(&[b"client-2"], &[b"more"]));
     assert_eq!(drain(&mut s), vec![], "no second Deliver");
-    assert_eq!(s.stats().unexpected_messages, 1);
+    assert_eq!(s.stats().unexpected_dropped, 1);
     assert_eq!(s.stats().requests, 1);
     // The reply goes to the first client, and only one REPLY leaves.
     assert_eq!(
@@ -603,7 +637,7 @@ fn ready_and_reply_from_the_broker_are_dropped_and_counted() {
         },
     );
     assert_eq!(drain(&mut s), vec![]);
-    assert_eq!(s.stats().unexpected_messages, 2);
+    assert_eq!(s.stats().unexpected_dropped, 2);
     assert_eq!(s.stats().requests, 0);
     assert_eq!(s.state(), State::Idle);
     assert!(!s.is_busy());
@@ -626,7 +660,7 @@ fn a_request_in_flight_for_ten_windows_never_counts_as_broker_silence() {
     assert_eq!(s.state(), State::Busy);
     assert!(s.is_busy());
     assert_eq!(s.stats().reconnects, 0);
-    assert_eq!(s.stats().unexpected_messages, 0);
+    assert_eq!(s.stats().unexpected_dropped, 0);
 }
 
 #[test]
@@ -920,7 +954,7 @@ fn contains_run(actions: &[Act], needle: &[Act]) -> bool {
 }
 
 fn timeout_reply(envelope: &[&[u8]]) -> Vec<Act> {
-    vec![reply(envelope, &[b"timed out"]), Action::RequestTimedOut]
+    vec![reply(envelope, &[b"timed out"])]
 }
 
 #[test]
@@ -928,7 +962,10 @@ fn a_passed_deadline_sends_the_timeout_reply_and_drops_the_late_result() {
     let t0 = Instant::now();
     let mut s = busy_with_deadline(t0);
     s.handle_timeout(t0 + TIMEOUT - NS);
-    assert!(!drain(&mut s).contains(&Action::RequestTimedOut));
+    assert!(!contains_run(
+        &drain(&mut s),
+        &timeout_reply(&[b"client-1"])
+    ));
     s.handle_timeout(t0 + TIMEOUT);
     let actions = drain(&mut s);
     assert!(
@@ -1141,4 +1178,181 @@ fn shutdown_while_drained_just_stops() {
     s.handle_shutdown(t0 + 2 * MS);
     assert_eq!(drain(&mut s), vec![Action::Stopped]);
     assert_eq!(s.state(), State::Stopped);
+}
+
+// The session owns the protocol: decoding, READY, the panic reply, events and counters.
+
+#[test]
+fn malformed_frames_are_counted_and_dropped_and_the_connection_is_kept() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    s.handle_frames(t0, frames(&[b"", b"MDPW02", &[2]]));
+    s.handle_frames(t0, frames(&[b"", b"MDPW01", &[9]]));
+    s.handle_frames(t0, frames(&[]));
+    assert_eq!(s.stats().malformed_dropped, 3);
+    assert_eq!(drain(&mut s), vec![]);
+    assert_eq!(s.state(), State::Idle);
+    s.handle_frames(
+        t0,
+        frames(&[b"", b"MDPW01", &[2], b"client-1", b"", b"work"]),
+    );
+    assert_eq!(drain(&mut s), vec![deliver(&[b"work"])]);
+}
+
+#[test]
+fn a_panic_is_answered_with_the_panic_reply_and_reported() {
+    let t0 = Instant::now();
+    let mut s = busy(1, t0, t0);
+    events(&mut s);
+    assert_eq!(s.handle_panic(t0 + MS, "boom".into()), ReplyOutcome::Sent);
+    assert_eq!(drain(&mut s), vec![reply(&[b"client-1"], &[b"panicked"])]);
+    assert_eq!((s.stats().panics, s.stats().replies), (1, 1));
+    let id = s.id().clone();
+    assert_eq!(
+        events(&mut s),
+        vec![
+            Event::ActionPanicked {
+                worker: id.clone(),
+                message: "boom".into(),
+                request_bytes: 4,
+            },
+            Event::RequestFinished {
+                worker: id,
+                duration: MS,
+                outcome: RequestOutcome::Panicked,
+            },
+        ]
+    );
+    assert_eq!(s.state(), State::Idle);
+}
+
+#[test]
+fn events_tell_the_worker_life_in_order() {
+    let t0 = Instant::now();
+    let mut s = busy(2, t0, t0 + MS);
+    s.handle_reply(t0 + 3 * MS, frames(&[b"done"]));
+    s.handle_message(t0 + 4 * MS, WorkerMessage::Disconnect);
+    let delay = backoff_delay(&s, t0 + 4 * MS);
+    let id = s.id().clone();
+    assert_eq!(
+        events(&mut s),
+        vec![
+            Event::Connected {
+                worker: id.clone(),
+                broker: "tcp://broker-0:5555".into()
+            },
+            Event::RequestStarted {
+                worker: id.clone(),
+                frames: 1,
+                bytes: 4
+            },
+            Event::RequestFinished {
+                worker: id.clone(),
+                duration: 2 * MS,
+                outcome: RequestOutcome::Replied
+            },
+            Event::Disconnected {
+                worker: id.clone(),
+                reason: DisconnectReason::BrokerDisconnected
+            },
+            Event::Reconnecting {
+                worker: id.clone(),
+                attempt: 1,
+                delay
+            },
+        ]
+    );
+    s.handle_timeout(t0 + 4 * MS + delay);
+    assert_eq!(
+        events(&mut s),
+        vec![Event::Connected {
+            worker: id,
+            broker: "tcp://broker-1:5555".into()
+        }]
+    );
+}
+
+#[test]
+fn no_event_is_built_when_nobody_listens() {
+    let t0 = Instant::now();
+    let mut s = Session::<Vec<u8>>::new(SessionConfig {
+        events: false,
+        ..config(1)
+    });
+    s.handle_timeout(t0);
+    s.handle_message(t0, request(&[b"c"], &[b"w"]));
+    s.handle_reply(t0, frames(&[b"r"]));
+    s.handle_shutdown(t0);
+    assert_eq!(events(&mut s), vec![]);
+}
+
+#[test]
+fn heartbeats_sent_during_an_inline_action_move_the_next_one_and_are_counted() {
+    let t0 = Instant::now();
+    let mut s = busy(1, t0, t0);
+    assert_eq!(s.heartbeat_due(), Some(t0 + HEARTBEAT));
+    // The driver sent three while the action ran, the last at 3 heartbeats + 1 ms.
+    let last = t0 + HEARTBEAT * 3 + MS;
+    s.handle_heartbeats_sent(last, 3);
+    assert_eq!(s.stats().heartbeats_sent, 3);
+    assert_eq!(s.heartbeat_due(), Some(last + HEARTBEAT));
+    s.handle_reply(last + MS, frames(&[b"done"]));
+    assert_eq!(drain(&mut s), vec![reply(&[b"client-1"], &[b"done"])]);
+    s.handle_timeout(last + HEARTBEAT - NS);
+    assert_eq!(drain(&mut s), vec![]);
+    s.handle_timeout(last + HEARTBEAT);
+    assert_eq!(drain(&mut s), vec![HEARTBEAT_OUT]);
+}
+
+#[test]
+fn a_busy_session_stays_due_for_heartbeats_for_as_long_as_the_action_runs() {
+    let t0 = Instant::now();
+    let mut s = busy(1, t0, t0);
+    // Ten heartbeats of work: a heartbeat at each, and no broker expiry.
+    let actions = run_until(&mut s, t0, t0 + HEARTBEAT * 10);
+    let beats: Vec<Duration> = actions
+        .iter()
+        .filter(|(_, a)| *a == HEARTBEAT_OUT)
+        .map(|(at, _)| *at)
+        .collect();
+    assert_eq!(beats, (1..=10).map(|n| HEARTBEAT * n).collect::<Vec<_>>());
+    assert_eq!(s.state(), State::Busy);
+}
+
+#[test]
+fn dropping_a_connected_session_says_disconnect_and_a_stopped_one_says_nothing() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    s.handle_drop();
+    assert_eq!(drain(&mut s), vec![Action::Send(WorkerMessage::Disconnect)]);
+    let mut s = started(1, t0);
+    s.handle_shutdown(t0);
+    drain(&mut s);
+    s.handle_drop();
+    assert_eq!(drain(&mut s), vec![]);
+    let mut s = Session::<Vec<u8>>::new(SessionConfig {
+        send_disconnect: false,
+        ..config(1)
+    });
+    s.handle_timeout(t0);
+    drain(&mut s);
+    s.handle_drop();
+    assert_eq!(drain(&mut s), vec![]);
+}
+
+#[test]
+fn refused_credentials_and_lost_connections_are_counted_apart() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    s.handle_connection_lost(t0, DisconnectReason::AuthenticationFailed);
+    let delay = backoff_delay(&s, t0);
+    s.handle_timeout(t0 + delay);
+    drain(&mut s);
+    s.handle_connection_lost(t0 + delay, DisconnectReason::ConnectionLost);
+    assert_eq!(
+        (s.stats().auth_failures, s.stats().connections_lost),
+        (1, 1)
+    );
+    s.handle_send_failed(Command::Heartbeat);
+    assert_eq!(s.stats().send_failures, 1);
 }

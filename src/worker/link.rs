@@ -5,20 +5,20 @@ use std::time::Instant;
 
 use tracing::{debug, warn};
 
-use super::wire::{self, LinkEvent};
 use super::Worker;
 use crate::action::WorkerAction;
 use crate::error::Error;
 use crate::security::Hex;
 use crate::session::DisconnectReason;
+use crate::transport::{self, Connection, LinkEvent};
 
 impl<A: WorkerAction> Worker<A> {
     /// Acts on what the socket monitor saw: a connection refused in the handshake or dropped
     /// under the socket is left at once (a new socket after the reconnect delay), instead of
     /// leaving libzmq to retry it behind the session's back or waiting out broker liveness.
     pub(super) fn read_link_events(&mut self) -> Result<(), Error> {
-        while let Some(connection) = &self.connection {
-            let Some(event) = wire::try_recv_event(&connection.monitor)
+        while let Some(connection) = &mut self.connection {
+            let Some(event) = transport::try_recv_event(&connection.monitor)
                 .map_err(Error::zmq("recv monitor event"))?
             else {
                 return Ok(());
@@ -26,12 +26,12 @@ impl<A: WorkerAction> Worker<A> {
             let reason = match event {
                 LinkEvent::HandshakeSucceeded => {
                     debug!("connection up, handshake passed");
+                    connection.up = true;
                     continue;
                 }
                 LinkEvent::AuthFailed { status } => self.auth_failed(status),
                 LinkEvent::HandshakeFailed { event, value } => {
-                    self.io.connections_lost += 1;
-                    let cause = wire::handshake_failure_cause(event, value);
+                    let cause = transport::handshake_failure_cause(event, value);
                     warn!(
                         cause,
                         event, value, "security handshake failed, reconnecting"
@@ -39,7 +39,6 @@ impl<A: WorkerAction> Worker<A> {
                     DisconnectReason::ConnectionLost
                 }
                 LinkEvent::Disconnected => {
-                    self.io.connections_lost += 1;
                     warn!("connection to the broker dropped, reconnecting");
                     DisconnectReason::ConnectionLost
                 }
@@ -50,9 +49,8 @@ impl<A: WorkerAction> Worker<A> {
         Ok(())
     }
 
-    /// Logs and counts credentials the broker refused; the session backs off and retries.
-    fn auth_failed(&mut self, status: u32) -> DisconnectReason {
-        self.io.auth_failures += 1;
+    /// Logs credentials the broker refused; the session counts it, backs off and retries.
+    fn auth_failed(&self, status: u32) -> DisconnectReason {
         match (&self.options.plain, &self.options.curve) {
             (Some(plain), _) => warn!(
                 user = %plain.username,
@@ -70,5 +68,14 @@ impl<A: WorkerAction> Worker<A> {
             ),
         }
         DisconnectReason::AuthenticationFailed
+    }
+}
+
+/// Reads the monitor events waiting and marks the connection up if its handshake passed.
+pub(super) fn mark_up(connection: &mut Connection) {
+    while let Ok(Some(event)) = transport::try_recv_event(&connection.monitor) {
+        if event == LinkEvent::HandshakeSucceeded {
+            connection.up = true;
+        }
     }
 }

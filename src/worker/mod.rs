@@ -1,31 +1,33 @@
-//! The worker: one DEALER socket, a poll loop, and calls into the user's action.
+//! The worker: one DEALER socket, a poll loop, and calls into the user's action. A thin driver:
+//! every protocol decision is the [`Session`]'s; this module moves frames, time and the
+//! action's results into it and carries its [`Action`]s out.
 
 mod action_thread;
+mod heartbeater;
 mod link;
-mod stats;
-mod wire;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, error, info, info_span, trace, warn, Span};
+use tracing::{debug, info, info_span, trace, warn, Span};
 use zmq::Message;
 
 use crate::action::WorkerAction;
 use crate::config::WorkerConfig;
 use crate::error::Error;
-use crate::events::{Event, EventSink, RequestOutcome, WorkerId};
+use crate::events::{EventSink, WorkerId};
+use crate::millis::millis_i64;
 use crate::protocol::WorkerMessage;
-use crate::session::{
-    Action, DisconnectReason, ReplyOutcome, Session, SessionConfig, SessionStats, State,
-};
+use crate::session::{Action, Session, State};
+use crate::settings::{worker_settings, Mode, WorkerSettings};
 use crate::shutdown::{DrainHandle, ShutdownHandle};
+use crate::stats::StatsCell;
+pub use crate::stats::WorkerStats;
+use crate::transport::{self, Connection, SocketOptions};
+use crate::wake::Waker;
 use action_thread::{call_guarded, ActionResult, ActionThread};
-use stats::IoCounters;
-pub(crate) use stats::StatsCell;
-pub use stats::WorkerStats;
-use wire::{Connection, SocketOptions};
+use heartbeater::Parking;
 
 /// Most messages read in one poll pass before timers get their turn again.
 const MAX_READS_PER_PASS: usize = 64;
@@ -43,18 +45,19 @@ pub enum Received {
 
 /// Where the action runs.
 enum Runner<A> {
-    /// In the worker's thread, inside `receive()`.
-    Inline(A),
-    /// On a thread of its own; the worker keeps heartbeating meanwhile.
+    /// In the worker's thread, inside `receive()`; the socket is parked with the process's
+    /// heartbeater meanwhile, so HEARTBEATs go on.
+    Inline(A, Option<Arc<Parking>>),
+    /// On a thread of its own; the worker loop goes on meanwhile.
     Thread(ActionThread),
 }
 
 /// A Majordomo worker: registers `service` with a broker and answers its requests.
 ///
 /// Build it with [`Worker::new`] (the action runs inside [`receive`](Self::receive)) or
-/// [`Worker::threaded`] (the action runs on a thread of its own while the worker keeps
-/// heartbeating: for long requests and per-request deadlines). Then call `receive` in a loop,
-/// or [`run`](Self::run); stop it from anywhere with a [`ShutdownHandle`] from
+/// [`Worker::threaded`] (the action runs on a thread of its own: for per-request deadlines).
+/// Either way the worker keeps heartbeating while a request runs. Then call `receive` in a
+/// loop, or [`run`](Self::run); stop it from anywhere with a [`ShutdownHandle`] from
 /// [`shutdown_handle`](Self::shutdown_handle). The first `receive` connects.
 ///
 /// ```no_run
@@ -69,99 +72,77 @@ enum Runner<A> {
 pub struct Worker<A> {
     runner: Runner<A>,
     session: Session<Message>,
-    id: WorkerId,
-    endpoints: Vec<String>,
     options: SocketOptions,
-    polling_interval: Duration,
-    send_disconnect: bool,
-    panic_reply: Vec<Vec<u8>>,
-    context: zmq::Context,
     connection: Option<Connection>,
+    // After the sockets: the context must outlive them.
+    context: zmq::Context,
     shutdown: ShutdownHandle,
     drain: DrainHandle,
+    waker: Arc<Waker>,
     events: Option<EventSink>,
     stats: Arc<StatsCell>,
-    io: IoCounters,
-    request_started: Option<(Instant, usize)>,
     span: Span,
     /// The span current when the worker was built: the parent of every connection's span.
     parent_span: Span,
 }
 
 impl<A: WorkerAction> Worker<A> {
-    /// A worker that runs `action` inline, inside [`receive`](Self::receive).
+    /// A worker that runs `action` inline, inside [`receive`](Self::receive). While the action
+    /// runs, the process's heartbeater thread sends the worker's HEARTBEATs.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] naming the first invalid field and its value, including a
-    /// `request_timeout` (which needs [`Worker::threaded`]).
+    /// `request_timeout` (which needs [`Worker::threaded`]); [`Error::Io`] if the worker's
+    /// wake-up pipe cannot be made (no file descriptor left).
     pub fn new(config: WorkerConfig, action: A) -> Result<Worker<A>, Error> {
-        if let Some(timeout) = config.request_timeout {
-            return Err(crate::ConfigError::InvalidValue {
-                field: "request_timeout",
-                value: format!("{} ms", timeout.as_millis()),
-                reason: "needs the action on its own thread: use Worker::threaded",
-            }
-            .into());
-        }
-        Worker::build(config, Runner::Inline(action))
+        let settings = worker_settings(&config, Mode::Inline)?;
+        let waker = Waker::new().map_err(Error::io("socketpair"))?;
+        Worker::build(settings, Runner::Inline(action, Parking::new()), waker)
     }
 }
 
 impl<A: WorkerAction + Send + 'static> Worker<A> {
     /// A worker that runs `action` on a thread of its own: while a request runs, the worker
-    /// keeps heartbeating, watches its broker and enforces the `request_timeout`.
+    /// loop goes on reading the broker and enforces the `request_timeout`.
     ///
-    /// Costs one hand-off over an inproc socket per request (see BENCHMARKS.md); use it for
-    /// requests that can outlast `heartbeat × liveness` or that need a deadline.
+    /// Costs a hand-off between threads per request (see BENCHMARKS.md); use it for requests
+    /// that need a deadline.
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] naming the first invalid field and its value, or [`Error::Zmq`] if
-    /// the thread's socket cannot be made.
+    /// [`Error::Config`] naming the first invalid field and its value, or [`Error::Io`] if the
+    /// thread or the wake-up pipe cannot be made.
     pub fn threaded(config: WorkerConfig, action: A) -> Result<Worker<A>, Error> {
-        config.validate()?;
-        let context = config.context.clone().unwrap_or_default();
-        let thread = ActionThread::spawn(&context, action)?;
-        Worker::build(config.context(context), Runner::Thread(thread))
+        let settings = worker_settings(&config, Mode::Threaded)?;
+        let waker = Waker::new().map_err(Error::io("socketpair"))?;
+        let thread = ActionThread::spawn(action, Arc::clone(&waker)).map_err(Error::io("spawn"))?;
+        Worker::build(settings, Runner::Thread(thread), waker)
     }
 }
 
 impl<A: WorkerAction> Worker<A> {
-    fn build(config: WorkerConfig, runner: Runner<A>) -> Result<Worker<A>, Error> {
-        config.validate()?;
-        let endpoints = config.endpoints()?;
-        let session = Session::new(SessionConfig {
-            heartbeat: config.heartbeat,
-            liveness: config.liveness,
-            reconnect: config.reconnect,
-            reconnect_max: config.reconnect_max,
-            endpoints: endpoints.len(),
-            send_disconnect: config.send_disconnect,
-            seed: seed(),
-            request_timeout: config.request_timeout,
-            timeout_reply: config.timeout_reply.clone(),
-        });
-        let id = WorkerId::next(&config.service_name);
+    fn build(
+        settings: WorkerSettings,
+        runner: Runner<A>,
+        waker: Arc<Waker>,
+    ) -> Result<Worker<A>, Error> {
+        settings.shutdown.register_waker(&waker);
+        settings.drain.register_waker(&waker);
+        let session = Session::new(settings.session);
         let parent_span = Span::current();
-        let span = worker_span(&parent_span, &id, None);
+        let span = worker_span(&parent_span, session.id(), None);
         Ok(Worker {
             runner,
             session,
-            id,
-            endpoints,
-            options: SocketOptions::from_config(&config),
-            polling_interval: config.polling_interval,
-            send_disconnect: config.send_disconnect,
-            panic_reply: config.panic_reply.clone(),
-            context: config.context.clone().unwrap_or_default(),
+            options: settings.socket,
             connection: None,
-            shutdown: config.shutdown.clone().unwrap_or_default(),
-            drain: config.drain.clone().unwrap_or_default(),
-            events: config.events.clone(),
+            context: settings.context.unwrap_or_default(),
+            shutdown: settings.shutdown,
+            drain: settings.drain,
+            waker,
+            events: settings.events,
             stats: Arc::new(StatsCell::default()),
-            io: IoCounters::default(),
-            request_started: None,
             span,
             parent_span,
         })
@@ -186,13 +167,17 @@ impl<A: WorkerAction> Worker<A> {
 
     /// Like [`receive`](Self::receive), but gives up after `timeout`: `Ok(None)` when no
     /// request was answered (and the worker did not stop) meanwhile. Heartbeats and
-    /// reconnects go on as in `receive`; `Duration::ZERO` only handles what is already due.
+    /// reconnects go on as in `receive`; `Duration::ZERO` only handles what is already due,
+    /// and a timeout too long to be a point in time (`Duration::MAX`) never expires.
     ///
     /// # Errors
     ///
     /// [`Error::Zmq`] when ZeroMQ fails in a way the worker cannot recover from by itself.
     pub fn receive_timeout(&mut self, timeout: Duration) -> Result<Option<Received>, Error> {
-        self.receive_until(Some(Instant::now() + timeout))
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.receive_until(Some(deadline)),
+            None => self.receive().map(Some),
+        }
     }
 
     fn receive_until(&mut self, deadline: Option<Instant>) -> Result<Option<Received>, Error> {
@@ -209,7 +194,7 @@ impl<A: WorkerAction> Worker<A> {
             // Carries out everything queued, including what the last input queued: a stop
             // decided while a threaded action finished still sends its REPLY and DISCONNECT.
             let received = self.run_actions();
-            self.publish_stats();
+            self.publish();
             if let Some(received) = received? {
                 return Ok(Some(received));
             }
@@ -244,8 +229,9 @@ impl<A: WorkerAction> Worker<A> {
         let _entered = span.enter();
         if self.session.state() == State::Start {
             self.session.handle_timeout(Instant::now());
-            self.run_actions()?;
-            self.publish_stats();
+            let result = self.run_actions();
+            self.publish();
+            result?;
         }
         Ok(())
     }
@@ -273,7 +259,7 @@ impl<A: WorkerAction> Worker<A> {
 
     /// This worker's identity in events.
     pub fn id(&self) -> &WorkerId {
-        &self.id
+        self.session.id()
     }
 
     /// Where the worker's protocol session stands.
@@ -283,7 +269,7 @@ impl<A: WorkerAction> Worker<A> {
 
     /// The endpoint of the broker in use (or next to be tried).
     pub fn broker(&self) -> &str {
-        &self.endpoints[self.session.endpoint()]
+        self.session.endpoint_address()
     }
 
     /// The counters so far.
@@ -295,15 +281,13 @@ impl<A: WorkerAction> Worker<A> {
         Arc::clone(&self.stats)
     }
 
-    fn publish_stats(&self) {
-        let session: SessionStats = self.session.stats();
-        self.stats
-            .publish(&session, &self.io, self.session.is_busy());
-    }
-
-    fn emit(&self, event: impl FnOnce(WorkerId) -> Event) {
-        if let Some(sink) = &self.events {
-            sink.emit(event(self.id.clone()));
+    /// Publishes the counters and hands the session's events to the sink.
+    fn publish(&mut self) {
+        self.stats.publish(self.session.stats());
+        while let Some(event) = self.session.poll_event() {
+            if let Some(sink) = &self.events {
+                sink.emit(event);
+            }
         }
     }
 
@@ -320,9 +304,6 @@ impl<A: WorkerAction> Worker<A> {
             self.session.handle_drain(now);
         } else if !drained && self.session.is_draining() {
             self.session.handle_resume(now);
-            if self.session.state() != State::Paused {
-                self.emit(|worker| Event::Resumed { worker });
-            }
         }
     }
 
@@ -331,26 +312,18 @@ impl<A: WorkerAction> Worker<A> {
         let mut handled = false;
         while let Some(action) = self.session.poll_action() {
             match action {
-                Action::Connect { endpoint } => self.connect_to(endpoint)?,
+                Action::Connect { endpoint } => self.open(endpoint)?,
                 Action::Send(message) => {
                     if matches!(message, WorkerMessage::Reply { .. }) {
                         handled = true;
                         // Counted before it leaves: whoever holds the reply sees it in the stats.
-                        self.publish_stats();
+                        self.publish();
                     }
                     self.send(message)?;
                 }
-                Action::Deliver { body } => self.deliver(body)?,
-                Action::RequestTimedOut => self.finish_request(RequestOutcome::TimedOut),
-                Action::Close { reason, graceful } => self.close(reason, graceful),
-                Action::Drained => {
-                    info!("drained");
-                    self.emit(|worker| Event::Drained { worker });
-                }
-                Action::Stopped => {
-                    info!("worker stopped");
-                    self.emit(|worker| Event::Stopped { worker });
-                }
+                Action::Deliver { body } => self.deliver(body),
+                Action::Close { graceful, .. } => self.close(graceful),
+                Action::Drained | Action::Stopped => {}
             }
         }
         Ok(match (handled, self.session.state()) {
@@ -360,27 +333,25 @@ impl<A: WorkerAction> Worker<A> {
         })
     }
 
-    fn connect_to(&mut self, endpoint: usize) -> Result<(), Error> {
-        self.connection = None;
-        let address = &self.endpoints[endpoint];
-        self.span = worker_span(&self.parent_span, &self.id, Some(address));
-        match wire::open_dealer(&self.context, address, &self.options) {
+    /// Opens a new socket to endpoint number `endpoint` (the session queues READY next).
+    fn open(&mut self, endpoint: usize) -> Result<(), Error> {
+        self.close(false);
+        let address = self.session.endpoint_address().to_string();
+        self.span = worker_span(&self.parent_span, self.session.id(), Some(&address));
+        match transport::open_dealer(&self.context, &address, &self.options) {
             Ok(connection) => {
-                info!(broker = %address, "connected, sending READY");
+                debug!(endpoint, "socket open");
                 self.connection = Some(connection);
-                let broker = address.clone();
-                self.emit(|worker| Event::Connected { worker, broker });
-                let service = Message::from(&*self.id.service);
-                self.send(WorkerMessage::Ready { service })
+                Ok(())
             }
-            Err((operation, source)) => {
-                warn!(broker = %address, operation, error = %source, "cannot connect");
+            Err(error) => {
+                warn!(broker = %address, %error, "cannot connect");
                 self.session.handle_connect_failed(Instant::now());
-                match operation {
+                match error.operation {
                     // A broker address that does not resolve or bind is the broker's problem:
                     // back off and try the next one. Failing to make a socket is ours.
                     "connect" => Ok(()),
-                    _ => Err(Error::Zmq { operation, source }),
+                    _ => Err(error.into()),
                 }
             }
         }
@@ -393,11 +364,10 @@ impl<A: WorkerAction> Worker<A> {
         };
         let command = message.command();
         trace!(%command, "sending");
-        match wire::send_frames(&connection.socket, message.encode()) {
+        match transport::send_frames(&connection.socket, message.encode()) {
             Ok(()) => Ok(()),
             Err(zmq::Error::EAGAIN) => {
-                self.io.send_failures += 1;
-                warn!(%command, "send timed out on a full pipe, message dropped");
+                self.session.handle_send_failed(command);
                 Ok(())
             }
             Err(source) => Err(Error::Zmq {
@@ -407,157 +377,78 @@ impl<A: WorkerAction> Worker<A> {
         }
     }
 
-    fn deliver(&mut self, body: Vec<Message>) -> Result<(), Error> {
-        let bytes: usize = body.iter().map(|f| f.len()).sum();
-        let frames = body.len();
-        debug!(frames, bytes, "request");
-        self.emit(|worker| Event::RequestStarted {
-            worker,
-            frames,
-            bytes,
-        });
-        self.request_started = Some((Instant::now(), bytes));
+    fn deliver(&mut self, body: Vec<Message>) {
         match &mut self.runner {
-            Runner::Thread(thread) => thread
-                .send_request(body)
-                .map_err(Error::zmq("send to action thread")),
-            Runner::Inline(action) => {
+            Runner::Thread(thread) => {
+                if !thread.send_request(body) {
+                    // Cannot happen while the worker holds the thread's channel; answered
+                    // all the same, so the request still gets its one REPLY.
+                    let result = ActionResult::Panicked("the action thread is gone".into());
+                    self.handle_result(result);
+                }
+            }
+            Runner::Inline(action, parking) => {
+                let parked = park(&mut self.connection, parking.as_deref(), &self.session);
                 let result = call_guarded(action, body);
+                let sent = unpark(&mut self.connection, parked, parking.as_deref());
+                if let Some((last, count)) = sent {
+                    self.session.handle_heartbeats_sent(last, count);
+                }
                 self.handle_result(result);
-                Ok(())
             }
         }
     }
 
     /// Takes what the action produced and hands the reply to the session.
     fn handle_result(&mut self, result: ActionResult) {
-        let (reply, panicked) = match result {
-            ActionResult::Reply(reply) => (reply, false),
-            ActionResult::Panicked(message) => (self.panicked(message), true),
-        };
         let now = Instant::now();
         // A shutdown asked for during the action goes out right after this REPLY.
         self.check_controls(now);
-        match self.session.handle_reply(now, reply) {
-            ReplyOutcome::Sent if panicked => self.finish_request(RequestOutcome::Panicked),
-            ReplyOutcome::Sent => self.finish_request(RequestOutcome::Replied),
-            ReplyOutcome::ConnectionLost => self.finish_request(RequestOutcome::ConnectionLost),
-            ReplyOutcome::Late => self.emit(|worker| Event::LateReplyDropped { worker }),
-            ReplyOutcome::NoRequest => {}
-        }
+        let _ = match result {
+            ActionResult::Reply(reply) => self.session.handle_reply(now, reply),
+            ActionResult::Panicked(message) => self.session.handle_panic(now, message),
+        };
     }
 
-    fn panicked(&mut self, message: String) -> Vec<Message> {
-        self.io.panics += 1;
-        let request_bytes = self.request_started.map_or(0, |(_, bytes)| bytes);
-        error!(panic = %message, request_bytes, "action panicked, sending the panic reply");
-        self.emit(|worker| Event::ActionPanicked {
-            worker,
-            message,
-            request_bytes,
-        });
-        self.panic_reply
-            .iter()
-            .map(|frame| Message::from(frame.as_slice()))
-            .collect()
-    }
-
-    fn finish_request(&mut self, outcome: RequestOutcome) {
-        if let Some((started, _)) = self.request_started.take() {
-            let duration = started.elapsed();
-            debug!(?outcome, ?duration, "request finished");
-            self.emit(|worker| Event::RequestFinished {
-                worker,
-                duration,
-                outcome,
-            });
-        }
-    }
-
-    fn close(&mut self, reason: DisconnectReason, graceful: bool) {
-        if let Some(connection) = self.connection.take() {
-            if !graceful {
-                // The broker is gone or threw us out: nothing queued is worth waiting for.
+    fn close(&mut self, graceful: bool) {
+        if let Some(mut connection) = self.connection.take() {
+            link::mark_up(&mut connection);
+            // Lingering helps only what can still be delivered: never to a broker that is
+            // gone or threw us out, nor on a connection that never came up.
+            if !graceful || !connection.up {
                 let _ = connection.socket.set_linger(0);
             }
-            info!(?reason, "disconnected");
-            self.emit(|worker| Event::Disconnected { worker, reason });
-        }
-        if let Some((attempt, at)) = self.session.backoff() {
-            let delay = at.saturating_duration_since(Instant::now());
-            self.emit(|worker| Event::Reconnecting {
-                worker,
-                attempt,
-                delay,
-            });
         }
     }
 
-    /// Waits for broker input, an action result or the next deadline, whichever is first,
-    /// and feeds what came in to the session.
+    /// Waits for broker input, an action result, a wake-up (shutdown, drain, resume) or the
+    /// next deadline, whichever is first, and feeds what came in to the session.
     fn wait_for_input(&mut self, cap: Option<Duration>) -> Result<(), Error> {
         let now = Instant::now();
         let until_deadline = self
             .session
             .next_deadline()
-            .map_or(self.polling_interval, |at| {
-                at.saturating_duration_since(now)
-            });
-        let timeout = until_deadline
-            .min(self.polling_interval)
-            .min(cap.unwrap_or(Duration::MAX));
-        let action = match &self.runner {
-            Runner::Thread(thread) if self.session.is_busy() => Some(thread.socket()),
-            _ => None,
+            .map(|at| at.saturating_duration_since(now));
+        let timeout = match (until_deadline, cap) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
-        match (&self.connection, action) {
-            (None, None) => {
-                // No socket (backing off, drained): the shutdown handle wakes this at once.
-                self.shutdown.wait_timeout(timeout);
-                Ok(())
-            }
-            (Some(connection), None) => {
-                // Only the broker to watch: a blocking receive, the cheapest wait there is. The
-                // monitor matters only when the connection is gone, and then nothing arrives:
-                // it is read when a wait ends empty, at least every polling interval, and costs
-                // nothing per request.
-                let frames = wire::recv_frames_timeout(&connection.socket, timeout)
-                    .map_err(Error::zmq("recv"))?;
-                match frames {
-                    Some(frames) => {
-                        if self.handle_frames(frames) {
-                            self.read_messages()?;
-                        }
-                        Ok(())
-                    }
-                    None => self.read_link_events(),
-                }
-            }
-            (connection, Some(action)) => {
-                let ready = poll(connection.as_ref(), action, timeout)?;
-                if ready.action {
-                    self.read_action_result()?;
-                }
-                if ready.broker {
-                    self.read_messages()?;
-                }
-                if ready.monitor {
-                    self.read_link_events()?;
-                }
-                Ok(())
+        let ready = poll(self.connection.as_ref(), &self.waker, timeout)?;
+        if ready.woken {
+            self.waker.clear();
+        }
+        if let Runner::Thread(thread) = &self.runner {
+            if let Some(result) = thread.try_recv_result() {
+                self.handle_result(result);
             }
         }
-    }
-
-    fn read_action_result(&mut self) -> Result<(), Error> {
-        let Runner::Thread(thread) = &self.runner else {
-            return Ok(());
-        };
-        if let Some(result) = thread
-            .try_recv_result()
-            .map_err(Error::zmq("recv from action thread"))?
-        {
-            self.handle_result(result);
+        if ready.broker {
+            self.read_messages()?;
+        }
+        if ready.monitor || !(ready.broker || ready.woken) {
+            // The monitor is polled until the connection is up; after that, a dropped
+            // connection means silence, so it is read whenever a wait ends empty.
+            self.read_link_events()?;
         }
         Ok(())
     }
@@ -565,36 +456,56 @@ impl<A: WorkerAction> Worker<A> {
     /// Reads what is waiting. An inline worker stops as soon as a request is in hand (the
     /// action runs before anything else is read: the rest waits in the socket).
     fn read_messages(&mut self) -> Result<(), Error> {
+        let inline = matches!(self.runner, Runner::Inline(..));
         for _ in 0..MAX_READS_PER_PASS {
-            let Some(connection) = &self.connection else {
+            let Some(connection) = &mut self.connection else {
                 return Ok(());
             };
             let Some(frames) =
-                wire::try_recv_frames(&connection.socket).map_err(Error::zmq("recv"))?
+                transport::try_recv_frames(&connection.socket).map_err(Error::zmq("recv"))?
             else {
                 return Ok(());
             };
-            if !self.handle_frames(frames) {
+            connection.up = true;
+            self.session.handle_frames(Instant::now(), frames);
+            if self.session.has_actions() || (inline && self.session.is_busy()) {
                 return Ok(());
             }
         }
         Ok(())
     }
+}
 
-    /// Decodes one message from the broker and feeds it to the session. Whether to read on:
-    /// false once there are actions to carry out, or an inline action to run.
-    fn handle_frames(&mut self, frames: Vec<Message>) -> bool {
-        trace!(frames = frames.len(), "received");
-        match WorkerMessage::decode(frames) {
-            Ok(message) => self.session.handle_message(Instant::now(), message),
-            Err(error) => {
-                self.io.malformed_dropped += 1;
-                warn!(%error, "malformed message from broker, dropped");
-            }
-        }
-        let inline = matches!(self.runner, Runner::Inline(_));
-        !(self.session.has_actions() || (inline && self.session.is_busy()))
-    }
+/// Parks the connection's socket with the heartbeater while an inline action runs.
+fn park(
+    connection: &mut Option<Connection>,
+    parking: Option<&Parking>,
+    session: &Session<Message>,
+) -> Option<(zmq::Socket, bool)> {
+    let (parking, due) = (parking?, session.heartbeat_due()?);
+    let Connection {
+        socket,
+        monitor,
+        up,
+    } = connection.take()?;
+    parking.park(socket, due, session.heartbeat_interval());
+    Some((monitor, up))
+}
+
+/// Takes the socket back after the action: the last heartbeat sent meanwhile and how many.
+fn unpark(
+    connection: &mut Option<Connection>,
+    parked: Option<(zmq::Socket, bool)>,
+    parking: Option<&Parking>,
+) -> Option<(Instant, u64)> {
+    let (monitor, up) = parked?;
+    let (socket, sent) = parking?.take();
+    *connection = socket.map(|socket| Connection {
+        socket,
+        monitor,
+        up,
+    });
+    Some((sent.last?, sent.sent))
 }
 
 /// The span of one connection. A new one per connection, because recording `broker` again
@@ -610,40 +521,54 @@ fn worker_span(parent: &Span, id: &WorkerId, broker: Option<&str>) -> Span {
     )
 }
 
-/// Which of the polled sockets have something to read.
+/// What a poll found readable.
 #[derive(Debug, Clone, Copy, Default)]
 struct Ready {
     broker: bool,
     monitor: bool,
-    action: bool,
+    woken: bool,
 }
 
-/// Polls the action thread's socket, and the broker socket with its monitor if there is a
-/// connection; the poll set lives on the stack.
+/// Polls the broker socket (and its monitor until the connection is up) with the worker's
+/// wake-up line; `None` waits until something happens. The poll set lives on the stack.
 fn poll(
     connection: Option<&Connection>,
-    action: &zmq::Socket,
-    timeout: Duration,
+    waker: &Waker,
+    timeout: Option<Duration>,
 ) -> Result<Ready, Error> {
+    let timeout = timeout.map_or(-1, millis_i64);
+    let wake = zmq::PollItem::from_fd(waker.fd(), zmq::POLLIN);
+    let poll = |items: &mut [zmq::PollItem<'_>]| {
+        transport::poll(items, timeout).map_err(Error::zmq("poll"))
+    };
     match connection {
-        Some(connection) => {
+        Some(c) if c.up => {
+            let mut items = [c.socket.as_poll_item(zmq::POLLIN), wake];
+            poll(&mut items)?;
+            Ok(Ready {
+                broker: items[0].is_readable(),
+                monitor: false,
+                woken: items[1].is_readable(),
+            })
+        }
+        Some(c) => {
             let mut items = [
-                connection.socket.as_poll_item(zmq::POLLIN),
-                connection.monitor.as_poll_item(zmq::POLLIN),
-                action.as_poll_item(zmq::POLLIN),
+                c.socket.as_poll_item(zmq::POLLIN),
+                c.monitor.as_poll_item(zmq::POLLIN),
+                wake,
             ];
-            wire::poll(&mut items, timeout).map_err(Error::zmq("poll"))?;
+            poll(&mut items)?;
             Ok(Ready {
                 broker: items[0].is_readable(),
                 monitor: items[1].is_readable(),
-                action: items[2].is_readable(),
+                woken: items[2].is_readable(),
             })
         }
         None => {
-            let mut items = [action.as_poll_item(zmq::POLLIN)];
-            wire::poll(&mut items, timeout).map_err(Error::zmq("poll"))?;
+            let mut items = [wake];
+            poll(&mut items)?;
             Ok(Ready {
-                action: items[0].is_readable(),
+                woken: items[0].is_readable(),
                 ..Ready::default()
             })
         }
@@ -654,39 +579,32 @@ impl<A> Drop for Worker<A> {
     fn drop(&mut self) {
         // A worker dropped without a shutdown still leaves politely: DISCONNECT, then a
         // bounded linger, so the broker forgets it at once instead of after its expiry.
-        if let Some(connection) = self.connection.take() {
-            if self.send_disconnect && self.session.state() != State::Stopped {
-                let _ = self.span.in_scope(|| {
-                    let frames = WorkerMessage::<Message>::Disconnect.encode();
-                    debug!("dropped while connected, sending DISCONNECT");
-                    wire::send_frames(&connection.socket, frames)
-                });
+        self.session.handle_drop();
+        let Some(mut connection) = self.connection.take() else {
+            return;
+        };
+        link::mark_up(&mut connection);
+        let _entered = self.span.enter();
+        while let Some(action) = self.session.poll_action() {
+            if let Action::Send(message) = action {
+                let _ = transport::send_frames(&connection.socket, message.encode());
             }
         }
+        if !connection.up {
+            let _ = connection.socket.set_linger(0);
+        }
+        info!("worker dropped");
     }
 }
 
 impl<A> fmt::Debug for Worker<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Worker")
-            .field("id", &self.id)
-            .field("endpoints", &self.endpoints)
+            .field("id", self.session.id())
+            .field("broker", &self.session.endpoint_address())
             .field("state", &self.session.state())
             .field("connected", &self.connection.is_some())
             .field("threaded", &matches!(self.runner, Runner::Thread(_)))
             .finish_non_exhaustive()
     }
-}
-
-/// A seed for jitter that differs between workers and processes.
-pub(crate) fn seed() -> u64 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.finish()
 }

@@ -149,7 +149,6 @@ pub fn config(endpoint: &str, service: &str) -> WorkerConfig {
         .liveness(500)
         .reconnect(Duration::from_millis(10))
         .reconnect_max(Duration::from_millis(40))
-        .polling_interval(Duration::from_millis(10))
         .linger(Duration::from_millis(200))
 }
 

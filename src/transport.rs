@@ -1,17 +1,33 @@
-//! Socket plumbing: open a DEALER with its monitor, send and receive whole multipart
-//! messages, read the monitor's events.
+//! The one place that sets up ZeroMQ sockets and moves whole messages through them, for the
+//! worker, the client and the broker alike: socket options (security, size limit, linger,
+//! send timeout), the worker's connection monitor, EINTR-safe receive, send and poll, and one
+//! error type that carries the failed operation.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use zmq::Message;
 
-pub(crate) use crate::millis::{millis_i32, millis_i64};
-
-use crate::config::WorkerConfig;
+use crate::millis::{millis_i32, millis_i64};
 use crate::security::{CurveClient, PlainCredentials};
 
-/// Socket options derived from the config.
+/// A ZeroMQ call that failed, and which one.
+#[derive(Debug, thiserror::Error)]
+#[error("zmq {operation} failed: {source}")]
+pub(crate) struct TransportError {
+    /// The operation, as `socket`, `setsockopt(ZMQ_LINGER)`, `connect`, `recv`...
+    pub(crate) operation: &'static str,
+    /// ZeroMQ's error.
+    #[source]
+    pub(crate) source: zmq::Error,
+}
+
+/// Turns a `zmq::Error` into a [`TransportError`] naming `operation`.
+pub(crate) fn failed(operation: &'static str) -> impl FnOnce(zmq::Error) -> TransportError {
+    move |source| TransportError { operation, source }
+}
+
+/// The options of a connecting socket (worker or client), set before it connects.
 #[derive(Debug, Clone)]
 pub(crate) struct SocketOptions {
     pub(crate) linger: Duration,
@@ -21,22 +37,47 @@ pub(crate) struct SocketOptions {
     pub(crate) curve: Option<CurveClient>,
 }
 
-impl SocketOptions {
-    pub(crate) fn from_config(config: &WorkerConfig) -> SocketOptions {
-        SocketOptions {
-            linger: config.linger,
-            send_timeout: config.send_timeout,
-            max_message_size: config.max_message_size,
-            plain: config.plain.clone(),
-            curve: config.curve.clone(),
-        }
+/// A socket of `kind` with `options` applied, not yet connected.
+pub(crate) fn open_socket(
+    context: &zmq::Context,
+    kind: zmq::SocketType,
+    options: &SocketOptions,
+) -> Result<zmq::Socket, TransportError> {
+    let socket = context.socket(kind).map_err(failed("socket"))?;
+    socket
+        .set_linger(millis_i32(options.linger))
+        .map_err(failed("setsockopt(ZMQ_LINGER)"))?;
+    socket
+        .set_sndtimeo(millis_i32(options.send_timeout))
+        .map_err(failed("setsockopt(ZMQ_SNDTIMEO)"))?;
+    set_max_message_size(&socket, options.max_message_size)?;
+    if let Some(plain) = &options.plain {
+        plain.apply(&socket).map_err(from_pair)?;
     }
+    if let Some(curve) = &options.curve {
+        curve.apply(&socket).map_err(from_pair)?;
+    }
+    Ok(socket)
+}
+
+/// Sets `ZMQ_MAXMSGSIZE` (validated to fit an `int64_t`).
+pub(crate) fn set_max_message_size(socket: &zmq::Socket, size: u64) -> Result<(), TransportError> {
+    socket
+        .set_maxmsgsize(size.min(i64::MAX as u64) as i64)
+        .map_err(failed("setsockopt(ZMQ_MAXMSGSIZE)"))
+}
+
+fn from_pair((operation, source): (&'static str, zmq::Error)) -> TransportError {
+    TransportError { operation, source }
 }
 
 /// A DEALER connected to a broker, and the PAIR socket that receives its monitor events.
 pub(crate) struct Connection {
     pub(crate) socket: zmq::Socket,
     pub(crate) monitor: zmq::Socket,
+    /// Whether the monitor saw the connection up (handshake passed) or the broker spoke:
+    /// until then nothing sent on it can be delivered, and closing need not linger.
+    pub(crate) up: bool,
 }
 
 /// Opens a DEALER socket (a fresh routing identity every time), starts its monitor and
@@ -45,26 +86,26 @@ pub(crate) fn open_dealer(
     context: &zmq::Context,
     endpoint: &str,
     options: &SocketOptions,
-) -> Result<Connection, (&'static str, zmq::Error)> {
-    let socket = context.socket(zmq::DEALER).map_err(|e| ("socket", e))?;
-    socket
-        .set_linger(millis_i32(options.linger))
-        .map_err(|e| ("setsockopt(ZMQ_LINGER)", e))?;
-    socket
-        .set_sndtimeo(millis_i32(options.send_timeout))
-        .map_err(|e| ("setsockopt(ZMQ_SNDTIMEO)", e))?;
-    socket
-        .set_maxmsgsize(options.max_message_size.min(i64::MAX as u64) as i64)
-        .map_err(|e| ("setsockopt(ZMQ_MAXMSGSIZE)", e))?;
-    if let Some(plain) = &options.plain {
-        plain.apply(&socket)?;
-    }
-    if let Some(curve) = &options.curve {
-        curve.apply(&socket)?;
-    }
+) -> Result<Connection, TransportError> {
+    let socket = open_socket(context, zmq::DEALER, options)?;
     let monitor = open_monitor(context, &socket)?;
-    socket.connect(endpoint).map_err(|e| ("connect", e))?;
-    Ok(Connection { socket, monitor })
+    socket.connect(endpoint).map_err(failed("connect"))?;
+    Ok(Connection {
+        socket,
+        monitor,
+        up: false,
+    })
+}
+
+/// A DEALER with `options`, connected to `endpoint` (the client's: no monitor).
+pub(crate) fn connect_dealer(
+    context: &zmq::Context,
+    endpoint: &str,
+    options: &SocketOptions,
+) -> Result<zmq::Socket, TransportError> {
+    let socket = open_socket(context, zmq::DEALER, options)?;
+    socket.connect(endpoint).map_err(failed("connect"))?;
+    Ok(socket)
 }
 
 /// What the socket monitor tells about the connection under a DEALER.
@@ -117,7 +158,7 @@ pub(crate) fn handshake_failure_cause(event: u16, value: u32) -> &'static str {
 fn open_monitor(
     context: &zmq::Context,
     socket: &zmq::Socket,
-) -> Result<zmq::Socket, (&'static str, zmq::Error)> {
+) -> Result<zmq::Socket, TransportError> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let endpoint = format!(
         "inproc://mdp-worker-monitor-{}",
@@ -125,14 +166,14 @@ fn open_monitor(
     );
     socket
         .monitor(&endpoint, i32::from(MONITORED_EVENTS))
-        .map_err(|e| ("zmq_socket_monitor", e))?;
-    let monitor = context.socket(zmq::PAIR).map_err(|e| ("socket", e))?;
+        .map_err(failed("zmq_socket_monitor"))?;
+    let monitor = context.socket(zmq::PAIR).map_err(failed("socket"))?;
     monitor
         .set_linger(0)
-        .map_err(|e| ("setsockopt(ZMQ_LINGER)", e))?;
+        .map_err(failed("setsockopt(ZMQ_LINGER)"))?;
     monitor
         .connect(&endpoint)
-        .map_err(|e| ("connect monitor", e))?;
+        .map_err(failed("connect monitor"))?;
     Ok(monitor)
 }
 
@@ -164,28 +205,6 @@ fn parse_event(frame: &[u8]) -> Option<LinkEvent> {
 /// interrupted the call: the caller's loop simply comes back).
 pub(crate) fn try_recv_frames(socket: &zmq::Socket) -> Result<Option<Vec<Message>>, zmq::Error> {
     recv_frames(socket, zmq::DONTWAIT)
-}
-
-/// Receives one whole multipart message, waiting up to `timeout` for it; `None` if none came.
-///
-/// A blocking receive wakes once per message. `zmq_poll` then a non-blocking receive costs
-/// three more system calls per wake-up (a zero-timeout first pass, and an events check on each
-/// side of the wait): several percent of a raw echo's CPU per request (see BENCHMARKS.md).
-pub(crate) fn recv_frames_timeout(
-    socket: &zmq::Socket,
-    timeout: Duration,
-) -> Result<Option<Vec<Message>>, zmq::Error> {
-    socket.set_rcvtimeo(millis_i32(timeout))?;
-    recv_frames(socket, 0)
-}
-
-/// Receives one whole multipart message with a blocking receive (no timeout).
-pub(crate) fn recv_frames_blocking(socket: &zmq::Socket) -> Result<Vec<Message>, zmq::Error> {
-    loop {
-        if let Some(frames) = recv_frames(socket, 0)? {
-            return Ok(frames);
-        }
-    }
 }
 
 /// The first part with `flags` (`None` on `EAGAIN`: nothing within the timeout), then the rest.
@@ -231,6 +250,19 @@ pub(crate) fn send_frames(socket: &zmq::Socket, frames: Vec<Message>) -> Result<
     Ok(())
 }
 
+/// Sends frames as one multipart message without waiting: a full pipe is an `EAGAIN`.
+pub(crate) fn send_frames_now(
+    socket: &zmq::Socket,
+    frames: Vec<Message>,
+) -> Result<(), zmq::Error> {
+    let last = frames.len().saturating_sub(1);
+    for (i, frame) in frames.into_iter().enumerate() {
+        let flags = if i < last { zmq::SNDMORE } else { 0 };
+        socket.send(frame, flags | zmq::DONTWAIT)?;
+    }
+    Ok(())
+}
+
 fn send_retrying(socket: &zmq::Socket, frame: &[u8], flags: i32) -> Result<(), zmq::Error> {
     loop {
         match socket.send(frame, flags) {
@@ -240,10 +272,27 @@ fn send_retrying(socket: &zmq::Socket, frame: &[u8], flags: i32) -> Result<(), z
     }
 }
 
+/// Waits until `socket` has a message to read or `timeout` has passed, through signal
+/// interruptions; true when a message is waiting.
+pub(crate) fn wait_readable(socket: &zmq::Socket, timeout: Duration) -> Result<bool, zmq::Error> {
+    let deadline = std::time::Instant::now().checked_add(timeout);
+    loop {
+        let left = deadline.map_or(timeout, |d| {
+            d.saturating_duration_since(std::time::Instant::now())
+        });
+        match socket.poll(zmq::POLLIN, millis_i64(left)) {
+            Ok(ready) => return Ok(ready > 0),
+            Err(zmq::Error::EINTR) if !left.is_zero() => continue,
+            Err(zmq::Error::EINTR) => return Ok(false),
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// Polls `items`; a signal interrupting the wait counts as "nothing ready" (signal handlers,
 /// e.g. the one wiring SIGTERM to shutdown, must never turn into a worker error).
-pub(crate) fn poll(items: &mut [zmq::PollItem<'_>], timeout: Duration) -> Result<i32, zmq::Error> {
-    match zmq::poll(items, millis_i64(timeout)) {
+pub(crate) fn poll(items: &mut [zmq::PollItem<'_>], timeout_ms: i64) -> Result<i32, zmq::Error> {
+    match zmq::poll(items, timeout_ms) {
         Err(zmq::Error::EINTR) => Ok(0),
         other => other,
     }

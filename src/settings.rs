@@ -1,0 +1,130 @@
+//! The settings gate: the one function that turns a [`WorkerConfig`] into settings a worker
+//! can run on, used by [`Worker::new`](crate::Worker::new),
+//! [`Worker::threaded`](crate::Worker::threaded) and the pool alike. Every rule lives here or
+//! in [`checks`](crate::checks), so no entry point can accept what another refuses.
+
+use std::time::Duration;
+
+use crate::checks::{
+    check_heartbeat, check_max_message_size, fits_millis, invalid, parse_endpoints, positive,
+    validate_service_name, ConfigError,
+};
+use crate::config::WorkerConfig;
+use crate::events::{EventSink, WorkerId};
+use crate::security::check_curve;
+use crate::session::SessionConfig;
+use crate::shutdown::{DrainHandle, ShutdownHandle};
+use crate::transport::SocketOptions;
+
+/// Where a worker's action runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// In the worker's thread, inside `receive()`.
+    Inline,
+    /// On a thread of its own.
+    Threaded,
+}
+
+/// A [`WorkerConfig`] that passed every rule, in the shapes the worker uses.
+pub(crate) struct WorkerSettings {
+    pub(crate) session: SessionConfig,
+    pub(crate) socket: SocketOptions,
+    pub(crate) context: Option<zmq::Context>,
+    pub(crate) shutdown: ShutdownHandle,
+    pub(crate) drain: DrainHandle,
+    pub(crate) events: Option<EventSink>,
+}
+
+/// Checks every value of `config` for a worker running its action in `mode`.
+///
+/// # Errors
+///
+/// The first [`ConfigError`] found, naming the field and the value.
+pub(crate) fn worker_settings(
+    config: &WorkerConfig,
+    mode: Mode,
+) -> Result<WorkerSettings, ConfigError> {
+    let endpoints = parse_endpoints(&config.broker_address)?;
+    validate_service_name(&config.service_name)?;
+    check_durations(config)?;
+    check_request_timeout(config.request_timeout, mode)?;
+    check_max_message_size(config.max_message_size)?;
+    if let Some(plain) = &config.plain {
+        plain.validate()?;
+    }
+    if config.curve.is_some() {
+        check_curve("curve_credentials", config.plain.is_some())?;
+    }
+    Ok(WorkerSettings {
+        session: SessionConfig {
+            id: WorkerId::next(&config.service_name),
+            service: config.service_name.as_bytes().to_vec(),
+            endpoints,
+            events: config.events.is_some(),
+            panic_reply: config.panic_reply.clone(),
+            heartbeat: config.heartbeat,
+            liveness: config.liveness,
+            reconnect: config.reconnect,
+            reconnect_max: config.reconnect_max,
+            send_disconnect: config.send_disconnect,
+            seed: seed(),
+            request_timeout: config.request_timeout,
+            timeout_reply: config.timeout_reply.clone(),
+        },
+        socket: SocketOptions {
+            linger: config.linger,
+            send_timeout: config.send_timeout,
+            max_message_size: config.max_message_size,
+            plain: config.plain.clone(),
+            curve: config.curve.clone(),
+        },
+        context: config.context.clone(),
+        shutdown: config.shutdown.clone().unwrap_or_default(),
+        drain: config.drain.clone().unwrap_or_default(),
+        events: config.events.clone(),
+    })
+}
+
+/// Every duration is bounded, so that no sum with an `Instant` can overflow.
+fn check_durations(config: &WorkerConfig) -> Result<(), ConfigError> {
+    check_heartbeat(config.heartbeat, config.liveness)?;
+    positive("reconnect", config.reconnect)?;
+    positive("reconnect_max", config.reconnect_max)?;
+    if config.reconnect_max < config.reconnect {
+        return Err(invalid(
+            "reconnect_max",
+            format!("{} ms", config.reconnect_max.as_millis()),
+            "must be at least reconnect",
+        ));
+    }
+    positive("send_timeout", config.send_timeout)?;
+    fits_millis("linger", config.linger)
+}
+
+fn check_request_timeout(timeout: Option<Duration>, mode: Mode) -> Result<(), ConfigError> {
+    let Some(timeout) = timeout else {
+        return Ok(());
+    };
+    positive("request_timeout", timeout)?;
+    if mode == Mode::Inline {
+        return Err(invalid(
+            "request_timeout",
+            format!("{} ms", timeout.as_millis()),
+            "needs the action on its own thread: use Worker::threaded (or PoolService::threaded)",
+        ));
+    }
+    Ok(())
+}
+
+/// A seed for jitter that differs between workers and processes.
+pub(crate) fn seed() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
+}

@@ -1,0 +1,102 @@
+//! The worker's counters: one struct, kept by the session, published once per loop turn so a
+//! pool (or any other thread) can read them.
+
+use std::sync::Mutex;
+
+/// Declares [`WorkerStats`] from one list of counters, with [`WorkerStats::add`]: adding a
+/// counter is one line here.
+macro_rules! worker_stats {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// A snapshot of a worker's counters.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct WorkerStats {
+            $($(#[doc = $doc])* pub $name: u64,)*
+            /// Whether a request is in the action right now.
+            pub in_flight: bool,
+        }
+
+        impl WorkerStats {
+            /// Adds `other`'s counters to these (`in_flight` becomes "any in flight").
+            pub fn add(&mut self, other: &WorkerStats) {
+                $(self.$name += other.$name;)*
+                self.in_flight |= other.in_flight;
+            }
+        }
+    };
+}
+
+worker_stats! {
+    /// Requests handed to the action.
+    requests,
+    /// Replies sent (the action's, panic replies and timeout replies).
+    replies,
+    /// Requests whose action panicked (each answered with the panic reply).
+    panics,
+    /// Requests answered with the timeout reply.
+    timeouts,
+    /// Late results of timed-out requests, dropped.
+    late_replies,
+    /// Sockets opened after the first one.
+    reconnects,
+    /// HEARTBEATs sent, including those sent while an inline action ran.
+    heartbeats_sent,
+    /// Messages from the broker dropped because their frames were malformed.
+    malformed_dropped,
+    /// Valid messages dropped because they made no sense in the worker's state.
+    unexpected_dropped,
+    /// Messages that could not be sent within the send timeout.
+    send_failures,
+    /// Connections refused by the broker's authentication (ZAP) handler: wrong credentials.
+    auth_failures,
+    /// Connections dropped under the socket, as its monitor saw: the broker went away, a
+    /// message broke `max_message_size`, or a security handshake failed on a protocol error.
+    /// Each is followed by a reconnect on a new socket.
+    connections_lost,
+}
+
+impl WorkerStats {
+    /// Requests that failed: panics plus timeouts.
+    pub fn failures(&self) -> u64 {
+        self.panics + self.timeouts
+    }
+}
+
+/// Counters readable from any thread; written by the worker once per loop turn.
+#[derive(Debug, Default)]
+pub(crate) struct StatsCell {
+    stats: Mutex<WorkerStats>,
+}
+
+impl StatsCell {
+    pub(crate) fn publish(&self, stats: WorkerStats) {
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = stats;
+    }
+
+    pub(crate) fn snapshot(&self) -> WorkerStats {
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adding_stats_sums_every_counter_and_ors_in_flight() {
+        let one = WorkerStats {
+            requests: 1,
+            replies: 2,
+            connections_lost: 3,
+            in_flight: true,
+            ..WorkerStats::default()
+        };
+        let mut sum = WorkerStats::default();
+        sum.add(&one);
+        sum.add(&one);
+        assert_eq!(sum.requests, 2);
+        assert_eq!(sum.replies, 4);
+        assert_eq!(sum.connections_lost, 6);
+        assert!(sum.in_flight);
+    }
+}
