@@ -395,7 +395,7 @@ impl Lab {
         let log = worker.lines();
         let connected: Vec<&str> = log
             .iter()
-            .filter(|l| l.contains("connected, sending READY"))
+            .filter(|l| l.contains("connecting, sending READY"))
             .filter_map(|l| l.split("broker=").last())
             .collect();
         let b1 = format!("tcp://10.233.1.2:{PORT}");
