@@ -42,7 +42,7 @@ use std::collections::VecDeque;
 use std::ops::Deref;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info, trace, warn};
+use tracing::{debug, error, info, trace, warn};
 
 use crate::events::{Event, RequestOutcome, WorkerId};
 use crate::protocol::{Command, WorkerMessage};
@@ -519,7 +519,7 @@ impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
     /// text): the request is answered with the panic reply, and the worker serves on.
     pub fn handle_panic(&mut self, now: Instant, message: String) -> ReplyOutcome {
         self.stats.panics += 1;
-        warn!(panic = %message, "action panicked, sending the panic reply");
+        error!(panic = %message, "action panicked, sending the panic reply");
         let request_bytes = self.in_flight.as_ref().map_or(0, |f| f.bytes);
         self.emit(|worker| Event::ActionPanicked {
             worker,

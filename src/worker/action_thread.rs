@@ -6,8 +6,10 @@
 use std::any::Any;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use zmq::Message;
@@ -51,6 +53,9 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 pub(crate) struct ActionThread {
     requests: Sender<Vec<Message>>,
     results: Receiver<ActionResult>,
+    /// Set while the worker waits in poll rather than on `results`: only then does a result
+    /// need the wake-up line (a write and a read more per request).
+    polling: Arc<AtomicBool>,
 }
 
 impl ActionThread {
@@ -62,6 +67,8 @@ impl ActionThread {
         // One request at a time is in the action: MDP gives a worker one request at a time.
         let (requests, inbox) = crossbeam_channel::bounded::<Vec<Message>>(1);
         let (outbox, results) = crossbeam_channel::bounded(1);
+        let polling = Arc::new(AtomicBool::new(false));
+        let wake_if_polling = Arc::clone(&polling);
         thread::Builder::new()
             .name("mdp-action".into())
             .spawn(move || {
@@ -69,10 +76,18 @@ impl ActionThread {
                     if outbox.send(call_guarded(&mut action, body)).is_err() {
                         return;
                     }
-                    waker.wake();
+                    // Sent before the flag is read, and the worker sets the flag before it
+                    // last looks at the channel: either it sees the result or it is woken.
+                    if wake_if_polling.load(Ordering::SeqCst) {
+                        waker.wake();
+                    }
                 }
             })?;
-        Ok(ActionThread { requests, results })
+        Ok(ActionThread {
+            requests,
+            results,
+            polling,
+        })
     }
 
     /// Hands a request body to the action thread; false if the thread is gone.
@@ -83,6 +98,20 @@ impl ActionThread {
     /// A finished result, if one is waiting.
     pub(crate) fn try_recv_result(&self) -> Option<ActionResult> {
         self.results.try_recv().ok()
+    }
+
+    /// Waits up to `timeout` (`None`: until it comes) for the result, blocked on the channel
+    /// itself: the cheapest hand-off, for while the broker needs no watching.
+    pub(crate) fn recv_result_timeout(&self, timeout: Option<Duration>) -> Option<ActionResult> {
+        match timeout {
+            Some(timeout) => self.results.recv_timeout(timeout).ok(),
+            None => self.results.recv().ok(),
+        }
+    }
+
+    /// Tells the thread whether the worker waits in poll (and so needs a wake-up per result).
+    pub(crate) fn set_polling(&self, polling: bool) {
+        self.polling.store(polling, Ordering::SeqCst);
     }
 }
 

@@ -433,6 +433,28 @@ impl<A: WorkerAction> Worker<A> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        if self.session.state() == State::Busy {
+            if let Runner::Thread(thread) = &self.runner {
+                // The broker sends nothing to a busy worker that needs an answer before the
+                // reply (a DISCONNECT can wait for the next deadline, a stop for the reply):
+                // wait on the result itself, then read what came meanwhile.
+                thread.set_polling(false);
+                return match thread.recv_result_timeout(timeout) {
+                    Some(result) => {
+                        self.handle_result(result);
+                        Ok(())
+                    }
+                    None => self.read_messages(),
+                };
+            }
+        }
+        if let Runner::Thread(thread) = &self.runner {
+            thread.set_polling(true);
+            if let Some(result) = thread.try_recv_result() {
+                self.handle_result(result);
+                return Ok(());
+            }
+        }
         let ready = poll(self.connection.as_ref(), &self.waker, timeout)?;
         if ready.woken {
             self.waker.clear();
