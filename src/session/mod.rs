@@ -404,13 +404,34 @@ impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
             self.reset_broker_expiry(now);
         }
         match message {
-            WorkerMessage::Heartbeat => debug!("heartbeat from broker"),
+            WorkerMessage::Heartbeat => self.handle_broker_heartbeat(now),
             WorkerMessage::Request { envelope, body } => self.handle_request(now, envelope, body),
             other => {
                 self.stats.unexpected_dropped += 1;
                 warn!(command = %other.command(), "broker sent a worker-only command, dropped");
             }
         }
+    }
+
+    /// Answers a broker HEARTBEAT with ours when ours is three quarters due, and sets the
+    /// next one a little after the broker's next: an idle worker then wakes once per
+    /// heartbeat interval for both directions instead of twice. Ours is never later than
+    /// `heartbeat × 9/8` after the last, far inside any broker's liveness window.
+    fn handle_broker_heartbeat(&mut self, now: Instant) {
+        debug!("heartbeat from broker");
+        let Some(due) = self.timers.get(Timer::Heartbeat) else {
+            return;
+        };
+        let quarter = self.config.heartbeat / 4;
+        if self.state != State::Idle || due.saturating_duration_since(now) > quarter {
+            return;
+        }
+        self.stats.heartbeats_sent += 1;
+        self.actions
+            .push_back(Action::Send(WorkerMessage::Heartbeat));
+        let slack = self.config.heartbeat / 8;
+        self.timers
+            .set(Timer::Heartbeat, now + self.config.heartbeat + slack);
     }
 
     fn handle_request(&mut self, now: Instant, envelope: Vec<F>, body: Vec<F>) {

@@ -245,14 +245,18 @@ fn heartbeats_go_out_every_interval_for_an_hour_while_the_broker_answers() {
 
 #[test]
 fn heartbeats_are_due_time_based_also_on_turns_that_received_data() {
-    // The broker chats every 30 ms; every turn that received data also runs the timers. Our
-    // HEARTBEAT must still go out every 100 ms, not only when a poll times out.
+    // The broker sends something every 30 ms (here a stray READY, dropped: anything but a
+    // HEARTBEAT, which has a rule of its own); every turn that received data also runs the
+    // timers. Our HEARTBEAT must still go out every 100 ms, not only when a poll times out.
     let t0 = Instant::now();
     let mut s = started(1, t0);
     let mut sent_at = Vec::new();
     for k in 1..=40u32 {
         let now = t0 + 30 * MS * k;
-        s.handle_message(now, WorkerMessage::Heartbeat);
+        let stray = WorkerMessage::Ready {
+            service: b"x".to_vec(),
+        };
+        s.handle_message(now, stray);
         s.handle_timeout(now);
         for a in drain(&mut s) {
             assert_eq!(a, HEARTBEAT_OUT);
@@ -270,7 +274,12 @@ fn heartbeats_are_due_time_based_also_on_turns_that_received_data() {
 fn a_late_wakeup_sends_one_heartbeat_not_a_burst() {
     let t0 = Instant::now();
     let mut s = started(1, t0);
-    s.handle_message(t0 + 240 * MS, WorkerMessage::Heartbeat);
+    s.handle_message(
+        t0 + 240 * MS,
+        WorkerMessage::Ready {
+            service: b"x".to_vec(),
+        },
+    );
     // Woken 250 ms late: 3 intervals passed, still one HEARTBEAT, the next one an interval on.
     s.handle_timeout(t0 + 350 * MS);
     assert_eq!(drain(&mut s), vec![HEARTBEAT_OUT]);
@@ -1355,4 +1364,65 @@ fn refused_credentials_and_lost_connections_are_counted_apart() {
     );
     s.handle_send_failed(Command::Heartbeat);
     assert_eq!(s.stats().send_failures, 1);
+}
+
+// An idle worker answers the broker's HEARTBEAT when its own is nearly due, so both directions
+// cost one wake-up per interval.
+
+#[test]
+fn a_broker_heartbeat_is_answered_when_ours_is_three_quarters_due() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    // Ours is due at 100 ms: at 74 ms it is not yet three quarters due.
+    s.handle_message(t0 + 74 * MS, WorkerMessage::Heartbeat);
+    assert_eq!(drain(&mut s), vec![]);
+    assert_eq!(s.heartbeat_due(), Some(t0 + HEARTBEAT));
+    // At 75 ms it is: answered at once, the next one an interval and an eighth later.
+    s.handle_message(t0 + 75 * MS, WorkerMessage::Heartbeat);
+    assert_eq!(drain(&mut s), vec![HEARTBEAT_OUT]);
+    assert_eq!(s.stats().heartbeats_sent, 1);
+    assert_eq!(
+        s.heartbeat_due(),
+        Some(t0 + 75 * MS + HEARTBEAT + HEARTBEAT / 8)
+    );
+}
+
+#[test]
+fn a_broker_heartbeating_at_our_interval_costs_one_send_per_interval_and_no_timer_wakeup() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    let mut sent = 0;
+    let mut timer_sends = 0;
+    // The broker heartbeats every 100 ms from 90 ms on; we run our timers at each deadline.
+    for k in 0..50u32 {
+        let heard = t0 + 90 * MS + HEARTBEAT * k;
+        let timers = run_until(&mut s, t0, heard - NS);
+        timer_sends += timers.len();
+        s.handle_message(heard, WorkerMessage::Heartbeat);
+        sent += drain(&mut s).len();
+    }
+    assert_eq!(sent, 50, "one answer per broker heartbeat");
+    assert_eq!(timer_sends, 0, "never a wake-up of our own");
+}
+
+#[test]
+fn without_broker_heartbeats_ours_keep_the_plain_interval() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    s.handle_message(t0 + 80 * MS, WorkerMessage::Heartbeat);
+    drain(&mut s);
+    // Answered at 80 ms; then silence: the next at 80 + 112.5 ms, then every 100 ms.
+    let first = t0 + 80 * MS + HEARTBEAT + HEARTBEAT / 8;
+    let actions = run_until(&mut s, t0, first + HEARTBEAT);
+    let at: Vec<Duration> = actions.iter().map(|(at, _)| *at).collect();
+    assert_eq!(at, vec![first - t0, first + HEARTBEAT - t0]);
+}
+
+#[test]
+fn a_busy_worker_does_not_answer_broker_heartbeats_early() {
+    let t0 = Instant::now();
+    let mut s = busy(1, t0, t0);
+    s.handle_message(t0 + 95 * MS, WorkerMessage::Heartbeat);
+    assert_eq!(drain(&mut s), vec![]);
+    assert_eq!(s.heartbeat_due(), Some(t0 + HEARTBEAT));
 }

@@ -7,11 +7,10 @@ use std::any::Any;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
 use zmq::Message;
 
 use crate::action::WorkerAction;
@@ -47,37 +46,38 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-/// The action on a thread of its own. Requests go to it over a channel; its results come
-/// back over another, and it wakes the worker's poll through the worker's [`Waker`]. Frames
-/// move, nothing is copied, and no ZeroMQ socket is spent on the hand-off.
+/// The action on a thread of its own. Requests go to it through one [`Slot`]; its results
+/// come back through another, and wake the worker's poll through its [`Waker`] when the worker
+/// waits there. Frames move, nothing is copied, and no ZeroMQ socket is spent on the hand-off.
 pub(crate) struct ActionThread {
-    requests: Sender<Vec<Message>>,
-    results: Receiver<ActionResult>,
+    requests: Arc<Slot<Vec<Message>>>,
+    results: Arc<Slot<ActionResult>>,
     /// Set while the worker waits in poll rather than on `results`: only then does a result
     /// need the wake-up line (a write and a read more per request).
     polling: Arc<AtomicBool>,
 }
 
 impl ActionThread {
-    /// Starts the thread; `waker` is woken after each result.
+    /// Starts the thread; `waker` is woken after a result while the worker polls.
     pub(crate) fn spawn<A>(mut action: A, waker: Arc<Waker>) -> io::Result<ActionThread>
     where
         A: WorkerAction + Send + 'static,
     {
-        // One request at a time is in the action: MDP gives a worker one request at a time.
-        let (requests, inbox) = crossbeam_channel::bounded::<Vec<Message>>(1);
-        let (outbox, results) = crossbeam_channel::bounded(1);
+        let requests = Arc::new(Slot::default());
+        let results = Arc::new(Slot::default());
         let polling = Arc::new(AtomicBool::new(false));
-        let wake_if_polling = Arc::clone(&polling);
+        let (inbox, outbox, wake_if_polling) = (
+            Arc::clone(&requests),
+            Arc::clone(&results),
+            Arc::clone(&polling),
+        );
         thread::Builder::new()
             .name("mdp-action".into())
             .spawn(move || {
-                for body in inbox {
-                    if outbox.send(call_guarded(&mut action, body)).is_err() {
-                        return;
-                    }
+                while let Some(body) = inbox.recv(None) {
+                    outbox.send(call_guarded(&mut action, body));
                     // Sent before the flag is read, and the worker sets the flag before it
-                    // last looks at the channel: either it sees the result or it is woken.
+                    // last looks at the slot: either it sees the result or it is woken.
                     if wake_if_polling.load(Ordering::SeqCst) {
                         waker.wake();
                     }
@@ -90,23 +90,25 @@ impl ActionThread {
         })
     }
 
-    /// Hands a request body to the action thread; false if the thread is gone.
-    pub(crate) fn send_request(&self, body: Vec<Message>) -> bool {
-        self.requests.send(body).is_ok()
+    /// Hands a request body to the action thread.
+    pub(crate) fn send_request(&self, body: Vec<Message>) {
+        self.requests.send(body);
     }
 
     /// A finished result, if one is waiting.
     pub(crate) fn try_recv_result(&self) -> Option<ActionResult> {
-        self.results.try_recv().ok()
+        self.results.try_recv()
     }
 
-    /// Waits up to `timeout` (`None`: until it comes) for the result, blocked on the channel
-    /// itself: the cheapest hand-off, for while the broker needs no watching.
+    /// Waits up to `timeout` (`None`: until it comes) for the result, on the slot itself: the
+    /// cheapest hand-off, for while the broker needs no watching. A quick action's result is
+    /// caught spinning for at most [`SPIN`], which spares two context switches.
     pub(crate) fn recv_result_timeout(&self, timeout: Option<Duration>) -> Option<ActionResult> {
-        match timeout {
-            Some(timeout) => self.results.recv_timeout(timeout).ok(),
-            None => self.results.recv().ok(),
+        let start = Instant::now();
+        while !self.results.is_full() && start.elapsed() < SPIN {
+            std::hint::spin_loop();
         }
+        self.results.recv(timeout)
     }
 
     /// Tells the thread whether the worker waits in poll (and so needs a wake-up per result).
@@ -115,8 +117,136 @@ impl ActionThread {
     }
 }
 
+impl Drop for ActionThread {
+    fn drop(&mut self) {
+        // The thread ends after the request in hand; it is not joined.
+        self.requests.close();
+    }
+}
+
+/// Longest the worker spins for a result before sleeping on it: a quick action's result
+/// arrives within it, and a longer action costs at most this much CPU more per request.
+const SPIN: Duration = Duration::from_micros(20);
+
+/// A one-value hand-off between two threads: a mutex and a condition variable, so a waiter
+/// sleeps at once (a spinning channel burns the CPU the other thread needs on a small
+/// machine: measured at twice the CPU per request on 2 cores, see BENCHMARKS.md).
+#[derive(Debug)]
+struct Slot<T> {
+    state: Mutex<(Option<T>, bool)>,
+    ready: Condvar,
+    /// Whether a value is waiting, readable without the lock (for spinning).
+    full: AtomicBool,
+}
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Slot {
+            state: Mutex::new((None, false)),
+            ready: Condvar::new(),
+            full: AtomicBool::new(false),
+        }
+    }
+}
+
+impl<T> Slot<T> {
+    fn lock(&self) -> MutexGuard<'_, (Option<T>, bool)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Leaves `value` (one at a time: MDP gives a worker one request at a time).
+    fn send(&self, value: T) {
+        self.lock().0 = Some(value);
+        self.full.store(true, Ordering::Release);
+        self.ready.notify_one();
+    }
+
+    fn is_full(&self) -> bool {
+        self.full.load(Ordering::Acquire)
+    }
+
+    fn try_recv(&self) -> Option<T> {
+        self.take(&mut self.lock())
+    }
+
+    fn take(&self, state: &mut (Option<T>, bool)) -> Option<T> {
+        let value = state.0.take();
+        if value.is_some() {
+            self.full.store(false, Ordering::Release);
+        }
+        value
+    }
+
+    /// The value, waiting up to `timeout`; `None` on timeout or once closed and empty.
+    fn recv(&self, timeout: Option<Duration>) -> Option<T> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut state = self.lock();
+        loop {
+            if let Some(value) = self.take(&mut state) {
+                return Some(value);
+            }
+            if state.1 {
+                return None;
+            }
+            // No deadline: none asked for, or one too far to be a point in time.
+            state = match deadline {
+                None => self.ready.wait(state).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    self.ready
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    fn close(&self) {
+        self.lock().1 = true;
+        self.ready.notify_all();
+    }
+}
+
 impl std::fmt::Debug for ActionThread {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ActionThread")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_hands_values_over_and_times_out_and_closes() {
+        let slot = Arc::new(Slot::default());
+        assert_eq!(slot.recv(Some(Duration::from_millis(1))), None);
+        let sender = Arc::clone(&slot);
+        let t = thread::spawn(move || sender.send(7));
+        assert_eq!(slot.recv(Some(Duration::from_secs(10))), Some(7));
+        t.join().expect("sender");
+        assert_eq!(slot.try_recv(), None);
+        slot.send(8);
+        slot.close();
+        assert_eq!(
+            slot.recv(None),
+            Some(8),
+            "a value left before closing is kept"
+        );
+        assert_eq!(slot.recv(None), None, "closed and empty: no wait");
+        assert_eq!(slot.recv(Some(Duration::MAX)), None);
+    }
+
+    #[test]
+    fn a_panicking_action_is_reported_with_its_message() {
+        let mut action = |_: Vec<Message>| -> Vec<Message> { panic!("boom") };
+        match call_guarded(&mut action, Vec::new()) {
+            ActionResult::Panicked(message) => assert_eq!(message, "boom"),
+            other => panic!("expected a panic, got {other:?}"),
+        }
     }
 }

@@ -379,14 +379,7 @@ impl<A: WorkerAction> Worker<A> {
 
     fn deliver(&mut self, body: Vec<Message>) {
         match &mut self.runner {
-            Runner::Thread(thread) => {
-                if !thread.send_request(body) {
-                    // Cannot happen while the worker holds the thread's channel; answered
-                    // all the same, so the request still gets its one REPLY.
-                    let result = ActionResult::Panicked("the action thread is gone".into());
-                    self.handle_result(result);
-                }
-            }
+            Runner::Thread(thread) => thread.send_request(body),
             Runner::Inline(action, parking) => {
                 let parked = park(&mut self.connection, parking.as_deref(), &self.session);
                 let result = call_guarded(action, body);
