@@ -11,6 +11,7 @@
 //! threads), wake-ups from the threads' voluntary context switches.
 
 #[path = "support/proc.rs"]
+#[allow(dead_code)]
 mod proc;
 
 use std::thread;

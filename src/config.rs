@@ -4,7 +4,6 @@
 use std::fmt;
 use std::time::Duration;
 
-pub(crate) use crate::checks::{fits_millis, invalid, non_zero};
 pub use crate::checks::{parse_endpoints, validate_service_name, ConfigError, MAX_DURATION};
 use crate::events::{EventSink, Events};
 use crate::security::{CurveClient, CurveKeys, PlainCredentials};

@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use majordomo_worker::broker::{Broker, BrokerConfig, BrokerError, BrokerHandle, BrokerStats};
+use majordomo_worker::broker::{
+    Broker, BrokerConfig, BrokerError, BrokerHandle, BrokerStats, DEFAULT_MAX_SERVICES,
+};
 
 /// Longest wait for something that must happen.
 const WAIT: Duration = Duration::from_secs(2);
@@ -91,7 +93,17 @@ impl Fixture {
 
     /// Waits until the broker's statistics satisfy `done`, and returns them.
     fn wait_for(&self, what: &str, done: impl Fn(&BrokerStats) -> bool) -> BrokerStats {
-        let deadline = Instant::now() + WAIT;
+        self.wait_for_within(WAIT, what, done)
+    }
+
+    /// Waits up to `window` until the broker's statistics satisfy `done`, and returns them.
+    fn wait_for_within(
+        &self,
+        window: Duration,
+        what: &str,
+        done: impl Fn(&BrokerStats) -> bool,
+    ) -> BrokerStats {
+        let deadline = Instant::now() + window;
         loop {
             let stats = self.broker.stats();
             if done(&stats) {
@@ -99,7 +111,7 @@ impl Fixture {
             }
             assert!(
                 Instant::now() < deadline,
-                "{what}: not within 2 s: {stats:?}"
+                "{what}: not within {window:?}: {stats:?}"
             );
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -352,4 +364,68 @@ fn binding_a_taken_endpoint_is_a_bind_error_naming_it() {
         Err(BrokerError::Bind { endpoint, .. }) => assert_eq!(endpoint, taken),
         other => panic!("expected a bind error, got {other:?}"),
     }
+}
+
+/// Sends one request for each of `count` made-up service names that no worker serves, and
+/// waits until the broker has read them all.
+fn flood_unserved_names(net: &Fixture, count: u64) -> BrokerStats {
+    let client = net.dealer();
+    for n in 0..count {
+        send(
+            &client,
+            &[b"", b"MDPC01", format!("nobody-{n}").as_bytes(), b"x"],
+        );
+    }
+    net.wait_for_within(Duration::from_secs(20), "flood read", |s| {
+        s.requests_received == count
+    })
+}
+
+/// A raw echo worker for `echo` answers `count` requests of a raw client, one at a time.
+fn echo_round_trips(net: &Fixture, count: usize) {
+    let worker = net.worker(b"echo");
+    let client = net.req(b"c");
+    for n in 0..count {
+        let body = n.to_string();
+        send(&client, &[b"MDPC01", b"echo", body.as_bytes()]);
+        let request = recv(&worker);
+        assert_eq!(request, request_frames(b"c", &[body.as_bytes()]));
+        send(
+            &worker,
+            &[b"", b"MDPW01", REPLY, b"c", b"", body.as_bytes()],
+        );
+        assert_eq!(
+            recv(&client),
+            frames(&[b"MDPC01", b"echo", body.as_bytes()])
+        );
+    }
+}
+
+#[test]
+fn a_flood_of_unserved_service_names_is_bounded_and_a_real_worker_is_still_served() {
+    let net = Fixture::start(config());
+    let stats = flood_unserved_names(&net, 20_000);
+    assert!(
+        stats.queued_requests <= DEFAULT_MAX_SERVICES,
+        "one queue per made-up name: {stats:?}"
+    );
+    assert_eq!(stats.services, DEFAULT_MAX_SERVICES, "{stats:?}");
+    assert_eq!(stats.services_refused, 10_000, "{stats:?}");
+    let started = Instant::now();
+    echo_round_trips(&net, 100);
+    assert!(
+        started.elapsed() < WAIT,
+        "100 round trips: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn requests_past_max_queue_age_expire_and_their_services_are_forgotten() {
+    let net = Fixture::start(config().max_queue_age(Duration::from_millis(20)));
+    flood_unserved_names(&net, 2_000);
+    let stats = net.wait_for("all expired", |s| s.requests_expired == 2_000);
+    assert_eq!((stats.services, stats.queued_requests), (0, 0));
+    assert_eq!(stats.services_forgotten, 2_000);
+    echo_round_trips(&net, 10);
 }

@@ -4,13 +4,25 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::{fits_millis, invalid, non_zero, ConfigError};
+use crate::checks::{
+    check_heartbeat, check_max_message_size, fits_millis, invalid, positive, ConfigError,
+};
 use crate::config::{DEFAULT_HEARTBEAT, DEFAULT_LIVENESS, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::security::{check_curve, CurveKeys, Hex, PlainCredentials};
+
+use super::state::Settings;
 
 /// Requests queued per service while no worker is free: enough to ride out a worker restart
 /// under load, small enough that a service nobody serves cannot eat the broker's memory.
 pub const DEFAULT_MAX_QUEUE: usize = 10_000;
+/// Services the broker keeps track of at once: far more than any deployment names by hand,
+/// few enough that a client inventing names costs the broker a few MB at most, not memory
+/// without bound (a flood of 200 000 names once cost 107 MiB and stalled the broker).
+pub const DEFAULT_MAX_SERVICES: usize = 10_000;
+/// Requests queued at once, all services together: ten services' full queues, enough to ride
+/// out a restart of the busiest workers, while a flood spread over many names holds the
+/// broker to about 20 MB plus the bodies, not ten thousand full queues.
+pub const DEFAULT_MAX_QUEUED_TOTAL: usize = 100_000;
 /// Linger of the broker's socket on close: long enough for the last replies and DISCONNECTs
 /// to leave over loopback or a LAN, short enough that a stop never hangs on a dead peer.
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(500);
@@ -22,6 +34,9 @@ pub struct BrokerConfig {
     pub(crate) heartbeat: Duration,
     pub(crate) liveness: u32,
     pub(crate) max_queue: usize,
+    pub(crate) max_queued_total: usize,
+    pub(crate) max_services: usize,
+    pub(crate) max_queue_age: Option<Duration>,
     pub(crate) linger: Duration,
     pub(crate) disconnect_on_stop: bool,
     pub(crate) max_message_size: u64,
@@ -41,6 +56,10 @@ impl BrokerConfig {
             heartbeat: DEFAULT_HEARTBEAT,
             liveness: DEFAULT_LIVENESS,
             max_queue: DEFAULT_MAX_QUEUE,
+            max_queued_total: DEFAULT_MAX_QUEUED_TOTAL,
+            max_services: DEFAULT_MAX_SERVICES,
+            // Off, as in the reference broker: clients time out and retry on their own.
+            max_queue_age: None,
             linger: DEFAULT_LINGER,
             disconnect_on_stop: true,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
@@ -59,7 +78,7 @@ impl BrokerConfig {
     }
 
     /// How many heartbeat intervals an idle worker may stay silent before it is forgotten.
-    /// Must not be zero. Defaults to 3.
+    /// Must not be zero, and heartbeat × liveness must be below 100 years. Defaults to 3.
     pub fn liveness(mut self, liveness: u32) -> Self {
         self.liveness = liveness;
         self
@@ -69,6 +88,34 @@ impl BrokerConfig {
     /// logged (the client times out and may retry). Must not be zero. Defaults to 10 000.
     pub fn max_queue(mut self, max_queue: usize) -> Self {
         self.max_queue = max_queue;
+        self
+    }
+
+    /// Largest number of requests queued at once, all services together, on top of
+    /// [`max_queue`](Self::max_queue) per service; a request beyond it is dropped, counted
+    /// (`requests_dropped_total_bound`) and logged. A request an idle worker takes at once is
+    /// never dropped. Must not be zero. Defaults to 100 000.
+    pub fn max_queued_total(mut self, max_queued_total: usize) -> Self {
+        self.max_queued_total = max_queued_total;
+        self
+    }
+
+    /// Largest number of services the broker keeps track of. A service is known while it has
+    /// a worker or a queued request, and forgotten as soon as it has neither. A request for a
+    /// new service name beyond the bound is dropped, counted (`services_refused`) and logged;
+    /// a worker's READY is never refused for it, so services that workers register can take
+    /// the count above it. Must not be zero. Defaults to 10 000.
+    pub fn max_services(mut self, max_services: usize) -> Self {
+        self.max_services = max_services;
+        self
+    }
+
+    /// Drops a request that waited this long in a queue for a worker, counted
+    /// (`requests_expired`) and logged: its client has most likely given up or retried
+    /// (the reference client waits 2.5 s). Must be greater than zero and below 2^31 ms.
+    /// Defaults to none: requests wait until served, as in the reference broker.
+    pub fn max_queue_age(mut self, max_queue_age: Duration) -> Self {
+        self.max_queue_age = Some(max_queue_age);
         self
     }
 
@@ -152,29 +199,10 @@ impl BrokerConfig {
     /// The first [`ConfigError::InvalidValue`] found, naming the field and the value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_bind(&self.bind).map_err(|reason| invalid("bind", &self.bind, reason))?;
-        non_zero("heartbeat", self.heartbeat)?;
-        fits_millis("heartbeat", self.heartbeat)?;
+        check_heartbeat(self.heartbeat, self.liveness)?;
         fits_millis("linger", self.linger)?;
-        if self.liveness == 0 {
-            return Err(invalid("liveness", 0, "must be at least 1"));
-        }
-        if self.heartbeat.checked_mul(self.liveness).is_none() {
-            return Err(invalid(
-                "liveness",
-                self.liveness,
-                "heartbeat x liveness overflows",
-            ));
-        }
-        if self.max_queue == 0 {
-            return Err(invalid("max_queue", 0, "must be at least 1"));
-        }
-        if self.max_message_size == 0 || self.max_message_size > i64::MAX as u64 {
-            return Err(invalid(
-                "max_message_size",
-                self.max_message_size,
-                "must be between 1 and 2^63-1",
-            ));
-        }
+        self.validate_bounds()?;
+        check_max_message_size(self.max_message_size)?;
         self.validate_plain_users()?;
         if self.curve_server.is_some() {
             check_curve("curve_server", !self.plain_users.is_empty())?;
@@ -184,6 +212,23 @@ impl BrokerConfig {
                 Hex(key),
                 "needs curve_server: the broker must be a CURVE server",
             ));
+        }
+        Ok(())
+    }
+
+    /// The bounds on what clients can make the broker hold.
+    fn validate_bounds(&self) -> Result<(), ConfigError> {
+        for (field, value) in [
+            ("max_queue", self.max_queue),
+            ("max_queued_total", self.max_queued_total),
+            ("max_services", self.max_services),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, 0, "must be at least 1"));
+            }
+        }
+        if let Some(age) = self.max_queue_age {
+            positive("max_queue_age", age)?;
         }
         Ok(())
     }
@@ -205,6 +250,18 @@ impl BrokerConfig {
     pub(crate) fn expiry(&self) -> Duration {
         self.heartbeat.saturating_mul(self.liveness)
     }
+
+    /// What the broker's state machine needs to know.
+    pub(crate) fn settings(&self) -> Settings {
+        Settings {
+            heartbeat: self.heartbeat,
+            expiry: self.expiry(),
+            max_queue: self.max_queue,
+            max_queued_total: self.max_queued_total,
+            max_services: self.max_services,
+            max_queue_age: self.max_queue_age,
+        }
+    }
 }
 
 impl fmt::Debug for BrokerConfig {
@@ -214,6 +271,9 @@ impl fmt::Debug for BrokerConfig {
             .field("heartbeat", &self.heartbeat)
             .field("liveness", &self.liveness)
             .field("max_queue", &self.max_queue)
+            .field("max_queued_total", &self.max_queued_total)
+            .field("max_services", &self.max_services)
+            .field("max_queue_age", &self.max_queue_age)
             .field("linger", &self.linger)
             .field("disconnect_on_stop", &self.disconnect_on_stop)
             .field("max_message_size", &self.max_message_size)
@@ -255,6 +315,9 @@ mod tests {
         assert_eq!(c.liveness, 3);
         assert_eq!(c.expiry(), Duration::from_millis(7500));
         assert_eq!(c.max_queue, 10_000);
+        assert_eq!(c.max_queued_total, 100_000);
+        assert_eq!(c.max_services, 10_000);
+        assert_eq!(c.max_queue_age, None);
         assert!(c.disconnect_on_stop);
         assert_eq!(c.max_message_size, 256 * 1024 * 1024);
         assert!(c.plain_users.is_empty());
@@ -275,6 +338,15 @@ mod tests {
                 "heartbeat",
             ),
             (config().max_queue(0), "max_queue"),
+            (config().max_queued_total(0), "max_queued_total"),
+            (config().max_services(0), "max_services"),
+            (config().max_queue_age(Duration::ZERO), "max_queue_age"),
+            (config().max_queue_age(Duration::MAX), "max_queue_age"),
+            (
+                config().max_queue_age(Duration::from_millis(1 << 31)),
+                "max_queue_age",
+            ),
+            (config().liveness(u32::MAX), "liveness"),
             (config().linger(Duration::from_secs(1 << 40)), "linger"),
             (config().max_message_size(0), "max_message_size"),
             (config().plain_user("", "pw"), "plain_username"),

@@ -7,7 +7,8 @@ use super::state::{BrokerState, Settings};
 use super::BrokerStats;
 
 /// The broker's pure state machine with a simulated clock: 100 ms heartbeats, liveness 3,
-/// queues of 2 requests.
+/// queues of 2 requests, 8 requests queued and 4 services at most, requests dropped after
+/// 250 ms in a queue.
 #[derive(Debug)]
 pub struct BrokerMachine {
     state: BrokerState,
@@ -29,6 +30,9 @@ impl BrokerMachine {
             heartbeat,
             expiry: heartbeat * 3,
             max_queue: 2,
+            max_queued_total: 8,
+            max_services: 4,
+            max_queue_age: Some(Duration::from_millis(250)),
         };
         BrokerMachine {
             state: BrokerState::new(settings, now),

@@ -44,10 +44,12 @@ use tracing::{debug, info, info_span, warn};
 
 use crate::config::ConfigError;
 use crate::millis::millis_i32;
-pub use config::{BrokerConfig, DEFAULT_LINGER, DEFAULT_MAX_QUEUE};
+pub use config::{
+    BrokerConfig, DEFAULT_LINGER, DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUED_TOTAL, DEFAULT_MAX_SERVICES,
+};
 use handle::SharedStats;
 pub use handle::{BrokerHandle, StopHandle};
-use state::{BrokerState, Frame, Settings};
+use state::{BrokerState, Frame};
 pub use stats::BrokerStats;
 use zap::{Verdict, ZapHandler, ZAP_ENDPOINT};
 
@@ -141,11 +143,7 @@ impl Broker {
             Ok(Ok(endpoint)) => endpoint,
             _ => config.bind.clone(),
         };
-        let settings = Settings {
-            heartbeat: config.heartbeat,
-            expiry: config.expiry(),
-            max_queue: config.max_queue,
-        };
+        let settings = config.settings();
         Ok(Broker {
             socket,
             zap,

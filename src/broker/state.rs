@@ -15,6 +15,12 @@
 //! - Every `heartbeat`, waiting workers get a HEARTBEAT, and waiting workers silent for
 //!   `heartbeat × liveness` are forgotten without a word. Busy workers are never expired.
 //! - `mmi.service` answers `200` or `404`; any other `mmi.` name answers `501` (8/MMI).
+//!
+//! Beyond the reference broker, what clients can make it hold is bounded: a service with
+//! neither workers nor queued requests is forgotten; a request for a new service beyond
+//! `max_services`, or beyond `max_queued_total` queued requests, is dropped; with a
+//! `max_queue_age`, requests queued that long are dropped. Totals are kept, never recounted:
+//! no input and no timer costs time in proportion to the number of services.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -25,6 +31,8 @@ use tracing::{debug, info, trace, warn};
 
 use super::BrokerStats;
 use crate::protocol::{ClientMessage, Command, ProtocolError, WorkerMessage};
+use services::{Refusal, Services};
+use throttle::Throttle;
 
 /// A frame as the broker keeps it.
 pub(crate) type Frame = Vec<u8>;
@@ -35,22 +43,9 @@ pub(crate) struct Settings {
     pub(crate) heartbeat: Duration,
     pub(crate) expiry: Duration,
     pub(crate) max_queue: usize,
-}
-
-#[derive(Debug)]
-struct Request {
-    client: Frame,
-    body: Vec<Frame>,
-}
-
-#[derive(Debug, Default)]
-struct Service {
-    /// Requests waiting for a worker, oldest first.
-    requests: VecDeque<Request>,
-    /// Idle workers, least recently used first.
-    waiting: VecDeque<Frame>,
-    /// Workers registered, busy or idle.
-    workers: usize,
+    pub(crate) max_queued_total: usize,
+    pub(crate) max_services: usize,
+    pub(crate) max_queue_age: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -64,11 +59,14 @@ struct Worker {
 #[derive(Debug)]
 pub(crate) struct BrokerState {
     settings: Settings,
-    services: HashMap<Frame, Service>,
+    services: Services,
     workers: HashMap<Frame, Worker>,
     outbox: VecDeque<Vec<Frame>>,
     next_heartbeat: Instant,
     stats: BrokerStats,
+    /// One per [`Refusal`], in its order.
+    refusal_warnings: [Throttle; 3],
+    expiry_warnings: Throttle,
 }
 
 impl BrokerState {
@@ -76,25 +74,29 @@ impl BrokerState {
     pub(crate) fn new(settings: Settings, now: Instant) -> BrokerState {
         BrokerState {
             settings,
-            services: HashMap::new(),
+            services: Services::new(settings),
             workers: HashMap::new(),
             outbox: VecDeque::new(),
             next_heartbeat: now + settings.heartbeat,
             stats: BrokerStats::default(),
+            refusal_warnings: Default::default(),
+            expiry_warnings: Throttle::default(),
         }
     }
 
     /// Handles one message as the ROUTER received it: sender identity, then the frames.
+    /// Requests too old to serve are dropped first, so that none is ever dispatched late.
     pub(crate) fn handle_message(&mut self, now: Instant, mut frames: Vec<Frame>) {
         if frames.is_empty() {
             return;
         }
+        self.expire_requests(now);
         let sender = frames.remove(0);
         trace!(sender = %Id(&sender), ?frames, "received");
         self.touch(now, &sender);
         if is_client_message(&frames) {
             match ClientMessage::decode(frames) {
-                Ok(message) => self.handle_client(sender, message),
+                Ok(message) => self.handle_client(now, sender, message),
                 Err(error) => self.drop_malformed("client", &sender, error),
             }
         } else {
@@ -105,13 +107,16 @@ impl BrokerState {
         }
     }
 
-    /// Sends heartbeats and expires silent workers when the heartbeat is due.
+    /// Drops requests queued too long; when the heartbeat is due, sends heartbeats, expires
+    /// silent workers and gives back the memory of forgotten services.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.expire_requests(now);
         if now < self.next_heartbeat {
             return;
         }
         self.purge_expired(now);
         self.send_heartbeats();
+        self.services.shrink_if_sparse();
         self.next_heartbeat = now + self.settings.heartbeat;
     }
 
@@ -126,7 +131,10 @@ impl BrokerState {
 
     /// When [`handle_timeout`](Self::handle_timeout) next has work to do.
     pub(crate) fn next_deadline(&self) -> Instant {
-        self.next_heartbeat
+        match self.services.next_expiry() {
+            Some(expiry) => expiry.min(self.next_heartbeat),
+            None => self.next_heartbeat,
+        }
     }
 
     /// The next message to send, routing identity first.
@@ -144,32 +152,75 @@ impl BrokerState {
         self.stats.send_failures += 1;
     }
 
-    /// The counters so far and the gauges now.
+    /// The counters so far and the gauges now; kept, not recounted, so it is cheap.
     pub(crate) fn stats(&self) -> BrokerStats {
         BrokerStats {
             workers: self.workers.len(),
-            waiting_workers: self.services.values().map(|s| s.waiting.len()).sum(),
-            queued_requests: self.services.values().map(|s| s.requests.len()).sum(),
+            waiting_workers: self.services.waiting(),
+            queued_requests: self.services.queued(),
+            services: self.services.len(),
+            services_forgotten: self.services.forgotten(),
             ..self.stats
         }
     }
 
-    fn handle_client(&mut self, client: Frame, message: ClientMessage<Frame>) {
+    fn handle_client(&mut self, now: Instant, client: Frame, message: ClientMessage<Frame>) {
         self.stats.requests_received += 1;
         let ClientMessage { service, body } = message;
         if service.starts_with(b"mmi.") {
             return self.handle_mmi(client, service, body);
         }
-        let max_queue = self.settings.max_queue;
-        let queue = &mut self.services.entry(service.clone()).or_default().requests;
-        if queue.len() >= max_queue {
-            self.stats.requests_dropped += 1;
-            let queued = queue.len();
-            warn!(service = %text(&service), queued, max_queue, "request queue full, request dropped");
+        match self.services.enqueue(now, &service, client, body) {
+            Ok(()) => self.dispatch(&service),
+            Err(refusal) => self.refuse(now, &service, refusal),
+        }
+    }
+
+    /// Counts a request that was not queued, and says why at warn, once a second at most.
+    fn refuse(&mut self, now: Instant, service: &[u8], refusal: Refusal) {
+        let s = &self.settings;
+        let (counter, bound, limit) = match refusal {
+            Refusal::TooManyServices => (
+                &mut self.stats.services_refused,
+                "max_services",
+                s.max_services,
+            ),
+            Refusal::TotalFull => (
+                &mut self.stats.requests_dropped_total_bound,
+                "max_queued_total",
+                s.max_queued_total,
+            ),
+            Refusal::QueueFull => (&mut self.stats.requests_dropped, "max_queue", s.max_queue),
+        };
+        *counter += 1;
+        let service = text(service);
+        match self.refusal_warnings[refusal as usize].allow(now) {
+            Some(held_back) => {
+                warn!(%service, bound, limit, held_back, "bound reached, request dropped")
+            }
+            None => debug!(%service, bound, limit, "bound reached, request dropped"),
+        }
+    }
+
+    /// Drops the requests queued for `max_queue_age` or longer.
+    fn expire_requests(&mut self, now: Instant) {
+        let expired = self.services.expire(now);
+        if expired == 0 {
             return;
         }
-        queue.push_back(Request { client, body });
-        self.dispatch(&service);
+        self.stats.requests_expired += expired as u64;
+        let max_queue_age = self.settings.max_queue_age;
+        match self.expiry_warnings.allow(now) {
+            Some(held_back) => {
+                warn!(
+                    expired,
+                    ?max_queue_age,
+                    held_back,
+                    "queued requests expired, dropped"
+                )
+            }
+            None => debug!(expired, ?max_queue_age, "queued requests expired, dropped"),
+        }
     }
 
     fn handle_mmi(&mut self, client: Frame, service: Frame, body: Vec<Frame>) {
@@ -178,8 +229,7 @@ impl BrokerState {
             b"501"
         } else if body
             .first()
-            .and_then(|name| self.services.get(name))
-            .is_some_and(|s| s.workers > 0)
+            .is_some_and(|name| self.services.is_served(name))
         {
             b"200"
         } else {
@@ -216,7 +266,7 @@ impl BrokerState {
         }
         info!(worker = %Id(&identity), service = %text(&service), "worker registered");
         self.stats.workers_registered += 1;
-        self.services.entry(service.clone()).or_default().workers += 1;
+        self.services.add_worker(&service);
         let worker = Worker {
             service,
             expiry: now + self.settings.expiry,
@@ -278,22 +328,13 @@ impl BrokerState {
         };
         worker.busy = false;
         let service = worker.service.clone();
-        self.services
-            .entry(service.clone())
-            .or_default()
-            .waiting
-            .push_back(identity);
+        self.services.push_waiting(&service, identity);
         self.dispatch(&service);
     }
 
     /// Pairs queued requests with waiting workers, oldest with least recently used.
     fn dispatch(&mut self, service: &[u8]) {
-        let Some(entry) = self.services.get_mut(service) else {
-            return;
-        };
-        let pairs = entry.requests.len().min(entry.waiting.len());
-        let workers = entry.waiting.drain(..pairs);
-        for (identity, request) in workers.zip(entry.requests.drain(..pairs)) {
+        while let Some((identity, request)) = self.services.next_pair(service) {
             if let Some(worker) = self.workers.get_mut(&identity) {
                 worker.busy = true;
             }
@@ -320,11 +361,13 @@ impl BrokerState {
         }
     }
 
+    /// Idle workers get a HEARTBEAT: a pass over the workers, never over the services.
     fn send_heartbeats(&mut self) {
         let waiting: Vec<Frame> = self
-            .services
-            .values()
-            .flat_map(|s| s.waiting.iter().cloned())
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.busy)
+            .map(|(identity, _)| identity.clone())
             .collect();
         debug!(workers = waiting.len(), "sending heartbeats");
         for identity in waiting {
@@ -334,16 +377,8 @@ impl BrokerState {
     }
 
     fn delete_worker(&mut self, identity: &[u8]) {
-        let Some(worker) = self.workers.remove(identity) else {
-            return;
-        };
-        let Some(service) = self.services.get_mut(&worker.service) else {
-            return;
-        };
-        service.workers = service.workers.saturating_sub(1);
-        service.waiting.retain(|w| w.as_slice() != identity);
-        if service.workers == 0 && service.requests.is_empty() {
-            self.services.remove(&worker.service);
+        if let Some(worker) = self.workers.remove(identity) {
+            self.services.remove_worker(&worker.service, identity);
         }
     }
 
@@ -401,6 +436,9 @@ impl fmt::Display for Id<'_> {
         Ok(())
     }
 }
+
+mod services;
+mod throttle;
 
 #[cfg(test)]
 mod properties;

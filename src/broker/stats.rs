@@ -10,8 +10,16 @@ pub struct BrokerStats {
     pub requests_dispatched: u64,
     /// Replies sent back to a client.
     pub replies_routed: u64,
-    /// Requests dropped because their service's queue was full.
+    /// Requests dropped because their service's queue was full (`max_queue`).
     pub requests_dropped: u64,
+    /// Requests dropped because `max_queued_total` requests were queued, all services together.
+    pub requests_dropped_total_bound: u64,
+    /// Requests for a new service name dropped because `max_services` services were known.
+    pub services_refused: u64,
+    /// Queued requests dropped after waiting `max_queue_age` for a worker.
+    pub requests_expired: u64,
+    /// Services forgotten (memory freed) when they had neither workers nor queued requests.
+    pub services_forgotten: u64,
     /// `mmi.` lookups answered.
     pub mmi_requests: u64,
     /// Messages that did not decode (bad header, unknown command, too few frames, ...), dropped.
@@ -39,4 +47,6 @@ pub struct BrokerStats {
     pub waiting_workers: usize,
     /// Requests queued now, all services together.
     pub queued_requests: usize,
+    /// Services known now: those with a worker or a queued request.
+    pub services: usize,
 }

@@ -48,7 +48,9 @@ fn frames() -> impl Strategy<Value = Vec<Frame>> {
             m.extend(body);
             m
         }),
-        2 => (prop::sample::select(vec![&b"echo"[..], b"mmi.service", b"mmi.x", b"other"]),
+        3 => (prop::sample::select(vec![
+                &b"echo"[..], b"mmi.service", b"mmi.x", b"other", b"a", b"b", b"c", b"d",
+              ]),
               prop::collection::vec(frame(), 0..3)).prop_map(move |(service, body)| {
             let mut m = f(&[b"", b"MDPC01", service]);
             m.extend(body);
@@ -78,6 +80,25 @@ fn check_sent(state: &mut BrokerState) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The bounds hold, the kept totals match a recount, and every request is accounted for.
+fn check_bounds(state: &BrokerState) -> Result<(), TestCaseError> {
+    let stats = state.stats();
+    prop_assert!(stats.queued_requests <= 8, "{stats:?}");
+    prop_assert!(stats.services <= 4 + stats.workers, "{stats:?}");
+    prop_assert!(!state.services.holds_an_idle_service(), "{stats:?}");
+    let recount = state.services.recount();
+    prop_assert_eq!(recount, (stats.queued_requests, stats.waiting_workers));
+    let accounted = stats.mmi_requests
+        + stats.requests_dispatched
+        + stats.requests_dropped
+        + stats.requests_dropped_total_bound
+        + stats.services_refused
+        + stats.requests_expired
+        + stats.queued_requests as u64;
+    prop_assert_eq!(accounted, stats.requests_received, "{:?}", stats);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -87,7 +108,15 @@ proptest! {
     ) {
         let t0 = Instant::now();
         let hb = Duration::from_millis(100);
-        let mut state = BrokerState::new(Settings { heartbeat: hb, expiry: hb * 3, max_queue: 2 }, t0);
+        let settings = Settings {
+            heartbeat: hb,
+            expiry: hb * 3,
+            max_queue: 2,
+            max_queued_total: 8,
+            max_services: 4,
+            max_queue_age: Some(Duration::from_millis(250)),
+        };
+        let mut state = BrokerState::new(settings, t0);
         let mut now = t0;
         for step in steps {
             match step {
@@ -106,6 +135,7 @@ proptest! {
             prop_assert!(stats.workers <= 4, "{stats:?}");
             prop_assert!(stats.requests_dispatched <= stats.requests_received, "{stats:?}");
             prop_assert!(stats.replies_routed <= stats.requests_dispatched, "{stats:?}");
+            check_bounds(&state)?;
         }
         // An empty message (no identity frame) is ignored, too.
         state.handle_message(now, Vec::new());

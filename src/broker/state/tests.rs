@@ -17,14 +17,25 @@ struct Scenario {
     t0: Instant,
 }
 
+/// Settings of a [`Scenario`]: a queue bound of 2, generous other bounds, no age limit.
+fn settings() -> Settings {
+    Settings {
+        heartbeat: HB,
+        expiry: HB * LIVENESS,
+        max_queue: 2,
+        max_queued_total: 1000,
+        max_services: 1000,
+        max_queue_age: None,
+    }
+}
+
 impl Scenario {
     fn new() -> Scenario {
+        Scenario::with(settings())
+    }
+
+    fn with(settings: Settings) -> Scenario {
         let t0 = Instant::now();
-        let settings = Settings {
-            heartbeat: HB,
-            expiry: HB * LIVENESS,
-            max_queue: 2,
-        };
         Scenario {
             state: BrokerState::new(settings, t0),
             t0,
@@ -335,4 +346,184 @@ fn stop_disconnects_every_worker() {
     sent.sort();
     assert_eq!(sent, vec![to_worker(b"A", 0x05), to_worker(b"B", 0x05)]);
     assert_eq!(s.state.stats().workers, 0);
+}
+
+#[test]
+fn a_service_left_with_no_workers_and_no_requests_is_forgotten() {
+    let mut s = Scenario::new();
+    s.request(0, b"C", b"echo", &[b"1"]);
+    s.ready(1, b"W", b"echo");
+    s.reply(2, b"W", b"C", b"r");
+    assert_eq!(s.state.stats().services, 1, "a worker keeps it");
+    s.worker(3, b"W", &[&[0x05]]);
+    let stats = s.state.stats();
+    assert_eq!((stats.services, stats.services_forgotten), (0, 1));
+    assert!(!s.state.services.holds_an_idle_service());
+    s.sent();
+    s.request(4, b"C", b"mmi.service", &[b"echo"]);
+    assert_eq!(s.sent(), vec![to_client(b"C", b"mmi.service", &[b"404"])]);
+    assert_eq!(s.state.stats().services, 0, "a lookup creates nothing");
+}
+
+#[test]
+fn requests_for_new_service_names_beyond_max_services_are_refused_and_counted() {
+    let mut s = Scenario::with(Settings {
+        max_services: 2,
+        ..settings()
+    });
+    for service in [b"a", b"b", b"c", b"a"] {
+        s.request(0, b"C", service, &[]);
+    }
+    let stats = s.state.stats();
+    assert_eq!((stats.services, stats.services_refused), (2, 1));
+    assert_eq!(stats.queued_requests, 3, "a known name is still queued");
+    s.request(1, b"C", b"mmi.service", &[b"c"]);
+    assert_eq!(s.sent(), vec![to_client(b"C", b"mmi.service", &[b"404"])]);
+    s.ready(2, b"W", b"c");
+    assert_eq!(s.state.stats().services, 3, "a worker is never refused");
+    s.request(3, b"C", b"c", &[b"now served"]);
+    assert_eq!(s.sent(), vec![request_to(b"W", b"C", &[b"now served"])]);
+}
+
+#[test]
+fn queued_requests_beyond_max_queued_total_are_dropped_and_counted() {
+    let mut s = Scenario::with(Settings {
+        max_queued_total: 3,
+        ..settings()
+    });
+    for service in [b"a", b"a", b"b", b"b", b"c"] {
+        s.request(0, b"C", service, &[]);
+    }
+    let stats = s.state.stats();
+    assert_eq!(stats.queued_requests, 3);
+    assert_eq!(stats.requests_dropped_total_bound, 2);
+    assert_eq!((stats.services, stats.requests_dropped), (2, 0));
+    s.ready(1, b"W", b"a");
+    s.sent();
+    s.request(2, b"C", b"c", &[]);
+    assert_eq!(
+        s.state.stats().queued_requests,
+        3,
+        "room again after a dispatch"
+    );
+}
+
+#[test]
+fn a_request_an_idle_worker_can_take_is_never_dropped_by_the_bounds() {
+    let mut s = Scenario::with(Settings {
+        max_queued_total: 1,
+        max_services: 1,
+        ..settings()
+    });
+    s.ready(0, b"W", b"echo");
+    s.request(1, b"C", b"echo", &[b"1"]);
+    assert_eq!(s.sent(), vec![request_to(b"W", b"C", &[b"1"])]);
+    s.request(2, b"C", b"echo", &[b"2"]);
+    s.request(3, b"C", b"echo", &[b"3"]);
+    let stats = s.state.stats();
+    assert_eq!(
+        (stats.queued_requests, stats.requests_dropped_total_bound),
+        (1, 1)
+    );
+    s.reply(4, b"W", b"C", b"r1");
+    s.request(5, b"C", b"echo", &[b"4"]);
+    let stats = s.state.stats();
+    assert_eq!(
+        (stats.queued_requests, stats.requests_dropped_total_bound),
+        (1, 1)
+    );
+}
+
+#[test]
+fn requests_queued_for_max_queue_age_are_dropped_and_their_service_forgotten() {
+    let mut s = Scenario::with(Settings {
+        max_queue_age: Some(Duration::from_millis(250)),
+        ..settings()
+    });
+    s.request(0, b"C", b"a", &[]);
+    s.request(100, b"C", b"b", &[]);
+    assert_eq!(
+        s.state.next_deadline(),
+        s.at(100),
+        "the heartbeat comes first"
+    );
+    s.tick(100);
+    assert_eq!(s.state.next_deadline(), s.at(200));
+    s.tick(200);
+    assert_eq!(
+        s.state.next_deadline(),
+        s.at(250),
+        "then the oldest request's age"
+    );
+    s.tick(249);
+    assert_eq!(s.state.stats().queued_requests, 2);
+    s.tick(250);
+    let stats = s.state.stats();
+    assert_eq!((stats.queued_requests, stats.requests_expired), (1, 1));
+    assert_eq!((stats.services, stats.services_forgotten), (1, 1));
+    s.tick(350);
+    let stats = s.state.stats();
+    assert_eq!((stats.queued_requests, stats.requests_expired), (0, 2));
+    assert_eq!((stats.services, stats.services_forgotten), (0, 2));
+    assert_eq!(s.sent(), Vec::<Vec<Frame>>::new(), "dropped without a word");
+}
+
+#[test]
+fn an_expired_request_is_never_dispatched_even_without_a_timer_tick() {
+    let mut s = Scenario::with(Settings {
+        max_queue_age: Some(Duration::from_millis(250)),
+        ..settings()
+    });
+    s.request(0, b"C", b"echo", &[b"old"]);
+    s.request(10, b"C", b"echo", &[b"fresh"]);
+    s.ready(255, b"W", b"echo");
+    assert_eq!(s.sent(), vec![request_to(b"W", b"C", &[b"fresh"])]);
+    assert_eq!(s.state.stats().requests_expired, 1);
+}
+
+#[test]
+fn a_request_dispatched_in_time_is_not_expired_later() {
+    let mut s = Scenario::with(Settings {
+        max_queue_age: Some(Duration::from_millis(250)),
+        ..settings()
+    });
+    s.request(0, b"C", b"echo", &[]);
+    s.ready(100, b"W", b"echo");
+    s.tick(1000);
+    assert_eq!(s.state.stats().requests_expired, 0);
+    s.reply(1001, b"W", b"C", b"late but fine");
+    assert_eq!(s.state.stats().replies_routed, 1);
+}
+
+#[test]
+fn age_entries_of_dispatched_requests_never_outgrow_the_queued_requests() {
+    let mut s = Scenario::with(Settings {
+        max_queue_age: Some(Duration::from_secs(3600)),
+        ..settings()
+    });
+    s.ready(0, b"W", b"echo");
+    s.request(0, b"C", b"echo", &[]);
+    for ms in 1..5000 {
+        s.request(ms, b"C", b"echo", &[]);
+        s.reply(ms, b"W", b"C", b"r");
+        // Never more than twice the largest queue, plus the slack.
+        let limit = 2 * 2 + services::AGES_SLACK + 1;
+        assert!(s.state.services.age_entries() <= limit, "at {ms} ms");
+    }
+    assert_eq!(s.state.stats().replies_routed, 4999);
+}
+
+#[test]
+fn heartbeats_reach_every_idle_worker_however_many_services_wait_unserved() {
+    let mut s = Scenario::new();
+    s.ready(0, b"A", b"a");
+    s.ready(0, b"B", b"b");
+    for n in 0..500u32 {
+        s.request(0, b"C", &n.to_be_bytes(), &[]);
+    }
+    s.tick(100);
+    let mut sent = s.sent();
+    sent.sort();
+    assert_eq!(sent, vec![to_worker(b"A", 0x04), to_worker(b"B", 0x04)]);
+    assert_eq!(s.state.stats().services, 502);
 }
