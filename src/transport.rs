@@ -201,6 +201,16 @@ fn parse_event(frame: &[u8]) -> Option<LinkEvent> {
     }
 }
 
+/// Receives one whole multipart message as owned byte vectors (the broker keeps frames
+/// beyond the receive); `None` when nothing is waiting or a signal interrupted the call.
+pub(crate) fn try_recv_bytes(socket: &zmq::Socket) -> Result<Option<Vec<Vec<u8>>>, zmq::Error> {
+    match socket.recv_multipart(zmq::DONTWAIT) {
+        Ok(frames) => Ok(Some(frames)),
+        Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 /// Receives one whole multipart message; `None` when nothing is waiting (or a signal
 /// interrupted the call: the caller's loop simply comes back).
 pub(crate) fn try_recv_frames(socket: &zmq::Socket) -> Result<Option<Vec<Message>>, zmq::Error> {

@@ -42,14 +42,15 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, info_span, warn};
 
-use crate::config::ConfigError;
+use crate::checks::ConfigError;
 use crate::millis::millis_i32;
+use crate::transport::{self, TransportError};
 pub use config::{
     BrokerConfig, DEFAULT_LINGER, DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUED_TOTAL, DEFAULT_MAX_SERVICES,
 };
 use handle::SharedStats;
 pub use handle::{BrokerHandle, StopHandle};
-use state::{BrokerState, Frame};
+use state::BrokerState;
 pub use stats::BrokerStats;
 use zap::{Verdict, ZapHandler, ZAP_ENDPOINT};
 
@@ -97,6 +98,15 @@ fn zmq_error(operation: &'static str) -> impl FnOnce(zmq::Error) -> BrokerError 
     move |source| BrokerError::Zmq { operation, source }
 }
 
+impl From<TransportError> for BrokerError {
+    fn from(error: TransportError) -> BrokerError {
+        BrokerError::Zmq {
+            operation: error.operation,
+            source: error.source,
+        }
+    }
+}
+
 /// A bound MDP/0.1 broker, ready to [`run`](Broker::run) here or [`spawn`](Broker::spawn)
 /// on a thread of its own.
 pub struct Broker {
@@ -129,9 +139,7 @@ impl Broker {
         socket
             .set_linger(millis_i32(config.linger))
             .map_err(zmq_error("setsockopt(ZMQ_LINGER)"))?;
-        socket
-            .set_maxmsgsize(config.max_message_size.min(i64::MAX as u64) as i64)
-            .map_err(zmq_error("setsockopt(ZMQ_MAXMSGSIZE)"))?;
+        transport::set_max_message_size(&socket, config.max_message_size)?;
         secure(&socket, &config)?;
         socket
             .bind(&config.bind)
@@ -242,14 +250,11 @@ impl Broker {
         if let Some((zap, _)) = &self.zap {
             items.push(zap.as_poll_item(zmq::POLLIN));
         }
-        match zmq::poll(&mut items, i64::from(timeout)) {
-            Ok(_) => Ok((
-                items[0].is_readable(),
-                items.get(1).is_some_and(|i| i.is_readable()),
-            )),
-            Err(zmq::Error::EINTR) => Ok((false, false)),
-            Err(source) => Err(zmq_error("poll")(source)),
-        }
+        transport::poll(&mut items, i64::from(timeout)).map_err(zmq_error("poll"))?;
+        Ok((
+            items[0].is_readable(),
+            items.get(1).is_some_and(|i| i.is_readable()),
+        ))
     }
 
     /// Answers every waiting ZAP request (the REP socket takes them one at a time).
@@ -257,7 +262,9 @@ impl Broker {
         let Some((zap, handler)) = &self.zap else {
             return Ok(());
         };
-        while let Some(request) = try_recv(zap).map_err(zmq_error("recv ZAP request"))? {
+        while let Some(request) =
+            transport::try_recv_bytes(zap).map_err(zmq_error("recv ZAP request"))?
+        {
             let (reply, verdict) = handler.handle_request(&request);
             let address = request
                 .get(3)
@@ -286,7 +293,9 @@ impl Broker {
 
     fn read_messages(&mut self) -> Result<(), BrokerError> {
         for _ in 0..MAX_READS_PER_TURN {
-            let Some(frames) = try_recv(&self.socket).map_err(zmq_error("recv"))? else {
+            let Some(frames) =
+                transport::try_recv_bytes(&self.socket).map_err(zmq_error("recv"))?
+            else {
                 break;
             };
             self.state.handle_message(Instant::now(), frames);
@@ -379,13 +388,4 @@ fn bind_zap(
         })?;
     let handler = ZapHandler::new(&config.plain_users, &config.curve_clients);
     Ok(Some((socket, handler)))
-}
-
-/// Receives one whole multipart message; `None` when nothing is waiting.
-fn try_recv(socket: &zmq::Socket) -> Result<Option<Vec<Frame>>, zmq::Error> {
-    match socket.recv_multipart(zmq::DONTWAIT) {
-        Ok(frames) => Ok(Some(frames)),
-        Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => Ok(None),
-        Err(error) => Err(error),
-    }
 }
