@@ -17,16 +17,18 @@ TEST_RUNNER := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nexte
 
 test: lint unit doc
 
+# Every target with every feature (the tokio driver included), and the sync API alone.
 lint:
 	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --all-features -- -D warnings
+	$(CARGO) clippy --lib -- -D warnings
 
 unit:
-	$(CARGO) $(TEST_RUNNER)
+	$(CARGO) $(TEST_RUNNER) --all-features
 
 doc:
-	$(CARGO) test --doc
-	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
+	$(CARGO) test --doc --all-features
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --all-features
 
 demo:
 	$(CARGO) run --release --example demo

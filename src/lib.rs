@@ -40,10 +40,15 @@
 //! The crate ships a [`broker`] and a [`client`]; [`testkit`] wires them to your action in a
 //! few lines (a unique endpoint, a shared context, fast timings, everything stopped on drop)
 //! so that a unit test can check it end to end.
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: the async socket registers a descriptor with tokio, whose API for it
+// is `unsafe` (see `async_socket.rs`); nothing else may use `unsafe`.
+#![deny(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod action;
+#[cfg(feature = "tokio")]
+mod async_socket;
 pub mod broker;
 mod checks;
 pub mod client;
