@@ -29,6 +29,14 @@ pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 256 * 1024 * 1024;
 /// Reply body sent when the action panics: one frame naming the failure.
 pub const DEFAULT_PANIC_REPLY: &[u8] = b"error: worker action panicked";
+/// How long an async worker's busy registrations may finish their requests after a shutdown
+/// before the actions are cancelled and answered with the timeout reply: long enough for
+/// ordinary requests, shorter than the 30 s orchestrators (Kubernetes, systemd) usually
+/// wait before they kill the process.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Most registrations one async worker may hold: each costs three ZeroMQ sockets and a few
+/// file descriptors, and the broker a worker entry.
+pub const MAX_CONCURRENCY: usize = 100_000;
 /// Reply body sent when a request's deadline passes: one frame naming the failure.
 pub const DEFAULT_TIMEOUT_REPLY: &[u8] = b"error: worker request timed out";
 
@@ -61,6 +69,8 @@ pub struct WorkerConfig {
     pub(crate) request_timeout: Option<Duration>,
     pub(crate) timeout_reply: Vec<Vec<u8>>,
     pub(crate) panic_reply: Vec<Vec<u8>>,
+    pub(crate) concurrency: usize,
+    pub(crate) shutdown_grace: Option<Duration>,
     pub(crate) shutdown: Option<ShutdownHandle>,
     pub(crate) drain: Option<DrainHandle>,
     pub(crate) events: Option<EventSink>,
@@ -88,6 +98,8 @@ impl WorkerConfig {
             request_timeout: None,
             timeout_reply: vec![DEFAULT_TIMEOUT_REPLY.to_vec()],
             panic_reply: vec![DEFAULT_PANIC_REPLY.to_vec()],
+            concurrency: 1,
+            shutdown_grace: None,
             shutdown: None,
             drain: None,
             events: None,
@@ -222,6 +234,26 @@ impl WorkerConfig {
         self
     }
 
+    /// How many requests an [`AsyncWorker`](crate::AsyncWorker) serves at once: it registers
+    /// this many workers for the service (MDP/0.1 gives one request at a time to a worker),
+    /// each on its own socket, all driven by the async driver. From 1 to
+    /// [`MAX_CONCURRENCY`]; a sync [`Worker`](crate::Worker) refuses anything but 1 (use a
+    /// [`WorkerPool`](crate::pool::WorkerPool) for N sync workers). Defaults to 1.
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// How long, after a shutdown, an [`AsyncWorker`](crate::AsyncWorker)'s busy
+    /// registrations may go on with their requests; then the actions are cancelled and
+    /// answered with [`timeout_reply`](Self::timeout_reply). A sync worker finishes the
+    /// request in hand (bounded by `request_timeout` when threaded) and refuses this setting.
+    /// Defaults to 10 s.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = Some(grace);
+        self
+    }
+
     /// A shutdown handle to obey, so one handle can stop many workers.
     /// Defaults to a handle of the worker's own.
     pub fn shutdown_handle(mut self, handle: ShutdownHandle) -> Self {
@@ -282,6 +314,8 @@ impl fmt::Debug for WorkerConfig {
             .field("curve", &self.curve)
             .field("shared_context", &self.context.is_some())
             .field("request_timeout", &self.request_timeout)
+            .field("concurrency", &self.concurrency)
+            .field("shutdown_grace", &self.shutdown_grace)
             .field("events", &self.events.is_some())
             .finish()
     }

@@ -9,7 +9,7 @@ use crate::checks::{
     check_heartbeat, check_max_message_size, fits_millis, invalid, parse_endpoints, positive,
     validate_service_name, ConfigError,
 };
-use crate::config::WorkerConfig;
+use crate::config::{WorkerConfig, MAX_CONCURRENCY};
 use crate::events::{EventSink, WorkerId};
 use crate::security::check_curve;
 use crate::session::SessionConfig;
@@ -23,6 +23,8 @@ pub(crate) enum Mode {
     Inline,
     /// On a thread of its own.
     Threaded,
+    /// As a task of the async driver, `concurrency` registrations at once.
+    Async,
 }
 
 /// A [`WorkerConfig`] that passed every rule, in the shapes the worker uses.
@@ -48,6 +50,7 @@ pub(crate) fn worker_settings(
     validate_service_name(&config.service_name)?;
     check_durations(config)?;
     check_request_timeout(config.request_timeout, mode)?;
+    check_async_only(config, mode)?;
     check_max_message_size(config.max_message_size)?;
     if let Some(plain) = &config.plain {
         plain.validate()?;
@@ -111,6 +114,36 @@ fn check_request_timeout(timeout: Option<Duration>, mode: Mode) -> Result<(), Co
             "request_timeout",
             format!("{} ms", timeout.as_millis()),
             "needs the action on its own thread: use Worker::threaded (or PoolService::threaded)",
+        ));
+    }
+    Ok(())
+}
+
+/// `concurrency` and `shutdown_grace` belong to the async worker.
+fn check_async_only(config: &WorkerConfig, mode: Mode) -> Result<(), ConfigError> {
+    if let Some(grace) = config.shutdown_grace {
+        fits_millis("shutdown_grace", grace)?;
+        if mode != Mode::Async {
+            return Err(invalid(
+                "shutdown_grace",
+                format!("{} ms", grace.as_millis()),
+                "is the async worker's: a sync worker finishes the request in hand",
+            ));
+        }
+    }
+    let concurrency = config.concurrency;
+    if concurrency == 0 || concurrency > MAX_CONCURRENCY {
+        return Err(invalid(
+            "concurrency",
+            concurrency,
+            "must be between 1 and 100000",
+        ));
+    }
+    if concurrency > 1 && mode != Mode::Async {
+        return Err(invalid(
+            "concurrency",
+            concurrency,
+            "a sync worker serves one request at a time: use AsyncWorker or a WorkerPool",
         ));
     }
     Ok(())

@@ -296,6 +296,16 @@ impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
         self.in_flight.is_some()
     }
 
+    /// Whether the request in the action was already answered (by its deadline, or by
+    /// [`handle_cancel`](Self::handle_cancel)): only a late result is awaited, which a driver
+    /// that can cancel the action need not wait for (it then reports an empty
+    /// [`handle_reply`](Self::handle_reply)).
+    pub fn is_awaiting_late_result(&self) -> bool {
+        self.in_flight
+            .as_ref()
+            .is_some_and(|f| f.envelope.is_none())
+    }
+
     /// Whether a shutdown was asked for.
     pub fn is_stopping(&self) -> bool {
         self.stopping == Some(Stop::Shutdown) || self.state == State::Stopped
@@ -620,6 +630,15 @@ impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
         }
     }
 
+    /// Answers the request in hand now with the timeout reply, as if its deadline had passed
+    /// (a driver does so when a shutdown's grace period ends before the action did). A stop
+    /// waiting for that request then completes.
+    pub fn handle_cancel(&mut self, now: Instant) {
+        if self.in_flight.is_some() || self.held.is_some() {
+            self.time_out_request(now);
+        }
+    }
+
     /// Asks for a graceful stop: an in-flight request is finished and answered first, then
     /// DISCONNECT (if configured) and a lingering close.
     pub fn handle_shutdown(&mut self, now: Instant) {
@@ -674,6 +693,9 @@ impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
     }
 
     fn finish_stop(&mut self) {
+        if self.state == State::Stopped {
+            return;
+        }
         let stop = self.stopping.unwrap_or(Stop::Shutdown);
         if matches!(self.state, State::Idle | State::Busy) {
             if self.config.send_disconnect {

@@ -1426,3 +1426,35 @@ fn a_busy_worker_does_not_answer_broker_heartbeats_early() {
     assert_eq!(drain(&mut s), vec![]);
     assert_eq!(s.heartbeat_due(), Some(t0 + HEARTBEAT));
 }
+
+#[test]
+fn a_cancelled_request_gets_the_timeout_reply_and_completes_a_waiting_stop_once() {
+    let t0 = Instant::now();
+    let mut s = busy(1, t0, t0);
+    s.handle_shutdown(t0 + MS);
+    assert_eq!(drain(&mut s), vec![], "the stop waits for the request");
+    s.handle_cancel(t0 + 2 * MS);
+    assert!(s.is_awaiting_late_result());
+    assert_eq!(
+        drain(&mut s),
+        vec![
+            reply(&[b"client-1"], &[b"timed out"]),
+            Action::Send(WorkerMessage::Disconnect),
+            close(DisconnectReason::Shutdown, true),
+            Action::Stopped,
+        ]
+    );
+    // The cancelled action's (empty) result frees it; the stop is not repeated.
+    assert_eq!(s.handle_reply(t0 + 3 * MS, vec![]), ReplyOutcome::Late);
+    assert_eq!(drain(&mut s), vec![]);
+    assert_eq!(s.stats().timeouts, 1);
+}
+
+#[test]
+fn cancelling_with_no_request_in_hand_does_nothing() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    s.handle_cancel(t0);
+    assert_eq!(drain(&mut s), vec![]);
+    assert_eq!(s.stats().timeouts, 0);
+}
