@@ -146,13 +146,15 @@ pub(crate) const MAX_SOCKETS_PER_CONTEXT: usize = 1023;
 /// place until libzmq's reaper has flushed it (up to `linger`).
 pub(crate) const WORKERS_PER_OWN_CONTEXT: usize = 300;
 
-/// File descriptors one worker holds, measured on Linux (benches/pool_registration.rs): one
-/// eventfd per zmq socket mailbox (3), its TCP connection (1), its wake-up socketpair (2).
-pub(crate) const FDS_PER_WORKER: u64 = 6;
+/// File descriptors one worker holds, measured on Linux (benches/pool_registration.rs with
+/// `--fds`): the libzmq that `zmq-sys` builds signals each socket's mailbox over a
+/// socketpair, 2 per zmq socket (6), then its TCP connection (1) and its wake-up
+/// socketpair (2). A broker in the same process holds one more per worker.
+pub(crate) const FDS_PER_WORKER: u64 = 9;
 
-/// File descriptors one zmq context holds: its own mailbox, and the poller and mailbox of
-/// its reaper and of its I/O thread.
-pub(crate) const FDS_PER_CONTEXT: u64 = 5;
+/// File descriptors one zmq context holds: the mailboxes (2 each) of the context, its
+/// reaper and its I/O thread, and the reaper's and the I/O thread's pollers.
+pub(crate) const FDS_PER_CONTEXT: u64 = 8;
 
 /// The process's open-file limit (`RLIMIT_NOFILE`) and the descriptors open now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -383,12 +383,12 @@ fn a_given_context_takes_at_most_341_workers_one_fewer_per_recycling_service() {
 #[test]
 fn workers_beyond_the_open_file_limit_are_refused() {
     let files = |limit, open| Some(OpenFiles { limit, open });
-    // 100 workers x 6 + 1 context x 5 = 605 descriptors.
-    assert!(check(&[service(100)], false, files(655, 50)).is_ok());
-    let err = check(&[service(100)], false, files(654, 50)).unwrap_err();
+    // 100 workers x 9 + 1 context x 8 = 908 descriptors.
+    assert!(check(&[service(100)], false, files(958, 50)).is_ok());
+    let err = check(&[service(100)], false, files(957, 50)).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "count = 100 workers (about 605 file descriptors, 50 open, limit 654) is invalid: \
+        "count = 100 workers (about 908 file descriptors, 50 open, limit 957) is invalid: \
          exceeds the process's open-file limit (RLIMIT_NOFILE, ulimit -n): raise it or run fewer workers"
     );
 }
