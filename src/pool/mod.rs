@@ -8,7 +8,7 @@
 //! pure supervisor with time as an input (`supervisor.rs`); the slot threads only drive it.
 //!
 //! **Scale.** Each worker holds 3 zmq sockets (its DEALER and the two of its socket
-//! monitor) and about 6 file descriptors. A zmq context allows 1023 sockets
+//! monitor) and 9 file descriptors. A zmq context allows 1023 sockets
 //! (`ZMQ_MAX_SOCKETS`), so a pool that makes its own contexts puts at most 300 workers on
 //! each; a context given by the caller cannot grow, and [`PoolBuilder::start`] refuses more
 //! workers than fit on it. `start` also refuses a pool whose file descriptors would not fit
@@ -82,7 +82,7 @@ impl PoolService {
         }
     }
 
-    /// Runs each action on a thread of its own ([`Worker::threaded`]): for requests longer
+    /// Runs each action on a thread of its own ([`Worker::threaded`](crate::Worker::threaded)): for requests longer
     /// than `heartbeat × liveness`, and required for `request_timeout`. Defaults to `false`.
     pub fn threaded(mut self, threaded: bool) -> Self {
         self.threaded = threaded;
@@ -369,7 +369,7 @@ fn parse_open_file_limit(limits: &str) -> Option<u64> {
         .ok()
 }
 
-/// Several services, N supervised workers each, one zmq context. Stop it with
+/// Several services, N supervised workers each. Stop it with
 /// [`stop`](Self::stop), or with its [`ShutdownHandle`] and then [`join`](Self::join).
 pub struct WorkerPool {
     slots: Vec<Arc<Slot>>,
