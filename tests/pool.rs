@@ -360,3 +360,58 @@ fn a_service_with_zero_workers_is_refused() {
         "count = 0 is invalid: a pool service needs at least one worker"
     );
 }
+
+#[test]
+fn a_service_with_a_request_timeout_but_not_threaded_is_refused_at_start() {
+    let cfg = config("tcp://127.0.0.1:5555", "svc").request_timeout(Duration::from_millis(100));
+    let err = WorkerPool::builder()
+        .service(PoolService::new(cfg, 1, echo_factory))
+        .start()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("request_timeout = 100 ms is invalid"),
+        "{err}"
+    );
+}
+
+#[test]
+fn restart_and_recycle_values_out_of_range_are_refused_at_start() {
+    let start = |builder: majordomo_worker::pool::PoolBuilder, service: PoolService| {
+        builder.service(service).start().unwrap_err().to_string()
+    };
+    let svc = || PoolService::new(config("tcp://127.0.0.1:5555", "echo"), 1, echo_factory);
+    let ms = Duration::from_millis;
+    let cases = [
+        (
+            start(WorkerPool::builder().restart_window(Duration::ZERO), svc()),
+            "restart_window = 0 ms is invalid: must be greater than zero",
+        ),
+        (
+            start(WorkerPool::builder().restart_backoff(ms(0), ms(10)), svc()),
+            "restart_backoff.initial = 0 ms is invalid: must be greater than zero",
+        ),
+        (
+            start(WorkerPool::builder().restart_backoff(ms(100), ms(10)), svc()),
+            "restart_backoff.max = 10 ms is invalid: must be at least restart_backoff.initial",
+        ),
+        (
+            start(
+                WorkerPool::builder().restart_window(Duration::from_secs(30 * 86_400)),
+                svc(),
+            ),
+            "restart_window = 2592000000 ms is invalid: must be at most 2^31-1 ms (about 24.8 days)",
+        ),
+        (
+            start(WorkerPool::builder(), svc().recycle_after_requests(0)),
+            "recycle_after_requests = 0 is invalid: must be at least 1",
+        ),
+        (
+            start(WorkerPool::builder(), svc().recycle_after(Duration::ZERO)),
+            "recycle_after = 0 ms is invalid: must be greater than zero",
+        ),
+    ];
+    for (got, want) in cases {
+        assert_eq!(got, want);
+    }
+}

@@ -59,6 +59,13 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Messages read per loop turn before timers run again, so a flood cannot starve heartbeats.
 const MAX_READS_PER_TURN: usize = 1000;
 
+/// The listen queue of a `tcp://` bind (`ZMQ_BACKLOG`; the kernel caps it at
+/// `net.core.somaxconn`). libzmq's default of 100 drops the SYNs of a pool of thousands
+/// of workers that connect at once; the kernel retransmits them after 1 s, then 3 s, and a
+/// worker with a shorter liveness window gives up on the connection and tries another: a
+/// pool of 2 000 took tens of seconds to register instead of one or two.
+const LISTEN_BACKLOG: i32 = 4096;
+
 /// What can stop a broker from starting or running.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -140,6 +147,9 @@ impl Broker {
             .set_linger(millis_i32(config.linger))
             .map_err(zmq_error("setsockopt(ZMQ_LINGER)"))?;
         transport::set_max_message_size(&socket, config.max_message_size)?;
+        socket
+            .set_backlog(LISTEN_BACKLOG)
+            .map_err(zmq_error("setsockopt(ZMQ_BACKLOG)"))?;
         secure(&socket, &config)?;
         socket
             .bind(&config.bind)

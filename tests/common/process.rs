@@ -16,29 +16,30 @@ const LOG_TAIL: usize = 40;
 /// needed: `cargo test` builds examples, but a runner that builds only test targets may not.
 pub fn echo_worker_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(build_echo_worker).clone()
+    BINARY.get_or_init(|| example_binary("echo_worker")).clone()
 }
 
-fn build_echo_worker() -> PathBuf {
+/// The binary of example `name`, built as [`echo_worker_binary`] builds its own.
+pub fn example_binary(name: &str) -> PathBuf {
     // target/<profile>/deps/<test binary>
     let exe = std::env::current_exe().expect("current exe");
     let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
     let target_dir = profile_dir.parent().expect("target dir");
     let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") | None => "dev",
-        Some(name) => name,
+        Some(other) => other,
     };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
     let status = Command::new(cargo)
-        .args(["build", "--quiet", "--example", "echo_worker", "--profile"])
+        .args(["build", "--quiet", "--example", name, "--profile"])
         .arg(profile)
         .arg("--target-dir")
         .arg(target_dir)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
-        .expect("run cargo build --example echo_worker");
-    assert!(status.success(), "cargo build --example echo_worker failed");
-    let binary = profile_dir.join("examples").join("echo_worker");
+        .expect("run cargo build --example");
+    assert!(status.success(), "cargo build --example {name} failed");
+    let binary = profile_dir.join("examples").join(name);
     assert!(binary.exists(), "{} not found", binary.display());
     binary
 }
