@@ -57,7 +57,9 @@ impl AsyncSocket {
 
     /// Receives one whole multipart message, waiting without blocking the runtime.
     /// Cancel-safe: a message is taken out of the socket only in a poll that returns it.
-    pub(crate) async fn recv(&self) -> Result<Vec<Message>, zmq::Error> {
+    /// Takes `&mut self`: a `zmq::Socket` is `Send` but not `Sync`, and a future holding
+    /// `&mut AsyncSocket` stays `Send` (one holding `&AsyncSocket` would not).
+    pub(crate) async fn recv(&mut self) -> Result<Vec<Message>, zmq::Error> {
         loop {
             if let Some(frames) = transport::try_recv_frames(&self.socket)? {
                 return Ok(frames);
@@ -104,7 +106,7 @@ mod tests {
     async fn a_burst_that_arrives_while_the_reader_is_busy_is_read_whole_without_a_hang() {
         let context = zmq::Context::new();
         let (reader, writer) = pair(&context, "async-socket-burst");
-        let reader = AsyncSocket::new(reader).expect("register");
+        let mut reader = AsyncSocket::new(reader).expect("register");
         // One message read, so the descriptor's edge is spent...
         writer.send("first", 0).expect("send");
         let first = reader.recv().await.expect("first");
@@ -128,7 +130,7 @@ mod tests {
     async fn a_message_sent_later_wakes_a_waiting_reader() {
         let context = zmq::Context::new();
         let (reader, writer) = pair(&context, "async-socket-late");
-        let reader = AsyncSocket::new(reader).expect("register");
+        let mut reader = AsyncSocket::new(reader).expect("register");
         let send = tokio::task::spawn_blocking(move || {
             std::thread::sleep(Duration::from_millis(50));
             writer.send_multipart(["a", "b"], 0)

@@ -49,6 +49,8 @@
 mod action;
 #[cfg(feature = "tokio")]
 mod async_socket;
+#[cfg(feature = "tokio")]
+mod async_worker;
 pub mod broker;
 mod checks;
 pub mod client;
@@ -69,6 +71,9 @@ mod wake;
 mod worker;
 
 pub use action::{BytesAction, WorkerAction};
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub use async_worker::{AsyncAction, AsyncStats, AsyncSummary, AsyncWorker, ReplyFuture};
 pub use config::{ConfigError, WorkerConfig};
 pub use error::Error;
 pub use events::{Event, Events, RequestOutcome, WorkerId};

@@ -359,6 +359,32 @@ fn check_sockets((workers, hand_overs): (usize, usize)) -> Result<(), ConfigErro
     ))
 }
 
+/// The contexts for `registrations` of an async worker: the `given` one if it has room for
+/// them all, else as many of its own as [`WORKERS_PER_OWN_CONTEXT`] asks for.
+///
+/// # Errors
+///
+/// A `concurrency` error naming the limit when a given context cannot hold them.
+#[cfg(feature = "tokio")]
+pub(crate) fn contexts_for(
+    registrations: usize,
+    given: Option<zmq::Context>,
+) -> Result<Vec<zmq::Context>, ConfigError> {
+    if let Some(context) = given {
+        check_sockets((registrations, 0)).map_err(|_| {
+            invalid(
+                "concurrency",
+                format!("{registrations} on one given zmq context"),
+                "a zmq context allows 1023 sockets (ZMQ_MAX_SOCKETS) and each registration takes 3: \
+                 leave the context to the worker, which makes as many as it needs",
+            )
+        })?;
+        return Ok(vec![context]);
+    }
+    let count = registrations.div_ceil(WORKERS_PER_OWN_CONTEXT).max(1);
+    Ok((0..count).map(|_| zmq::Context::new()).collect())
+}
+
 /// The descriptors the workers and the pool's contexts will hold must fit under the limit.
 fn check_open_files(
     workers: usize,

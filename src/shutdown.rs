@@ -144,6 +144,39 @@ impl ShutdownHandle {
     }
 }
 
+#[cfg(feature = "tokio")]
+impl ShutdownHandle {
+    /// The tokio twin of [`shutdown_on_signals`](Self::shutdown_on_signals): a task of the
+    /// current runtime waits for SIGINT or SIGTERM and calls [`shutdown`](Self::shutdown); a
+    /// second signal while stopping exits the process at once with status 1. Abort the
+    /// returned task to unwire it. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error from registering the signal streams.
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+    pub fn shutdown_on_tokio_signals(&self) -> std::io::Result<tokio::task::JoinHandle<()>> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let handle = self.clone();
+        Ok(tokio::spawn(async move {
+            for round in 0.. {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+                if round > 0 {
+                    tracing::warn!("second signal while stopping, exiting now");
+                    std::process::exit(1);
+                }
+                tracing::info!("signal received, shutting down");
+                handle.shutdown();
+            }
+        }))
+    }
+}
+
 impl Default for ShutdownHandle {
     fn default() -> Self {
         ShutdownHandle::new()

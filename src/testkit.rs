@@ -24,7 +24,7 @@
 //! - **one shared [`zmq::Context`]** for broker, workers and clients: `inproc://` only
 //!   connects sockets of the same context;
 //! - **fast timings**: 50 ms heartbeats (liveness 10, so a loaded CI machine does not make
-//!   workers flap), 10 ms polling, 200 ms linger: a stop takes milliseconds;
+//!   workers flap), 200 ms linger: a stop takes milliseconds;
 //! - **bounded waits**: the client waits 2 s per request and does not retry, so a missing
 //!   reply fails the test with [`ClientError::Timeout`] instead of hanging it, and a
 //!   request is never run twice behind the test's back.
@@ -163,6 +163,58 @@ impl TestBroker {
         Ok(worker)
     }
 
+    /// Runs `action` for `service` in an [`AsyncWorker`](crate::AsyncWorker) with
+    /// `concurrency` registrations, as a task of the current tokio runtime, configured with
+    /// [`worker_config`](Self::worker_config); returns once the broker registered them all
+    /// (or after [`REGISTER_WAIT`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use majordomo_worker::testkit::TestBroker;
+    /// use majordomo_worker::Message;
+    ///
+    /// let broker = TestBroker::tcp()?;
+    /// let worker = broker
+    ///     .spawn_async_worker("echo", 4, |request: Vec<Message>| async move { request })
+    ///     .await?;
+    /// assert_eq!(broker.stats().workers, 4);
+    /// let summary = worker.stop().await?;
+    /// assert_eq!(summary.registrations.len(), 4);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid service name or concurrency.
+    #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+    pub async fn spawn_async_worker<A: crate::AsyncAction>(
+        &self,
+        service: &str,
+        concurrency: usize,
+        action: A,
+    ) -> Result<AsyncWorkerTask, Error> {
+        let config = self.worker_config(service).concurrency(concurrency);
+        let registered = self.handle.stats().workers_registered;
+        let worker = crate::AsyncWorker::new(config, action)?;
+        let shutdown = worker.shutdown_handle();
+        let task = tokio::spawn(worker.run());
+        let deadline = Instant::now() + REGISTER_WAIT;
+        while self.handle.stats().workers_registered < registered + concurrency as u64 {
+            if Instant::now() >= deadline {
+                warn!(service, wait = ?REGISTER_WAIT, "async worker not registered yet, going on");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(AsyncWorkerTask {
+            shutdown,
+            task: Some(task),
+        })
+    }
+
     /// The broker's statistics as of its last loop turn (at most ~50 ms old).
     pub fn stats(&self) -> BrokerStats {
         self.handle.stats()
@@ -201,7 +253,7 @@ impl WorkerThread {
     ///
     /// # Errors
     ///
-    /// [`Error::Zmq`] (`ENOMEM`) if the thread cannot be started.
+    /// [`Error::Io`] if the thread cannot be started.
     pub fn spawn<A>(mut worker: Worker<A>) -> Result<WorkerThread, Error>
     where
         A: WorkerAction + Send + 'static,
@@ -213,10 +265,7 @@ impl WorkerThread {
                 let result = worker.run();
                 (result, worker.stats())
             })
-            .map_err(|_| Error::Zmq {
-                operation: "spawn worker thread",
-                source: zmq::Error::ENOMEM,
-            })?;
+            .map_err(Error::io("spawn"))?;
         Ok(WorkerThread {
             shutdown,
             thread: Some(thread),
@@ -266,6 +315,59 @@ impl Drop for WorkerThread {
 impl fmt::Debug for WorkerThread {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WorkerThread")
+            .field("stopped", &self.shutdown.is_shutdown())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An [`AsyncWorker`](crate::AsyncWorker) running as a tokio task, from
+/// [`TestBroker::spawn_async_worker`]. Dropping it asks the worker to stop.
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub struct AsyncWorkerTask {
+    shutdown: ShutdownHandle,
+    task: Option<tokio::task::JoinHandle<Result<crate::AsyncSummary, Error>>>,
+}
+
+#[cfg(feature = "tokio")]
+impl AsyncWorkerTask {
+    /// A handle that stops the worker from anywhere, without waiting.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Stops the worker (requests in hand are answered first) and returns its summary.
+    ///
+    /// # Errors
+    ///
+    /// The [`Error`] that ended the worker early, if one did.
+    ///
+    /// # Panics
+    ///
+    /// If the worker's task panicked, the panic is passed on to the test.
+    pub async fn stop(mut self) -> Result<crate::AsyncSummary, Error> {
+        self.shutdown.shutdown();
+        match self.task.take() {
+            Some(task) => match task.await {
+                Ok(result) => result,
+                Err(error) => std::panic::resume_unwind(error.into_panic()),
+            },
+            None => Ok(crate::AsyncSummary::default()),
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Drop for AsyncWorkerTask {
+    fn drop(&mut self) {
+        self.shutdown.shutdown();
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl fmt::Debug for AsyncWorkerTask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncWorkerTask")
             .field("stopped", &self.shutdown.is_shutdown())
             .finish_non_exhaustive()
     }

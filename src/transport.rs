@@ -182,7 +182,12 @@ pub(crate) fn try_recv_event(monitor: &zmq::Socket) -> Result<Option<LinkEvent>,
     let Some(frames) = try_recv_frames(monitor)? else {
         return Ok(None);
     };
-    Ok(frames.first().and_then(|frame| parse_event(frame)))
+    Ok(parse_event_frames(&frames))
+}
+
+/// The event a monitor message carries, if it is one the worker acts on.
+pub(crate) fn parse_event_frames(frames: &[Message]) -> Option<LinkEvent> {
+    frames.first().and_then(|frame| parse_event(frame))
 }
 
 /// Parses the first frame of a monitor event: the event number (u16) and a value (u32), in

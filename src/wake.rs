@@ -37,6 +37,12 @@ impl Waker {
         self.reader.as_raw_fd()
     }
 
+    /// A second handle on the read side, for a reactor to wait on.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn reader(&self) -> io::Result<UnixStream> {
+        self.reader.try_clone()
+    }
+
     /// Consumes every pending wake-up.
     pub(crate) fn clear(&self) {
         let mut buffer = [0u8; 64];

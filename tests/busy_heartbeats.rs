@@ -17,13 +17,12 @@ const STRICT_LIVENESS: u32 = 3;
 /// The request lasts ten heartbeats.
 const WORK: Duration = Duration::from_millis(200);
 
-#[derive(Debug, Clone, Copy)]
-enum Driver {
-    Inline,
-    Threaded,
-}
-
-const DRIVERS: [Driver; 2] = [Driver::Inline, Driver::Threaded];
+const DRIVERS: &[Driver] = &[
+    Driver::Inline,
+    Driver::Threaded,
+    #[cfg(feature = "tokio")]
+    Driver::Async,
+];
 
 fn slow(request: Vec<Message>) -> Vec<Message> {
     thread::sleep(WORK);
@@ -31,11 +30,7 @@ fn slow(request: Vec<Message>) -> Vec<Message> {
 }
 
 fn spawn(driver: Driver, endpoint: &str) -> RunningWorker {
-    let config = config(endpoint, "slow").heartbeat(INTERVAL);
-    match driver {
-        Driver::Inline => RunningWorker::spawn(config, slow),
-        Driver::Threaded => RunningWorker::spawn_threaded(config, slow),
-    }
+    RunningWorker::spawn_with(driver, config(endpoint, "slow").heartbeat(INTERVAL), slow)
 }
 
 /// Plays a strict broker for one long request: records when each message of the worker
@@ -63,7 +58,7 @@ fn serve_one_long_request(broker: &TestBroker, id: &[u8]) -> (Vec<Duration>, Fra
 
 #[test]
 fn a_worker_busy_for_ten_heartbeats_keeps_heartbeating_in_every_mode() {
-    for driver in DRIVERS {
+    for &driver in DRIVERS {
         let broker = TestBroker::tcp();
         let worker = spawn(driver, &broker.endpoint);
         let id = broker.expect_ready("slow");

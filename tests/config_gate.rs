@@ -18,13 +18,17 @@ enum Entry {
     Threaded,
     Pool,
     ThreadedPool,
+    #[cfg(feature = "tokio")]
+    Async,
 }
 
-const ENTRIES: [Entry; 4] = [
+const ENTRIES: &[Entry] = &[
     Entry::Worker,
     Entry::Threaded,
     Entry::Pool,
     Entry::ThreadedPool,
+    #[cfg(feature = "tokio")]
+    Entry::Async,
 ];
 
 fn start(entry: Entry, config: WorkerConfig) -> Result<(), Error> {
@@ -40,6 +44,10 @@ fn start(entry: Entry, config: WorkerConfig) -> Result<(), Error> {
             .service(service(true))
             .start()
             .map(|pool| drop(pool.stop())),
+        #[cfg(feature = "tokio")]
+        Entry::Async => {
+            majordomo_worker::AsyncWorker::new(config, |r: Vec<Message>| async move { r }).map(drop)
+        }
     }
 }
 
@@ -78,7 +86,7 @@ fn cases() -> Vec<(WorkerConfig, &'static str)> {
 #[test]
 fn every_rule_is_refused_alike_at_every_entry_point_naming_the_field() {
     for (config, field) in cases() {
-        for entry in ENTRIES {
+        for &entry in ENTRIES {
             match start(entry, config.clone()) {
                 Err(Error::Config(ConfigError::InvalidValue {
                     field: f, value, ..
@@ -95,7 +103,7 @@ fn every_rule_is_refused_alike_at_every_entry_point_naming_the_field() {
 #[test]
 fn a_request_timeout_needs_a_thread_at_every_inline_entry_point() {
     let config = base().request_timeout(Duration::from_secs(1));
-    for entry in ENTRIES {
+    for &entry in ENTRIES {
         let result = start(entry, config.clone());
         match entry {
             Entry::Worker | Entry::Pool => match result {
@@ -105,9 +113,7 @@ fn a_request_timeout_needs_a_thread_at_every_inline_entry_point() {
                 }
                 other => panic!("{entry:?}: expected a refusal, got {other:?}"),
             },
-            Entry::Threaded | Entry::ThreadedPool => {
-                assert!(result.is_ok(), "{entry:?}: {result:?}")
-            }
+            _ => assert!(result.is_ok(), "{entry:?}: {result:?}"),
         }
     }
 }
@@ -166,4 +172,39 @@ fn a_worker_that_never_reached_a_broker_stops_at_once_despite_its_linger() {
         took < linger / 2,
         "stop took {took:?} with a {linger:?} linger"
     );
+}
+
+#[test]
+fn concurrency_and_shutdown_grace_belong_to_the_async_worker() {
+    let cases = [
+        (base().concurrency(2), "concurrency"),
+        (
+            base().shutdown_grace(Duration::from_secs(1)),
+            "shutdown_grace",
+        ),
+    ];
+    for (config, field) in cases {
+        for &entry in &ENTRIES[..4] {
+            match start(entry, config.clone()) {
+                Err(Error::Config(ConfigError::InvalidValue { field: f, .. })) => {
+                    assert_eq!(f, field, "{entry:?}")
+                }
+                other => panic!("{entry:?} {field}: expected a refusal, got {other:?}"),
+            }
+        }
+    }
+    for (config, field) in [
+        (base().concurrency(0), "concurrency"),
+        (base().concurrency(100_001), "concurrency"),
+        (base().shutdown_grace(Duration::MAX), "shutdown_grace"),
+    ] {
+        for &entry in ENTRIES {
+            match start(entry, config.clone()) {
+                Err(Error::Config(ConfigError::InvalidValue { field: f, .. })) => {
+                    assert_eq!(f, field, "{entry:?}")
+                }
+                other => panic!("{entry:?} {field}: expected a refusal, got {other:?}"),
+            }
+        }
+    }
 }

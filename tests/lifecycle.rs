@@ -29,39 +29,30 @@ fn check_panic_then_service(broker: &TestBroker, id: &[u8]) {
     );
 }
 
-#[test]
-fn a_panicking_inline_action_is_answered_with_the_panic_reply_and_the_worker_serves_on() {
+fn a_panicking_action_is_answered_with_the_panic_reply_and_the_worker_serves_on(driver: Driver) {
     let broker = TestBroker::tcp();
-    let worker = RunningWorker::spawn(config(&broker.endpoint, "svc"), panics_on_boom);
+    let worker = RunningWorker::spawn_with(driver, config(&broker.endpoint, "svc"), panics_on_boom);
     let id = broker.expect_ready("svc");
     check_panic_then_service(&broker, &id);
     let (_, stats, _) = worker.stop();
-    assert_eq!((stats.panics, stats.replies, stats.reconnects), (1, 2, 0));
+    assert_eq!(
+        (stats.panics, stats.replies, stats.reconnects),
+        (1, 2, 0),
+        "{driver:?}"
+    );
 }
 
-#[test]
-fn a_panicking_threaded_action_is_answered_with_the_panic_reply_and_the_worker_serves_on() {
-    let broker = TestBroker::tcp();
-    let worker = RunningWorker::spawn_threaded(config(&broker.endpoint, "svc"), panics_on_boom);
-    let id = broker.expect_ready("svc");
-    check_panic_then_service(&broker, &id);
-    let (_, stats, _) = worker.stop();
-    assert_eq!((stats.panics, stats.replies), (1, 2));
-}
-
-#[test]
-fn a_custom_panic_reply_is_sent_as_configured() {
+fn a_custom_panic_reply_is_sent_as_configured(driver: Driver) {
     let broker = TestBroker::tcp();
     let cfg = config(&broker.endpoint, "svc").panic_reply(vec![b"500".to_vec(), b"".to_vec()]);
-    let worker = RunningWorker::spawn(cfg, panics_on_boom);
+    let worker = RunningWorker::spawn_with(driver, cfg, panics_on_boom);
     let id = broker.expect_ready("svc");
     broker.request(&id, &[b"c"], &[b"boom"]);
     assert_eq!(broker.expect_reply(&id).1, frames(&[b"500", b""]));
     worker.stop();
 }
 
-#[test]
-fn a_request_of_five_liveness_windows_keeps_heartbeating_and_never_reconnects() {
+fn a_request_of_five_liveness_windows_keeps_heartbeating_and_never_reconnects(driver: Driver) {
     let broker = TestBroker::tcp();
     // Liveness window 3 x 20 ms = 60 ms; the request takes 300 ms.
     let cfg = config(&broker.endpoint, "slow").liveness(3);
@@ -69,7 +60,7 @@ fn a_request_of_five_liveness_windows_keeps_heartbeating_and_never_reconnects() 
         thread::sleep(Duration::from_millis(300));
         request
     };
-    let worker = RunningWorker::spawn_threaded(cfg, action);
+    let worker = RunningWorker::spawn_with(driver, cfg, action);
     let id = broker.expect_ready("slow");
     broker.request(&id, &[b"c"], &[b"long"]);
     let mut heartbeats = 0;
@@ -96,8 +87,7 @@ fn a_request_of_five_liveness_windows_keeps_heartbeating_and_never_reconnects() 
     assert_eq!(stats.reconnects, 0);
 }
 
-#[test]
-fn a_passed_deadline_sends_the_timeout_reply_and_the_late_result_is_dropped() {
+fn a_passed_deadline_sends_the_timeout_reply_and_the_late_result_is_dropped(driver: Driver) {
     let broker = TestBroker::tcp();
     let cfg = config(&broker.endpoint, "slow").request_timeout(Duration::from_millis(100));
     let action = |request: Vec<Message>| {
@@ -106,7 +96,7 @@ fn a_passed_deadline_sends_the_timeout_reply_and_the_late_result_is_dropped() {
         }
         request
     };
-    let worker = RunningWorker::spawn_threaded(cfg, action);
+    let worker = RunningWorker::spawn_with(driver, cfg, action);
     let id = broker.expect_ready("slow");
     let sent = Instant::now();
     broker.request(&id, &[b"c1"], &[b"slow"]);
@@ -146,11 +136,11 @@ fn request_timeout_on_an_inline_worker_is_refused() {
     }
 }
 
-#[test]
-fn drain_disconnects_and_goes_quiet_and_resume_registers_a_new_socket() {
+fn drain_disconnects_and_goes_quiet_and_resume_registers_a_new_socket(driver: Driver) {
     let broker = TestBroker::tcp();
     let drain = DrainHandle::new();
-    let worker = RunningWorker::spawn(
+    let worker = RunningWorker::spawn_with(
+        driver,
         config(&broker.endpoint, "svc").drain_handle(drain.clone()),
         echo,
     );
@@ -175,15 +165,14 @@ fn drain_disconnects_and_goes_quiet_and_resume_registers_a_new_socket() {
     worker.stop();
 }
 
-#[test]
-fn events_tell_the_worker_life_in_order() {
+fn events_tell_the_worker_life_in_order(driver: Driver) {
     let broker = TestBroker::tcp();
     let events = Events::bounded(64);
     let drain = DrainHandle::new();
     let cfg = config(&broker.endpoint, "svc")
         .events(&events)
         .drain_handle(drain.clone());
-    let worker = RunningWorker::spawn(cfg, panics_on_boom);
+    let worker = RunningWorker::spawn_with(driver, cfg, panics_on_boom);
     let id = broker.expect_ready("svc");
     broker.request(&id, &[b"c"], &[b"hello"]);
     broker.expect_reply(&id);
@@ -226,12 +215,11 @@ fn describe(event: &Event) -> String {
     }
 }
 
-#[test]
-fn reconnect_events_carry_the_reason_attempt_and_delay() {
+fn reconnect_events_carry_the_reason_attempt_and_delay(driver: Driver) {
     let broker = TestBroker::tcp();
     let events = Events::bounded(64);
     let cfg = config(&broker.endpoint, "svc").events(&events);
-    let worker = RunningWorker::spawn(cfg, echo);
+    let worker = RunningWorker::spawn_with(driver, cfg, echo);
     let id = broker.expect_ready("svc");
     broker.send(&id, &[b"", b"MDPW01", &[DISCONNECT]]);
     broker.recv_skipping_heartbeats(); // the new READY
@@ -277,4 +265,25 @@ fn shutdown_mid_request_on_the_action_thread_sends_the_reply_then_disconnect() {
     );
     assert_eq!(stats.replies, 1);
     assert_eq!(outcomes.len(), 2);
+}
+
+crate::for_each_driver!(
+    a_panicking_action_is_answered_with_the_panic_reply_and_the_worker_serves_on,
+    a_custom_panic_reply_is_sent_as_configured,
+    a_request_of_five_liveness_windows_keeps_heartbeating_and_never_reconnects,
+    drain_disconnects_and_goes_quiet_and_resume_registers_a_new_socket,
+    events_tell_the_worker_life_in_order,
+    reconnect_events_carry_the_reason_attempt_and_delay,
+);
+
+// A deadline needs an action the worker can leave running or cancel: not the inline one.
+#[test]
+fn threaded_a_passed_deadline_sends_the_timeout_reply_and_the_late_result_is_dropped() {
+    a_passed_deadline_sends_the_timeout_reply_and_the_late_result_is_dropped(Driver::Threaded);
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn tokio_a_passed_deadline_sends_the_timeout_reply_and_the_late_result_is_dropped() {
+    a_passed_deadline_sends_the_timeout_reply_and_the_late_result_is_dropped(Driver::Async);
 }

@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use majordomo_worker::{ConfigError, Error, Message, Received, Worker, WorkerConfig};
 
-#[test]
-fn ready_is_the_first_message_and_has_the_exact_layout() {
+fn ready_is_the_first_message_and_has_the_exact_layout(driver: Driver) {
     let broker = TestBroker::tcp();
-    let worker = RunningWorker::spawn(config(&broker.endpoint, "echo"), echo);
+    let worker = RunningWorker::spawn_with(driver, config(&broker.endpoint, "echo"), echo);
     let identity = broker.expect_ready("echo");
     // Then only heartbeats, from the same socket.
     let (from, frames) = broker.recv();
@@ -23,10 +22,9 @@ fn ready_is_the_first_message_and_has_the_exact_layout() {
     worker.stop();
 }
 
-#[test]
-fn request_bodies_of_every_shape_come_back_with_their_envelope() {
+fn request_bodies_of_every_shape_come_back_with_their_envelope(driver: Driver) {
     let broker = TestBroker::tcp();
-    let worker = RunningWorker::spawn(config(&broker.endpoint, "echo"), echo);
+    let worker = RunningWorker::spawn_with(driver, config(&broker.endpoint, "echo"), echo);
     let id = broker.expect_ready("echo");
     let binary: Vec<u8> = (0..=255).collect();
     type Shape<'a> = Vec<&'a [u8]>;
@@ -49,10 +47,9 @@ fn request_bodies_of_every_shape_come_back_with_their_envelope() {
     assert_eq!(stats.replies, 6);
 }
 
-#[test]
-fn large_bodies_round_trip_intact() {
+fn large_bodies_round_trip_intact(driver: Driver) {
     let broker = TestBroker::tcp();
-    let worker = RunningWorker::spawn(config(&broker.endpoint, "echo"), echo);
+    let worker = RunningWorker::spawn_with(driver, config(&broker.endpoint, "echo"), echo);
     let id = broker.expect_ready("echo");
     let big: Vec<u8> = (0..32 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
     broker.request(&id, &[b"c"], &[&big, b"tail"]);
@@ -64,8 +61,7 @@ fn large_bodies_round_trip_intact() {
     worker.stop();
 }
 
-#[test]
-fn the_action_sees_exactly_the_request_body() {
+fn the_action_sees_exactly_the_request_body(driver: Driver) {
     let broker = TestBroker::tcp();
     let (seen_tx, seen) = crossbeam_channel::unbounded();
     let action = move |request: Vec<Message>| {
@@ -73,7 +69,7 @@ fn the_action_sees_exactly_the_request_body() {
         seen_tx.send(copy).unwrap();
         vec![Message::from("ok")]
     };
-    let worker = RunningWorker::spawn(config(&broker.endpoint, "svc"), action);
+    let worker = RunningWorker::spawn_with(driver, config(&broker.endpoint, "svc"), action);
     let id = broker.expect_ready("svc");
     broker.request(&id, &[b"c"], &[b"one", b"", b"three"]);
     let (_, body) = broker.expect_reply(&id);
@@ -82,10 +78,9 @@ fn the_action_sees_exactly_the_request_body() {
     worker.stop();
 }
 
-#[test]
-fn heartbeats_keep_their_cadence_while_idle() {
+fn heartbeats_keep_their_cadence_while_idle(driver: Driver) {
     let broker = TestBroker::tcp();
-    let worker = RunningWorker::spawn(config(&broker.endpoint, "echo"), echo);
+    let worker = RunningWorker::spawn_with(driver, config(&broker.endpoint, "echo"), echo);
     let id = broker.expect_ready("echo");
     let window = Duration::from_millis(400);
     let start = Instant::now();
@@ -111,12 +106,11 @@ fn heartbeats_keep_their_cadence_while_idle() {
     worker.stop();
 }
 
-#[test]
-fn heartbeats_are_sent_while_the_broker_keeps_sending() {
+fn heartbeats_are_sent_while_the_broker_keeps_sending(driver: Driver) {
     // A broker that heartbeats faster than the worker must not starve the worker's heartbeats
     // (the due-time rule: checked after every poll pass, including ones that received data).
     let broker = TestBroker::tcp();
-    let worker = RunningWorker::spawn(config(&broker.endpoint, "echo"), echo);
+    let worker = RunningWorker::spawn_with(driver, config(&broker.endpoint, "echo"), echo);
     let id = broker.expect_ready("echo");
     let start = Instant::now();
     let mut heartbeats = 0;
@@ -130,10 +124,10 @@ fn heartbeats_are_sent_while_the_broker_keeps_sending() {
     worker.stop();
 }
 
-#[test]
-fn silent_broker_triggers_reconnect_on_a_new_socket_with_ready() {
+fn silent_broker_triggers_reconnect_on_a_new_socket_with_ready(driver: Driver) {
     let broker = TestBroker::tcp();
-    let worker = RunningWorker::spawn(config(&broker.endpoint, "echo").liveness(3), echo);
+    let worker =
+        RunningWorker::spawn_with(driver, config(&broker.endpoint, "echo").liveness(3), echo);
     let first = broker.expect_ready("echo");
     // Never answer: after 3 x 20 ms the worker gives up on this socket.
     let (second, got) = broker.recv_skipping_heartbeats();
@@ -148,15 +142,14 @@ fn silent_broker_triggers_reconnect_on_a_new_socket_with_ready() {
     assert!(stats.reconnects >= 1);
 }
 
-#[test]
-fn a_dead_first_address_rotates_to_the_second() {
+fn a_dead_first_address_rotates_to_the_second(driver: Driver) {
     let context = zmq::Context::new();
     let dead = inproc("dead");
     let live = TestBroker::bind(context.clone(), &inproc("live"));
     let cfg = config(&format!("{dead}, {}", live.endpoint), "echo")
         .liveness(3)
         .context(context);
-    let worker = RunningWorker::spawn(cfg, echo);
+    let worker = RunningWorker::spawn_with(driver, cfg, echo);
     let id = live.expect_ready("echo");
     live.request(&id, &[b"c"], &[b"via second"]);
     let (_, body) = live.expect_reply(&id);
@@ -168,10 +161,9 @@ fn a_dead_first_address_rotates_to_the_second() {
     );
 }
 
-#[test]
-fn broker_disconnect_leads_to_a_new_socket_and_ready() {
+fn broker_disconnect_leads_to_a_new_socket_and_ready(driver: Driver) {
     let broker = TestBroker::tcp();
-    let worker = RunningWorker::spawn(config(&broker.endpoint, "echo"), echo);
+    let worker = RunningWorker::spawn_with(driver, config(&broker.endpoint, "echo"), echo);
     let first = broker.expect_ready("echo");
     broker.send(&first, &[b"", b"MDPW01", &[DISCONNECT]]);
     let (second, got) = broker.recv_skipping_heartbeats();
@@ -183,10 +175,9 @@ fn broker_disconnect_leads_to_a_new_socket_and_ready() {
     assert_eq!(stats.reconnects, 1);
 }
 
-#[test]
-fn every_malformed_shape_is_dropped_and_the_next_request_is_served() {
+fn every_malformed_shape_is_dropped_and_the_next_request_is_served(driver: Driver) {
     let broker = TestBroker::tcp();
-    let worker = RunningWorker::spawn(config(&broker.endpoint, "echo"), echo);
+    let worker = RunningWorker::spawn_with(driver, config(&broker.endpoint, "echo"), echo);
     let id = broker.expect_ready("echo");
     let malformed: Vec<Vec<&[u8]>> = vec![
         vec![b"not-empty", b"MDPW01", &[REQUEST], b"c", b"", b"x"],
@@ -223,12 +214,11 @@ fn every_malformed_shape_is_dropped_and_the_next_request_is_served() {
     assert_eq!(stats.replies, 1);
 }
 
-#[test]
-fn shutdown_wakes_an_idle_worker_at_once_whatever_its_heartbeat() {
+fn shutdown_wakes_an_idle_worker_at_once_whatever_its_heartbeat(driver: Driver) {
     let broker = TestBroker::tcp();
     // Nothing but the shutdown can end the wait early: the next deadline is a minute away.
     let cfg = config(&broker.endpoint, "echo").heartbeat(Duration::from_secs(60));
-    let worker = RunningWorker::spawn(cfg, echo);
+    let worker = RunningWorker::spawn_with(driver, cfg, echo);
     let id = broker.expect_ready("echo");
     thread::sleep(Duration::from_millis(50)); // let the worker settle into its poll
     let (outcomes, _, took) = worker.stop();
@@ -243,8 +233,7 @@ fn shutdown_wakes_an_idle_worker_at_once_whatever_its_heartbeat() {
     );
 }
 
-#[test]
-fn shutdown_mid_request_sends_the_reply_then_disconnect() {
+fn shutdown_mid_request_sends_the_reply_then_disconnect(driver: Driver) {
     let broker = TestBroker::tcp();
     let (started_tx, started) = crossbeam_channel::bounded(1);
     let action = move |request: Vec<Message>| {
@@ -252,7 +241,7 @@ fn shutdown_mid_request_sends_the_reply_then_disconnect() {
         thread::sleep(Duration::from_millis(100));
         request
     };
-    let worker = RunningWorker::spawn(config(&broker.endpoint, "slow"), action);
+    let worker = RunningWorker::spawn_with(driver, config(&broker.endpoint, "slow"), action);
     let id = broker.expect_ready("slow");
     broker.request(&id, &[b"c"], &[b"finish me"]);
     started.recv_timeout(WATCHDOG).expect("action started");
@@ -282,8 +271,7 @@ fn receive_after_shutdown_returns_shutdown_at_once_without_a_socket() {
     assert!(broker.try_recv(Duration::from_millis(50)).is_none());
 }
 
-#[test]
-fn a_long_action_is_followed_by_normal_service_without_reconnect() {
+fn a_long_action_is_followed_by_normal_service_without_reconnect(driver: Driver) {
     let broker = TestBroker::tcp();
     // Liveness window 60 ms; the first request takes 5 times that.
     let cfg = config(&broker.endpoint, "slow").liveness(3);
@@ -293,7 +281,7 @@ fn a_long_action_is_followed_by_normal_service_without_reconnect() {
         }
         request
     };
-    let worker = RunningWorker::spawn(cfg, action);
+    let worker = RunningWorker::spawn_with(driver, cfg, action);
     let id = broker.expect_ready("slow");
     broker.request(&id, &[b"c"], &[b"long"]);
     assert_eq!(broker.expect_reply(&id).1, frames(&[b"long"]));
@@ -378,3 +366,19 @@ fn receive_timeout_gives_up_when_idle_and_a_zero_timeout_serves_what_is_waiting(
     );
     assert_eq!(worker.stats().requests, 1);
 }
+
+crate::for_each_driver!(
+    ready_is_the_first_message_and_has_the_exact_layout,
+    request_bodies_of_every_shape_come_back_with_their_envelope,
+    large_bodies_round_trip_intact,
+    the_action_sees_exactly_the_request_body,
+    heartbeats_keep_their_cadence_while_idle,
+    heartbeats_are_sent_while_the_broker_keeps_sending,
+    silent_broker_triggers_reconnect_on_a_new_socket_with_ready,
+    a_dead_first_address_rotates_to_the_second,
+    broker_disconnect_leads_to_a_new_socket_and_ready,
+    every_malformed_shape_is_dropped_and_the_next_request_is_served,
+    shutdown_wakes_an_idle_worker_at_once_whatever_its_heartbeat,
+    shutdown_mid_request_sends_the_reply_then_disconnect,
+    a_long_action_is_followed_by_normal_service_without_reconnect,
+);

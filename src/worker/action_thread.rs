@@ -36,7 +36,8 @@ pub(crate) fn call_guarded<A: WorkerAction>(action: &mut A, body: Vec<Message>) 
     }
 }
 
-fn panic_message(payload: &(dyn Any + Send)) -> String {
+/// The text of a panic payload (a `&str` or a `String`), for logs and events.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {

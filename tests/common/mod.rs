@@ -166,9 +166,86 @@ pub struct RunningWorker {
     done: crossbeam_channel::Receiver<(Result<(), Error>, Vec<Received>, WorkerStats)>,
 }
 
+/// The I/O drivers over the one session: every test of the shared table runs on each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    Inline,
+    Threaded,
+    #[cfg(feature = "tokio")]
+    Async,
+}
+
+/// Turns `fn name(driver: Driver)` test bodies into one `#[test]` per driver:
+/// `inline::name`, `threaded::name` and (with the tokio feature) `tokio::name`.
+#[macro_export]
+macro_rules! for_each_driver {
+    ($($name:ident),* $(,)?) => {
+        mod inline {
+            $(#[test] fn $name() { super::$name(super::common::Driver::Inline) })*
+        }
+        mod threaded {
+            $(#[test] fn $name() { super::$name(super::common::Driver::Threaded) })*
+        }
+        #[cfg(feature = "tokio")]
+        mod tokio {
+            $(#[test] fn $name() { super::$name(super::common::Driver::Async) })*
+        }
+    };
+}
+
 impl RunningWorker {
     pub fn spawn<A: WorkerAction + Send + 'static>(config: WorkerConfig, action: A) -> Self {
         RunningWorker::start(Worker::new(config, action).expect("valid config"))
+    }
+
+    /// Runs `action` on `driver`. The async driver calls the (blocking, sync) test action
+    /// through `spawn_blocking`, on a current-thread runtime of its own thread.
+    pub fn spawn_with<A: WorkerAction + Send + 'static>(
+        driver: Driver,
+        config: WorkerConfig,
+        action: A,
+    ) -> Self {
+        match driver {
+            Driver::Inline => RunningWorker::spawn(config, action),
+            Driver::Threaded => RunningWorker::spawn_threaded(config, action),
+            #[cfg(feature = "tokio")]
+            Driver::Async => RunningWorker::spawn_async(config, action),
+        }
+    }
+
+    #[cfg(feature = "tokio")]
+    fn spawn_async<A: WorkerAction + Send + 'static>(config: WorkerConfig, action: A) -> Self {
+        use std::sync::{Arc, Mutex};
+        let action = Arc::new(Mutex::new(action));
+        let action = move |body: Vec<Message>| {
+            let action = Arc::clone(&action);
+            async move {
+                let call = move || action.lock().unwrap_or_else(|e| e.into_inner()).call(body);
+                match tokio::task::spawn_blocking(call).await {
+                    Ok(reply) => reply,
+                    Err(error) => std::panic::resume_unwind(error.into_panic()),
+                }
+            }
+        };
+        let worker = majordomo_worker::AsyncWorker::new(config, action).expect("valid config");
+        let shutdown = worker.shutdown_handle();
+        let (tx, done) = crossbeam_channel::bounded(1);
+        thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let result = runtime.block_on(worker.run());
+            let (result, stats) = match result {
+                Ok(summary) => (Ok(()), summary.total),
+                Err(error) => (Err(error), WorkerStats::default()),
+            };
+            // What `receive()` would have returned: one Handled per reply, then ShutDown.
+            let mut outcomes = vec![Received::Handled; stats.replies as usize];
+            outcomes.push(Received::ShutDown);
+            let _ = tx.send((result, outcomes, stats));
+        });
+        RunningWorker { shutdown, done }
     }
 
     /// Runs a worker with its action on a thread of its own.

@@ -1,0 +1,72 @@
+//! An async echo worker on tokio: `--concurrency N` registrations serve N requests at once,
+//! and `--work-ms` awaits a timer per request (it does not block a thread).
+//!
+//! ```text
+//! cargo run --release --features tokio --example async_worker -- --concurrency 100 --work-ms 100
+//! ```
+//!
+//! Flags: those of `echo_worker` (`--broker ADDRS`, `--service NAME`, `--heartbeat-ms`,
+//! `--liveness`, `--reconnect-ms`, `--reconnect-max-ms`, `--work-ms N`, `--no-disconnect`)
+//! plus `--concurrency N` (default 1). SIGINT or SIGTERM stops it gracefully (requests in
+//! hand are answered within the shutdown grace, then DISCONNECT); it exits with code 0.
+
+#[path = "support/worker_args.rs"]
+mod worker_args;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use majordomo_worker::{AsyncWorker, Message};
+use worker_args::{config, parse_args, USAGE};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = match parse_args(&["--concurrency"]) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("{message}");
+            eprintln!("usage: async_worker {USAGE} [--concurrency N]");
+            return ExitCode::from(2);
+        }
+    };
+    let work = Duration::from_millis(args.work_ms);
+    let action = move |request: Vec<Message>| async move {
+        if !work.is_zero() {
+            tokio::time::sleep(work).await;
+        }
+        request
+    };
+    let worker = match AsyncWorker::new(config(&args).concurrency(args.concurrency), action) {
+        Ok(worker) => worker,
+        Err(error) => {
+            eprintln!("async_worker: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(error) = worker.shutdown_handle().shutdown_on_tokio_signals() {
+        eprintln!("async_worker: cannot install signal handlers: {error}");
+        return ExitCode::FAILURE;
+    }
+    match worker.run().await {
+        Ok(summary) => {
+            let total = summary.total;
+            tracing::info!(
+                registrations = summary.registrations.len(),
+                requests = total.requests,
+                reconnects = total.reconnects,
+                malformed_dropped = total.malformed_dropped,
+                "stopped"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("async_worker: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

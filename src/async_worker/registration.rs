@@ -1,0 +1,355 @@
+//! One registration of an [`AsyncWorker`](super::AsyncWorker): a session, its DEALER and
+//! monitor as [`AsyncSocket`]s, and the action's task, driven by one tokio task. Like the
+//! sync worker it only moves frames, time and results into the session and carries the
+//! session's actions out.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::{JoinError, JoinHandle};
+use tracing::{debug, warn, Instrument, Span};
+use zmq::Message;
+
+use super::AsyncAction;
+use crate::async_socket::AsyncSocket;
+use crate::error::Error;
+use crate::events::EventSink;
+use crate::protocol::WorkerMessage;
+use crate::session::{Action, DisconnectReason, Session, State};
+use crate::shutdown::{DrainHandle, ShutdownHandle};
+use crate::stats::{StatsCell, WorkerStats};
+use crate::transport::{self, LinkEvent, SocketOptions};
+
+/// The DEALER and its monitor, registered with the runtime.
+struct AsyncConnection {
+    dealer: AsyncSocket,
+    monitor: AsyncSocket,
+    /// Whether the connection came up (handshake passed, or the broker spoke).
+    up: bool,
+}
+
+/// What ended a wait.
+enum Input {
+    Frames(Result<Vec<Message>, zmq::Error>),
+    Monitor(Result<Vec<Message>, zmq::Error>),
+    Result(Result<Vec<Message>, JoinError>),
+    Timer,
+    Control,
+}
+
+/// Everything a registration shares with the others of its worker.
+pub(super) struct Shared<A> {
+    pub(super) action: Arc<A>,
+    pub(super) options: SocketOptions,
+    pub(super) shutdown: ShutdownHandle,
+    pub(super) drain: DrainHandle,
+    pub(super) events: Option<EventSink>,
+    pub(super) grace: Duration,
+}
+
+pub(super) struct Registration<A> {
+    session: Session<Message>,
+    context: zmq::Context,
+    shared: Arc<Shared<A>>,
+    stats: Arc<StatsCell>,
+    connection: Option<AsyncConnection>,
+    task: Option<JoinHandle<Vec<Message>>>,
+    /// When a shutdown's grace period for the request in hand ends.
+    grace_until: Option<Instant>,
+}
+
+impl<A: AsyncAction> Registration<A> {
+    pub(super) fn new(
+        session: Session<Message>,
+        context: zmq::Context,
+        shared: Arc<Shared<A>>,
+        stats: Arc<StatsCell>,
+    ) -> Registration<A> {
+        Registration {
+            session,
+            context,
+            shared,
+            stats,
+            connection: None,
+            task: None,
+            grace_until: None,
+        }
+    }
+
+    /// Serves until the session stops; returns the final counters.
+    pub(super) async fn run(self, control: watch::Receiver<()>) -> Result<WorkerStats, Error> {
+        let id = self.session.id().clone();
+        let span = tracing::info_span!(parent: Span::current(), "mdp_worker", service = %id.service, worker = id.number);
+        self.serve(control).instrument(span).await
+    }
+
+    async fn serve(mut self, mut control: watch::Receiver<()>) -> Result<WorkerStats, Error> {
+        loop {
+            let now = Instant::now();
+            self.check_controls(now);
+            self.session.handle_timeout(now);
+            self.cancel_if_answered(now);
+            let carried = self.run_actions();
+            self.publish();
+            carried?;
+            if self.session.state() == State::Stopped {
+                return Ok(self.session.stats());
+            }
+            let input = self.wait(&mut control).await;
+            self.handle_input(input)?;
+        }
+    }
+
+    /// Feeds shutdown and drain requests to the session; ends the grace period.
+    fn check_controls(&mut self, now: Instant) {
+        if self.shared.shutdown.is_shutdown() {
+            if !self.session.is_stopping() {
+                self.session.handle_shutdown(now);
+                if self.session.is_busy() {
+                    self.grace_until = now.checked_add(self.shared.grace);
+                }
+            }
+            if self.grace_until.is_some_and(|at| at <= now) {
+                warn!(grace = ?self.shared.grace, "grace period over, cancelling the action");
+                self.grace_until = None;
+                self.session.handle_cancel(now);
+            }
+            return;
+        }
+        let drained = self.shared.drain.is_drained();
+        if drained && !self.session.is_draining() {
+            self.session.handle_drain(now);
+        } else if !drained && self.session.is_draining() {
+            self.session.handle_resume(now);
+        }
+    }
+
+    /// A request already answered (deadline, grace) needs its action no more: cancel it.
+    fn cancel_if_answered(&mut self, now: Instant) {
+        if !self.session.is_awaiting_late_result() {
+            return;
+        }
+        if let Some(task) = self.task.take() {
+            debug!("cancelling the action of an answered request");
+            task.abort();
+        }
+        let _ = self.session.handle_reply(now, Vec::new());
+    }
+
+    fn run_actions(&mut self) -> Result<(), Error> {
+        while let Some(action) = self.session.poll_action() {
+            match action {
+                Action::Connect { .. } => self.open()?,
+                Action::Send(message) => {
+                    if matches!(message, WorkerMessage::Reply { .. }) {
+                        self.publish();
+                    }
+                    self.send(message)?;
+                }
+                Action::Deliver { body } => {
+                    let future = self.shared.action.call(body);
+                    self.task = Some(tokio::spawn(future));
+                }
+                Action::Close { graceful, .. } => self.close(graceful),
+                Action::Drained | Action::Stopped => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn open(&mut self) -> Result<(), Error> {
+        self.close(false);
+        let address = self.session.endpoint_address().to_string();
+        let connection = match transport::open_dealer(&self.context, &address, &self.shared.options)
+        {
+            Ok(connection) => connection,
+            Err(error) if error.operation == "connect" => {
+                warn!(broker = %address, %error, "cannot connect");
+                self.session.handle_connect_failed(Instant::now());
+                return Ok(());
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let register = |socket| AsyncSocket::new(socket).map_err(Error::io("register with tokio"));
+        self.connection = Some(AsyncConnection {
+            dealer: register(connection.socket)?,
+            monitor: register(connection.monitor)?,
+            up: false,
+        });
+        Ok(())
+    }
+
+    fn send(&mut self, message: WorkerMessage<Message>) -> Result<(), Error> {
+        let Some(connection) = &self.connection else {
+            return Ok(());
+        };
+        let command = message.command();
+        match transport::send_frames_now(connection.dealer.socket(), message.encode()) {
+            Ok(()) => Ok(()),
+            Err(zmq::Error::EAGAIN) => {
+                self.session.handle_send_failed(command);
+                Ok(())
+            }
+            Err(source) => Err(Error::Zmq {
+                operation: "send",
+                source,
+            }),
+        }
+    }
+
+    fn close(&mut self, graceful: bool) {
+        if let Some(mut connection) = self.connection.take() {
+            read_up_events(&mut connection);
+            if !graceful || !connection.up {
+                let _ = connection.dealer.socket().set_linger(0);
+            }
+        }
+    }
+
+    /// Waits for the broker, the monitor (until the connection is up), the action, the next
+    /// deadline or a shutdown/drain/resume, whichever comes first.
+    async fn wait(&mut self, control: &mut watch::Receiver<()>) -> Input {
+        let deadline = match (self.session.next_deadline(), self.grace_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let (dealer, monitor) = match self.connection.as_mut() {
+            Some(c) if c.up => (Some(&mut c.dealer), None),
+            Some(c) => (Some(&mut c.dealer), Some(&mut c.monitor)),
+            None => (None, None),
+        };
+        let task = self.task.as_mut();
+        tokio::select! {
+            frames = recv(dealer) => Input::Frames(frames),
+            event = recv(monitor) => Input::Monitor(event),
+            result = async { match task { Some(task) => task.await, None => std::future::pending().await } } => Input::Result(result),
+            () = sleep(deadline) => Input::Timer,
+            _ = control.changed() => Input::Control,
+        }
+    }
+
+    fn handle_input(&mut self, input: Input) -> Result<(), Error> {
+        let now = Instant::now();
+        match input {
+            Input::Frames(frames) => {
+                let frames = frames.map_err(Error::zmq("recv"))?;
+                if let Some(connection) = &mut self.connection {
+                    connection.up = true;
+                }
+                self.session.handle_frames(now, frames);
+            }
+            Input::Monitor(event) => {
+                let event = event.map_err(Error::zmq("recv monitor event"))?;
+                self.handle_link_event(now, transport::parse_event_frames(&event));
+            }
+            Input::Result(result) => {
+                self.task = None;
+                self.handle_result(now, result);
+            }
+            // After an empty wait the monitor is read (a dropped connection is silence).
+            Input::Timer => self.read_link_events(now),
+            Input::Control => {}
+        }
+        Ok(())
+    }
+
+    fn handle_result(&mut self, now: Instant, result: Result<Vec<Message>, JoinError>) {
+        // A shutdown asked for during the action goes out right after this REPLY.
+        self.check_controls(now);
+        let _ = match result {
+            Ok(reply) => self.session.handle_reply(now, reply),
+            Err(error) if error.is_panic() => {
+                let message = crate::worker::panic_message(error.into_panic().as_ref());
+                self.session.handle_panic(now, message)
+            }
+            // Cancelled by us: its request was answered already.
+            Err(_) => self.session.handle_reply(now, Vec::new()),
+        };
+    }
+
+    fn read_link_events(&mut self, now: Instant) {
+        while let Some(connection) = &self.connection {
+            match transport::try_recv_event(connection.monitor.socket()) {
+                Ok(Some(event)) => self.handle_link_event(now, Some(event)),
+                _ => return,
+            }
+        }
+    }
+
+    fn handle_link_event(&mut self, now: Instant, event: Option<LinkEvent>) {
+        let reason = match event {
+            Some(LinkEvent::HandshakeSucceeded) => {
+                if let Some(connection) = &mut self.connection {
+                    connection.up = true;
+                }
+                return;
+            }
+            Some(LinkEvent::AuthFailed { status }) => {
+                warn!(
+                    status,
+                    "authentication failed: the broker refused the credentials, not registered"
+                );
+                DisconnectReason::AuthenticationFailed
+            }
+            Some(LinkEvent::HandshakeFailed { event, value }) => {
+                let cause = transport::handshake_failure_cause(event, value);
+                warn!(cause, "security handshake failed, reconnecting");
+                DisconnectReason::ConnectionLost
+            }
+            Some(LinkEvent::Disconnected) => {
+                warn!("connection to the broker dropped, reconnecting");
+                DisconnectReason::ConnectionLost
+            }
+            None => return,
+        };
+        self.session.handle_connection_lost(now, reason);
+    }
+
+    fn publish(&mut self) {
+        self.stats.publish(self.session.stats());
+        while let Some(event) = self.session.poll_event() {
+            if let Some(sink) = &self.shared.events {
+                sink.emit(event);
+            }
+        }
+    }
+}
+
+impl<A> Drop for Registration<A> {
+    fn drop(&mut self) {
+        // Dropped mid-way (the run future was dropped): nothing may outlive it, and closing
+        // must not make the context wait for a linger.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        if let Some(connection) = self.connection.take() {
+            let _ = connection.dealer.socket().set_linger(0);
+        }
+    }
+}
+
+/// Receives from `socket`, or never if there is none.
+async fn recv(socket: Option<&mut AsyncSocket>) -> Result<Vec<Message>, zmq::Error> {
+    match socket {
+        Some(socket) => socket.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `deadline`, or for ever if there is none.
+async fn sleep(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads the monitor events waiting and marks the connection up if its handshake passed.
+fn read_up_events(connection: &mut AsyncConnection) {
+    while let Ok(Some(event)) = transport::try_recv_event(connection.monitor.socket()) {
+        if event == LinkEvent::HandshakeSucceeded {
+            connection.up = true;
+        }
+    }
+}
