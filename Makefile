@@ -38,7 +38,10 @@ example:
 
 bench:
 	$(CARGO) bench --bench codec --bench roundtrip --bench broker
-	$(CARGO) bench --bench lockstep
+	$(CARGO) bench --features tokio --bench lockstep
+	$(CARGO) bench --features tokio --bench idle
+	$(CARGO) bench --features tokio --bench io_bound
+	$(CARGO) bench --bench pool_registration
 	python3 scripts/plot_rate.py target/bench/rate_by_size.csv target/bench/rate_by_size.svg
 
 bench-docs:

@@ -37,6 +37,8 @@ fn main() {
     println!("machine: {}", proc::machine());
     println!("load average at start: {:.2}", proc::load_average());
     idle_pool(workers, seconds);
+    #[cfg(feature = "tokio")]
+    idle_async(workers, seconds);
     shutdown_latency(if quick { 10 } else { 30 });
     println!("load average at end: {:.2}", proc::load_average());
 }
@@ -86,6 +88,54 @@ fn idle_pool(workers: usize, seconds: u64) {
     );
     let summary = pool.stop();
     println!("pool stopped: {} workers", summary.workers.len());
+    let _ = broker.stop();
+}
+
+/// The same with an `AsyncWorker` of `workers` registrations on a 2-thread runtime.
+#[cfg(feature = "tokio")]
+fn idle_async(workers: usize, seconds: u64) {
+    let pid = std::process::id();
+    let broker = Broker::bind(BrokerConfig::new("tcp://127.0.0.1:*"))
+        .expect("broker")
+        .spawn()
+        .expect("broker thread");
+    let config = WorkerConfig::new(broker.endpoint(), "echo").concurrency(workers);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let worker = majordomo_worker::AsyncWorker::new(config, |r: Vec<Message>| async move { r })
+        .expect("worker");
+    let stop = worker.shutdown_handle();
+    let start = Instant::now();
+    let run = runtime.spawn(worker.run());
+    while broker.stats().workers < workers {
+        assert!(start.elapsed() < WATCHDOG, "registration stalled");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let registered = start.elapsed();
+    thread::sleep(HEARTBEAT * 2);
+    let (cpu, switches) = (proc::process_cpu_ns(pid), proc::voluntary_switches(pid));
+    thread::sleep(Duration::from_secs(seconds));
+    let cpu = proc::process_cpu_ns(pid) - cpu;
+    let switches = proc::voluntary_switches(pid) - switches;
+    let intervals = seconds as f64 / HEARTBEAT.as_secs_f64();
+    println!("\n## AsyncWorker with {workers} idle registrations and our broker, {seconds} s\n");
+    println!(
+        "registered all {workers} in {registered:?}; RSS {} MiB; {} threads",
+        proc::rss_kib(pid) / 1024,
+        proc::tasks(pid).len()
+    );
+    println!(
+        "CPU {:.1} ms = {:.2} % of a core; {:.2} voluntary switches per registration per heartbeat interval",
+        cpu as f64 / 1e6,
+        cpu as f64 / 1e7 / seconds as f64,
+        switches as f64 / workers as f64 / intervals
+    );
+    stop.shutdown();
+    let summary = runtime.block_on(run).expect("join").expect("run");
+    println!("stopped: {} registrations", summary.registrations.len());
     let _ = broker.stop();
 }
 

@@ -6,6 +6,7 @@
 //! cargo bench --bench lockstep                      # everything, ~3 minutes
 //! BENCH_QUICK=1 cargo bench --bench lockstep        # a smoke run, ~40 s
 //! BENCH_ONLY=tcp,inproc cargo bench --bench lockstep  # some sections: tcp inproc memory idle broker
+//! cargo bench --features tokio --bench lockstep     # with the async worker as a peer too
 //! ```
 //!
 //! The echo peer runs in a child process (this same executable, re-run with `--role`), so its
@@ -114,7 +115,7 @@ impl Peer {
     fn process(context: &zmq::Context, mode: Mode) -> Peer {
         let mut driver = Driver::bind(context, "tcp://127.0.0.1:*");
         let (mut command, role) = match mode {
-            Mode::Baseline => (Command::new(baseline_exe().unwrap()), Mode::Worker),
+            Mode::Baseline => (Command::new(baseline_exe().unwrap()), baseline_role()),
             _ => (child_command(), mode),
         };
         let child = command
@@ -213,6 +214,15 @@ fn baseline_exe() -> Option<String> {
         .filter(|e| !e.is_empty())
 }
 
+/// The peer the baseline build runs (`BENCH_BASELINE_ROLE`, e.g. `threaded`): `worker` unless
+/// told otherwise.
+fn baseline_role() -> Mode {
+    std::env::var("BENCH_BASELINE_ROLE")
+        .ok()
+        .and_then(|role| Mode::parse(&role))
+        .unwrap_or(Mode::Worker)
+}
+
 /// The body sizes to sweep: `BENCH_SIZES=16,1048576` or all of [`SIZES`].
 fn sizes() -> Vec<usize> {
     match std::env::var("BENCH_SIZES") {
@@ -242,7 +252,7 @@ fn plan(size: usize) -> (u64, usize) {
 /// `BENCH_MODES=raw,worker` narrows them (raw always comes first: ratios are to it).
 fn modes_for(transport: &str, size: usize) -> Vec<Mode> {
     let modes: &[Mode] = if size == 16 {
-        &Mode::ALL
+        Mode::ALL
     } else if size == 1024 * 1024 {
         &Mode::ALL[..4]
     } else {

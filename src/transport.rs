@@ -222,6 +222,16 @@ pub(crate) fn try_recv_frames(socket: &zmq::Socket) -> Result<Option<Vec<Message
     recv_frames(socket, zmq::DONTWAIT)
 }
 
+/// Receives one whole multipart message, waiting up to `timeout` in a blocking receive (no
+/// poll: the cheapest wait there is); `None` if none came.
+pub(crate) fn recv_frames_timeout(
+    socket: &zmq::Socket,
+    timeout: Duration,
+) -> Result<Option<Vec<Message>>, zmq::Error> {
+    socket.set_rcvtimeo(millis_i32(timeout))?;
+    recv_frames(socket, 0)
+}
+
 /// The first part with `flags` (`None` on `EAGAIN`: nothing within the timeout), then the rest.
 fn recv_frames(socket: &zmq::Socket, flags: i32) -> Result<Option<Vec<Message>>, zmq::Error> {
     let mut first = Message::new();

@@ -26,15 +26,20 @@ pub enum Mode {
     /// `Worker::new` from another build of this benchmark (`BENCH_BASELINE_EXE`): the worker
     /// before a change, measured in the same alternating rounds as after it.
     Baseline,
+    /// `AsyncWorker` with concurrency 1 on a current-thread tokio runtime, the action
+    /// `|request| async move { request }` (built with `--features tokio` only).
+    Async,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 5] = [
+    pub const ALL: &'static [Mode] = &[
         Mode::Raw,
         Mode::RawCopy,
         Mode::Worker,
         Mode::Threaded,
         Mode::WorkerTracing,
+        #[cfg(feature = "tokio")]
+        Mode::Async,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,11 +50,12 @@ impl Mode {
             Mode::Threaded => "threaded",
             Mode::WorkerTracing => "worker-tracing-warn",
             Mode::Baseline => "worker-baseline",
+            Mode::Async => "async",
         }
     }
 
     pub fn parse(name: &str) -> Option<Mode> {
-        Mode::ALL.into_iter().find(|m| m.name() == name)
+        Mode::ALL.iter().copied().find(|m| m.name() == name)
     }
 }
 
@@ -60,6 +66,7 @@ pub fn run(mode: Mode, context: &zmq::Context, endpoint: &str, shutdown: Option<
         Mode::Raw => raw_echo(context, endpoint),
         Mode::Baseline => panic!("the baseline runs from BENCH_BASELINE_EXE as --role worker"),
         Mode::RawCopy => raw_copy_echo(context, endpoint),
+        Mode::Async => async_echo(context, endpoint, shutdown),
         Mode::Worker | Mode::Threaded | Mode::WorkerTracing => {
             // Thread-local, so that in-process peers keep no subscriber.
             let _subscriber = (mode == Mode::WorkerTracing).then(|| {
@@ -82,6 +89,27 @@ pub fn run(mode: Mode, context: &zmq::Context, endpoint: &str, shutdown: Option<
             worker.run().unwrap();
         }
     }
+}
+
+#[cfg(feature = "tokio")]
+fn async_echo(context: &zmq::Context, endpoint: &str, shutdown: Option<ShutdownHandle>) {
+    let mut config = worker_config(endpoint).context(context.clone());
+    if let Some(shutdown) = shutdown {
+        config = config.shutdown_handle(shutdown);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let worker =
+        majordomo_worker::AsyncWorker::new(config, |request: Vec<Message>| async move { request })
+            .unwrap();
+    runtime.block_on(worker.run()).unwrap();
+}
+
+#[cfg(not(feature = "tokio"))]
+fn async_echo(_: &zmq::Context, _: &str, _: Option<ShutdownHandle>) {
+    panic!("the async peer needs --features tokio");
 }
 
 /// The worker's config in the lockstep benchmarks: library defaults, except a liveness so

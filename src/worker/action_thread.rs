@@ -102,13 +102,9 @@ impl ActionThread {
     }
 
     /// Waits up to `timeout` (`None`: until it comes) for the result, on the slot itself: the
-    /// cheapest hand-off, for while the broker needs no watching. A quick action's result is
-    /// caught spinning for at most [`SPIN`], which spares two context switches.
+    /// cheapest hand-off, for while the broker needs no watching. (Spinning 20 µs for a quick
+    /// result first made no measurable difference: BENCHMARKS.md.)
     pub(crate) fn recv_result_timeout(&self, timeout: Option<Duration>) -> Option<ActionResult> {
-        let start = Instant::now();
-        while !self.results.is_full() && start.elapsed() < SPIN {
-            std::hint::spin_loop();
-        }
         self.results.recv(timeout)
     }
 
@@ -125,10 +121,6 @@ impl Drop for ActionThread {
     }
 }
 
-/// Longest the worker spins for a result before sleeping on it: a quick action's result
-/// arrives within it, and a longer action costs at most this much CPU more per request.
-const SPIN: Duration = Duration::from_micros(20);
-
 /// A one-value hand-off between two threads: a mutex and a condition variable, so a waiter
 /// sleeps at once (a spinning channel burns the CPU the other thread needs on a small
 /// machine: measured at twice the CPU per request on 2 cores, see BENCHMARKS.md).
@@ -136,8 +128,6 @@ const SPIN: Duration = Duration::from_micros(20);
 struct Slot<T> {
     state: Mutex<(Option<T>, bool)>,
     ready: Condvar,
-    /// Whether a value is waiting, readable without the lock (for spinning).
-    full: AtomicBool,
 }
 
 impl<T> Default for Slot<T> {
@@ -145,7 +135,6 @@ impl<T> Default for Slot<T> {
         Slot {
             state: Mutex::new((None, false)),
             ready: Condvar::new(),
-            full: AtomicBool::new(false),
         }
     }
 }
@@ -158,24 +147,11 @@ impl<T> Slot<T> {
     /// Leaves `value` (one at a time: MDP gives a worker one request at a time).
     fn send(&self, value: T) {
         self.lock().0 = Some(value);
-        self.full.store(true, Ordering::Release);
         self.ready.notify_one();
     }
 
-    fn is_full(&self) -> bool {
-        self.full.load(Ordering::Acquire)
-    }
-
     fn try_recv(&self) -> Option<T> {
-        self.take(&mut self.lock())
-    }
-
-    fn take(&self, state: &mut (Option<T>, bool)) -> Option<T> {
-        let value = state.0.take();
-        if value.is_some() {
-            self.full.store(false, Ordering::Release);
-        }
-        value
+        self.lock().0.take()
     }
 
     /// The value, waiting up to `timeout`; `None` on timeout or once closed and empty.
@@ -183,7 +159,7 @@ impl<T> Slot<T> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut state = self.lock();
         loop {
-            if let Some(value) = self.take(&mut state) {
+            if let Some(value) = state.0.take() {
                 return Some(value);
             }
             if state.1 {

@@ -34,6 +34,12 @@ use heartbeater::Parking;
 /// Most messages read in one poll pass before timers get their turn again.
 const MAX_READS_PER_PASS: usize = 64;
 
+/// How long, right after a reply, the worker waits for the next request with a plain
+/// blocking receive before it polls its socket together with its wake-up line. While
+/// requests keep coming they take the cheap path (a poll costs a few system calls more per
+/// request: BENCHMARKS.md); a shutdown or drain asked for meanwhile waits at most this long.
+const HOT_WAIT: Duration = Duration::from_millis(1);
+
 /// What one call to [`Worker::receive`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
@@ -86,6 +92,8 @@ pub struct Worker<A> {
     span: Span,
     /// The span current when the worker was built: the parent of every connection's span.
     parent_span: Span,
+    /// A reply just left: the next wait starts with a short blocking receive.
+    hot: bool,
 }
 
 impl<A: WorkerAction> Worker<A> {
@@ -147,6 +155,7 @@ impl<A: WorkerAction> Worker<A> {
             stats: Arc::new(StatsCell::default()),
             span,
             parent_span,
+            hot: false,
         })
     }
 
@@ -318,6 +327,7 @@ impl<A: WorkerAction> Worker<A> {
                 Action::Send(message) => {
                     if matches!(message, WorkerMessage::Reply { .. }) {
                         handled = true;
+                        self.hot = true;
                         // Counted before it leaves: whoever holds the reply sees it in the stats.
                         self.publish();
                     }
@@ -450,6 +460,9 @@ impl<A: WorkerAction> Worker<A> {
                 return Ok(());
             }
         }
+        if std::mem::take(&mut self.hot) && self.try_hot_receive(timeout)? {
+            return Ok(());
+        }
         let ready = poll(self.connection.as_ref(), &self.waker, timeout)?;
         if ready.woken {
             self.waker.clear();
@@ -468,6 +481,22 @@ impl<A: WorkerAction> Worker<A> {
             self.read_link_events()?;
         }
         Ok(())
+    }
+
+    /// Waits up to [`HOT_WAIT`] (within `timeout`) for the next message with a blocking
+    /// receive; true if one came and was handled.
+    fn try_hot_receive(&mut self, timeout: Option<Duration>) -> Result<bool, Error> {
+        let Some(connection) = self.connection.as_mut().filter(|c| c.up) else {
+            return Ok(false);
+        };
+        let wait = timeout.map_or(HOT_WAIT, |t| t.min(HOT_WAIT));
+        let frames =
+            transport::recv_frames_timeout(&connection.socket, wait).map_err(Error::zmq("recv"))?;
+        let Some(frames) = frames else {
+            return Ok(false);
+        };
+        self.session.handle_frames(Instant::now(), frames);
+        Ok(true)
     }
 
     /// Reads what is waiting. An inline worker stops as soon as a request is in hand (the
