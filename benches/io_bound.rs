@@ -10,7 +10,6 @@
 //! ```
 
 #[path = "support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::process::{Child, Command};
