@@ -42,9 +42,11 @@ pub type ReplyFuture = Pin<Box<dyn Future<Output = Vec<Message>> + Send + 'stati
 /// What an [`AsyncWorker`] does with each request: request frames in, a future of reply
 /// frames out. Closures `Fn(Vec<Message>) -> impl Future<Output = Vec<Message>>` implement it;
 /// a stateful service implements it on a struct and keeps its state behind `&self` (an
-/// `Arc`, a pool, a lock). Each call runs as a task of its own, so it may await freely; a
-/// panic is caught and answered with the panic reply, and a request past its deadline (or
-/// past the shutdown grace) has its future dropped and gets the timeout reply.
+/// `Arc`, a pool, a lock). The future runs in its registration's task, so it may await
+/// freely while the registration keeps heartbeating (registrations run in parallel on a
+/// multi-thread runtime; a CPU-heavy action belongs in `spawn_blocking`); a panic is caught
+/// and answered with the panic reply, and a request past its deadline (or past the shutdown
+/// grace) has its future dropped and gets the timeout reply.
 pub trait AsyncAction: Send + Sync + 'static {
     /// Starts serving one request.
     fn call(&self, request: Vec<Message>) -> ReplyFuture;

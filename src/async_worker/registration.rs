@@ -3,15 +3,19 @@
 //! sync worker it only moves frames, time and results into the session and carries the
 //! session's actions out.
 
+use std::any::Any;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tokio::task::{JoinError, JoinHandle};
 use tracing::{debug, warn, Instrument, Span};
 use zmq::Message;
 
-use super::AsyncAction;
+use super::{AsyncAction, ReplyFuture};
 use crate::async_socket::AsyncSocket;
 use crate::error::Error;
 use crate::events::EventSink;
@@ -33,7 +37,7 @@ struct AsyncConnection {
 enum Input {
     Frames(Result<Vec<Message>, zmq::Error>),
     Monitor(Result<Vec<Message>, zmq::Error>),
-    Result(Result<Vec<Message>, JoinError>),
+    Result(Result<Vec<Message>, Box<dyn Any + Send>>),
     Timer,
     Control,
 }
@@ -54,7 +58,9 @@ pub(super) struct Registration<A> {
     shared: Arc<Shared<A>>,
     stats: Arc<StatsCell>,
     connection: Option<AsyncConnection>,
-    task: Option<JoinHandle<Vec<Message>>>,
+    /// The action's future for the request in hand, polled by this task itself: one request
+    /// at a time per registration, so a task of its own would only add a spawn and a wake-up.
+    task: Option<CatchUnwind>,
     /// When a shutdown's grace period for the request in hand ends.
     grace_until: Option<Instant>,
 }
@@ -130,9 +136,8 @@ impl<A: AsyncAction> Registration<A> {
         if !self.session.is_awaiting_late_result() {
             return;
         }
-        if let Some(task) = self.task.take() {
+        if self.task.take().is_some() {
             debug!("cancelling the action of an answered request");
-            task.abort();
         }
         let _ = self.session.handle_reply(now, Vec::new());
     }
@@ -148,8 +153,7 @@ impl<A: AsyncAction> Registration<A> {
                     self.send(message)?;
                 }
                 Action::Deliver { body } => {
-                    let future = self.shared.action.call(body);
-                    self.task = Some(tokio::spawn(future));
+                    self.task = Some(CatchUnwind(self.shared.action.call(body)));
                 }
                 Action::Close { graceful, .. } => self.close(graceful),
                 Action::Drained | Action::Stopped => {}
@@ -254,17 +258,15 @@ impl<A: AsyncAction> Registration<A> {
         Ok(())
     }
 
-    fn handle_result(&mut self, now: Instant, result: Result<Vec<Message>, JoinError>) {
+    fn handle_result(&mut self, now: Instant, result: Result<Vec<Message>, Box<dyn Any + Send>>) {
         // A shutdown asked for during the action goes out right after this REPLY.
         self.check_controls(now);
         let _ = match result {
             Ok(reply) => self.session.handle_reply(now, reply),
-            Err(error) if error.is_panic() => {
-                let message = crate::worker::panic_message(error.into_panic().as_ref());
+            Err(panic) => {
+                let message = crate::worker::panic_message(panic.as_ref());
                 self.session.handle_panic(now, message)
             }
-            // Cancelled by us: its request was answered already.
-            Err(_) => self.session.handle_reply(now, Vec::new()),
         };
     }
 
@@ -318,13 +320,27 @@ impl<A: AsyncAction> Registration<A> {
 
 impl<A> Drop for Registration<A> {
     fn drop(&mut self) {
-        // Dropped mid-way (the run future was dropped): nothing may outlive it, and closing
-        // must not make the context wait for a linger.
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        // Dropped mid-way (the run future was dropped): the action's future goes with it, and
+        // closing must not make the context wait for a linger.
         if let Some(connection) = self.connection.take() {
             let _ = connection.dealer.socket().set_linger(0);
+        }
+    }
+}
+
+/// The action's future, with a panic in any of its polls caught and returned as the
+/// output (as a spawned task's `JoinError` would carry it).
+struct CatchUnwind(ReplyFuture);
+
+impl Future for CatchUnwind {
+    type Output = Result<Vec<Message>, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let future = &mut self.0;
+        match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(reply)) => Poll::Ready(Ok(reply)),
+            Err(panic) => Poll::Ready(Err(panic)),
         }
     }
 }
