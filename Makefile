@@ -19,12 +19,12 @@ test: lint unit doc
 
 # Every target with every feature (the tokio driver included), and the sync API alone.
 lint:
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets --all-features -- -D warnings
-	$(CARGO) clippy --lib -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+	$(CARGO) clippy -p majordomo-worker --lib -- -D warnings
 
 unit:
-	$(CARGO) $(TEST_RUNNER) --all-features
+	$(CARGO) $(TEST_RUNNER) --workspace --all-features
 
 doc:
 	$(CARGO) test --doc --all-features

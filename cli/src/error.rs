@@ -1,0 +1,66 @@
+//! The one error type of the tool, and the exit codes it maps to.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success (a reply, a service that exists, every check passed) |
+//! | 1 | no reply in time, the service has no worker, or a check failed |
+//! | 2 | usage error: a bad flag or value (clap's own code too) |
+//! | 3 | anything else: a socket, process or I/O failure |
+
+use std::fmt;
+use std::process::ExitCode;
+
+/// What ends an `mdp` command early.
+#[derive(Debug)]
+pub enum CliError {
+    /// A flag or value was refused (exit 2).
+    Usage(String),
+    /// The broker or worker did not answer, or a check failed (exit 1).
+    #[allow(dead_code)] // constructed by the subcommands that wait for an answer
+    NoAnswer(String),
+    /// Anything else (exit 3).
+    Failed(String),
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            CliError::NoAnswer(_) => 1,
+            CliError::Usage(_) => 2,
+            CliError::Failed(_) => 3,
+        })
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Usage(m) | CliError::NoAnswer(m) | CliError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<majordomo_worker::Error> for CliError {
+    fn from(error: majordomo_worker::Error) -> CliError {
+        match error {
+            majordomo_worker::Error::Config(e) => CliError::Usage(e.to_string()),
+            other => CliError::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<majordomo_worker::ConfigError> for CliError {
+    fn from(error: majordomo_worker::ConfigError) -> CliError {
+        CliError::Usage(error.to_string())
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(error: std::io::Error) -> CliError {
+        CliError::Failed(error.to_string())
+    }
+}
+
+/// The result of a subcommand.
+pub type CliResult = Result<(), CliError>;
