@@ -48,6 +48,8 @@
 
 mod action;
 #[cfg(feature = "tokio")]
+mod async_client;
+#[cfg(feature = "tokio")]
 mod async_socket;
 pub mod broker;
 mod checks;
@@ -69,6 +71,9 @@ mod wake;
 mod worker;
 
 pub use action::{BytesAction, WorkerAction};
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub use async_client::AsyncClient;
 pub use config::{ConfigError, WorkerConfig};
 pub use error::Error;
 pub use events::{Event, Events, RequestOutcome, WorkerId};
