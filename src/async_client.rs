@@ -1,39 +1,4 @@
-//! An MDP/0.1 client for tokio: many requests in flight, one socket each.
-//!
-//! ```no_run
-//! # async fn example() -> Result<(), majordomo_worker::client::ClientError> {
-//! use std::time::Duration;
-//! use majordomo_worker::client::ClientConfig;
-//! use majordomo_worker::AsyncClient;
-//!
-//! let config = ClientConfig::new("tcp://127.0.0.1:5555").timeout(Duration::from_secs(1));
-//! let client = AsyncClient::connect(config)?; // inside a tokio runtime
-//! let tasks: Vec<_> = (0..10)
-//!     .map(|i| tokio::spawn(client.request("echo", &[format!("hello {i}")])))
-//!     .collect();
-//! for (i, task) in tasks.into_iter().enumerate() {
-//!     let reply = task.await.expect("task")?;
-//!     assert_eq!(reply, vec![format!("hello {i}").into_bytes()]);
-//! }
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! MDP/0.1 has no request id: a reply is matched to its request only by the socket it comes
-//! back on. So each request in flight has a DEALER socket of its own, taken from a pool of
-//! idle ones or opened anew, and a socket returns to the pool only after a valid reply. An
-//! attempt that times out closes its socket and the request is sent again on a new one, like
-//! the sync [`Client`](crate::client::Client): a late reply can never reach another request.
-//! A request future dropped before its reply closes its socket likewise.
-//!
-//! At most [`max_in_flight`](ClientConfig::max_in_flight) requests are in flight; more wait
-//! for a turn. The pool keeps at most as many idle sockets, so the client never holds more
-//! sockets than it once needed at the same time. A first burst opens one TCP connection
-//! per request: a broker listening with libzmq's default backlog (`ZMQ_BACKLOG`, 100) lets
-//! the connections beyond it wait for TCP's SYN retry, about a second; later bursts reuse
-//! the pool.
-//!
-//! **A retried request may run twice**, as with the sync client: make actions idempotent.
+//! The async client: see [`AsyncClient`].
 
 use std::fmt;
 use std::future::Future;
@@ -52,8 +17,44 @@ use crate::client::{
 use crate::protocol::ClientMessage;
 use crate::transport;
 
-/// An MDP/0.1 client for tokio. Cheap to clone (the clones share the sockets and the bound
-/// on requests in flight), `Send` and `Sync`: share it between tasks.
+/// An MDP/0.1 client for tokio, with many requests in flight. Cheap to clone (the clones
+/// share the sockets and the bound on requests in flight), `Send` and `Sync`: share it
+/// between tasks.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), majordomo_worker::client::ClientError> {
+/// use std::time::Duration;
+/// use majordomo_worker::client::ClientConfig;
+/// use majordomo_worker::AsyncClient;
+///
+/// let config = ClientConfig::new("tcp://127.0.0.1:5555").timeout(Duration::from_secs(1));
+/// let client = AsyncClient::connect(config)?; // inside a tokio runtime
+/// let tasks: Vec<_> = (0..10)
+///     .map(|i| tokio::spawn(client.request("echo", &[format!("hello {i}")])))
+///     .collect();
+/// for (i, task) in tasks.into_iter().enumerate() {
+///     let reply = task.await.expect("task")?;
+///     assert_eq!(reply, vec![format!("hello {i}").into_bytes()]);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+///
+/// MDP/0.1 has no request id: a reply is matched to its request only by the socket it comes
+/// back on. So each request in flight has a DEALER socket of its own, taken from a pool of
+/// idle ones or opened anew, and a socket returns to the pool only after a valid reply. An
+/// attempt that times out closes its socket and the request is sent again on a new one, like
+/// the sync [`Client`](crate::client::Client): a late reply can never reach another request.
+/// A request future dropped before its reply closes its socket likewise.
+///
+/// At most [`max_in_flight`](ClientConfig::max_in_flight) requests are in flight; more wait
+/// for a turn. The pool keeps at most as many idle sockets, so the client never holds more
+/// sockets than it once needed at the same time. A first burst opens one TCP connection
+/// per request: a broker listening with libzmq's default backlog (`ZMQ_BACKLOG`, 100) lets
+/// the connections beyond it wait for TCP's SYN retry, about a second; later bursts reuse
+/// the pool.
+///
+/// **A retried request may run twice**, as with the sync client: make actions idempotent.
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 #[derive(Clone)]
 pub struct AsyncClient {
@@ -106,7 +107,7 @@ impl AsyncClient {
     /// Body frames are anything that dereferences to bytes or text: `&str`, `String`,
     /// `&[u8]`, `Vec<u8>`, [`zmq::Message`]; they are copied before this returns.
     ///
-    /// A retried request may be carried out twice by workers: see the [module docs](self).
+    /// A retried request may be carried out twice by workers: see the [type docs](AsyncClient).
     ///
     /// # Errors
     ///
