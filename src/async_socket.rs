@@ -73,6 +73,53 @@ impl AsyncSocket {
             guard.clear_ready();
         }
     }
+
+    /// Sends `frames` as one multipart message without blocking the runtime: a send that
+    /// finds the pipe full (`EAGAIN`: sends nothing) waits for the socket's descriptor and
+    /// tries again. The future is `Send`, as that of [`recv`](Self::recv); dropped
+    /// before it returns, it has sent the whole message or nothing.
+    pub(crate) async fn send_mut(&mut self, frames: &[Vec<u8>]) -> Result<(), zmq::Error> {
+        loop {
+            if try_send(&self.socket, frames)? {
+                return Ok(());
+            }
+            let mut guard = self.fd.readable().await.map_err(io_to_zmq)?;
+            if try_send(&self.socket, frames)? {
+                return Ok(());
+            }
+            guard.clear_ready();
+        }
+    }
+}
+
+/// Sends `frames` with `DONTWAIT`; false when the pipe is full and nothing was sent (once
+/// ZeroMQ accepts the first part of a message, it accepts the rest).
+///
+/// A `zmq_send` that fails with `EAGAIN` reads the socket's pending commands only if a
+/// millisecond or so passed since the last time (libzmq throttles it), so the descriptor can
+/// stay signalled with a "writable again" command unread, and no new edge would ever come.
+/// Reading `ZMQ_EVENTS` processes every pending command: after it, the pipe is writable
+/// (send again) or the next command makes a new edge.
+fn try_send(socket: &zmq::Socket, frames: &[Vec<u8>]) -> Result<bool, zmq::Error> {
+    if send_now(socket, frames)? {
+        return Ok(true);
+    }
+    if socket.get_events()?.contains(zmq::POLLOUT) {
+        return send_now(socket, frames);
+    }
+    Ok(false)
+}
+
+fn send_now(socket: &zmq::Socket, frames: &[Vec<u8>]) -> Result<bool, zmq::Error> {
+    let messages = frames
+        .iter()
+        .map(|frame| Message::from(&frame[..]))
+        .collect();
+    match transport::send_frames_now(socket, messages) {
+        Ok(()) => Ok(true),
+        Err(zmq::Error::EAGAIN) => Ok(false),
+        Err(error) => Err(error),
+    }
 }
 
 impl std::fmt::Debug for AsyncSocket {
@@ -124,6 +171,49 @@ mod tests {
                 .expect("recv");
             assert_eq!(&frames[0][..], format!("m{i}").as_bytes());
         }
+    }
+
+    #[tokio::test]
+    async fn a_send_that_finds_the_pipe_full_waits_until_the_peer_reads() {
+        let context = zmq::Context::new();
+        // High-water marks apply to pipes made after they are set: before bind and connect.
+        let reader = context.socket(zmq::PAIR).expect("pair");
+        reader.set_rcvhwm(1).expect("hwm");
+        reader.bind("inproc://async-socket-full").expect("bind");
+        let writer = context.socket(zmq::PAIR).expect("pair");
+        writer.set_sndhwm(1).expect("hwm");
+        writer
+            .connect("inproc://async-socket-full")
+            .expect("connect");
+        let mut writer = AsyncSocket::new(writer).expect("register");
+        let frames = vec![b"x".to_vec(), b"y".to_vec()];
+        let mut sent = 0;
+        // Fill the pipe until a send has to wait; the first that waits is left pending.
+        let pending = loop {
+            let send = tokio::time::timeout(Duration::from_millis(50), writer.send_mut(&frames));
+            match send.await {
+                Ok(result) => result.expect("send"),
+                Err(_) => break sent,
+            }
+            sent += 1;
+            assert!(sent < 100, "the pipe never filled");
+        };
+        // Bounded receives: a blocked thread would keep the runtime from shutting down.
+        let drain = tokio::task::spawn_blocking(move || {
+            (0..=pending)
+                .map_while(|_| match reader.poll(zmq::POLLIN, 5000) {
+                    Ok(1) => reader.recv_multipart(0).ok(),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        });
+        tokio::time::timeout(Duration::from_secs(5), writer.send_mut(&frames))
+            .await
+            .expect("sent once the reader made room")
+            .expect("send");
+        let received = drain.await.expect("join");
+        assert_eq!(received.len(), pending + 1, "every message sent arrived");
+        assert!(received.iter().all(|m| m == &frames), "whole messages");
     }
 
     #[tokio::test]

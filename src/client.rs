@@ -37,6 +37,11 @@ use crate::transport::{self, SocketOptions, TransportError};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(2500);
 /// Retries of the reference client: up to four attempts in all.
 pub const DEFAULT_RETRIES: u32 = 3;
+/// Requests an async client keeps in flight at once, each on a socket of its own (MDP has no
+/// request id). A ZeroMQ context holds at most 1023 sockets by default (`ZMQ_MAX_SOCKETS`):
+/// half of them leaves room for the rest of the process (a broker or workers sharing the
+/// context) and keeps the client from ever failing on the context's limit.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 
 /// How a [`Client`] reaches its broker.
 #[derive(Clone)]
@@ -45,6 +50,7 @@ pub struct ClientConfig {
     timeout: Duration,
     retries: u32,
     max_message_size: u64,
+    max_in_flight: usize,
     plain: Option<PlainCredentials>,
     curve: Option<CurveClient>,
     context: Option<zmq::Context>,
@@ -59,6 +65,7 @@ impl ClientConfig {
             timeout: DEFAULT_TIMEOUT,
             retries: DEFAULT_RETRIES,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             plain: None,
             curve: None,
             context: None,
@@ -82,6 +89,16 @@ impl ClientConfig {
     /// timeout. Must not be zero. Defaults to 256 MiB.
     pub fn max_message_size(mut self, max_message_size: u64) -> Self {
         self.max_message_size = max_message_size;
+        self
+    }
+
+    /// How many requests an async client (`AsyncClient`, feature `tokio`) keeps in flight at
+    /// once, each on a socket of its own; more wait for one to finish. It also bounds the
+    /// idle sockets kept for reuse. The sync [`Client`] has one request in flight and ignores
+    /// it. Must not be zero. Defaults to 512 ([`DEFAULT_MAX_IN_FLIGHT`]: half the sockets a
+    /// ZeroMQ context holds by default).
+    pub fn max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.max_in_flight = max_in_flight;
         self
     }
 
@@ -122,6 +139,27 @@ impl ClientConfig {
         &self.broker
     }
 
+    /// Attempts per request: the first and `retries` more.
+    pub(crate) fn attempts(&self) -> u32 {
+        self.retries.saturating_add(1)
+    }
+
+    /// How long each attempt waits.
+    pub(crate) fn reply_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The bound on requests in flight (async client).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn in_flight_limit(&self) -> usize {
+        self.max_in_flight
+    }
+
+    /// The context given, or a new one of the client's own.
+    pub(crate) fn context_or_new(&self) -> zmq::Context {
+        self.context.clone().unwrap_or_default()
+    }
+
     /// Checks every value.
     ///
     /// # Errors
@@ -137,6 +175,9 @@ impl ClientConfig {
         }
         positive("timeout", self.timeout)?;
         check_max_message_size(self.max_message_size)?;
+        if self.max_in_flight == 0 {
+            return Err(invalid("max_in_flight", 0, "must be at least 1"));
+        }
         if let Some(plain) = &self.plain {
             plain.validate()?;
         }
@@ -154,6 +195,7 @@ impl fmt::Debug for ClientConfig {
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
             .field("max_message_size", &self.max_message_size)
+            .field("max_in_flight", &self.max_in_flight)
             .field("plain", &self.plain)
             .field("curve", &self.curve)
             .field("shared_context", &self.context.is_some())
@@ -211,9 +253,19 @@ pub enum ClientError {
         #[source]
         source: zmq::Error,
     },
+    /// The async runtime refused what the async client needs: no tokio runtime is running,
+    /// or a socket's descriptor could not be registered with it.
+    #[error("{operation} failed: {source}")]
+    Io {
+        /// What was attempted.
+        operation: &'static str,
+        /// The error it gave.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-fn zmq_error(operation: &'static str) -> impl FnOnce(zmq::Error) -> ClientError {
+pub(crate) fn zmq_error(operation: &'static str) -> impl FnOnce(zmq::Error) -> ClientError {
     move |source| ClientError::Zmq { operation, source }
 }
 
@@ -244,7 +296,7 @@ impl Client {
     /// be created or connected.
     pub fn connect(config: ClientConfig) -> Result<Client, ClientError> {
         config.validate()?;
-        let context = config.context.clone().unwrap_or_default();
+        let context = config.context_or_new();
         let socket = open_dealer(&context, &config)?;
         Ok(Client {
             socket: Some(socket),
@@ -271,11 +323,8 @@ impl Client {
         B: Deref,
         B::Target: AsRef<[u8]>,
     {
-        check_service_name(service.as_bytes()).map_err(|source| ClientError::InvalidService {
-            service: service.to_string(),
-            source,
-        })?;
-        let attempts = self.config.retries.saturating_add(1);
+        check_service(service)?;
+        let attempts = self.config.attempts();
         for attempt in 1..=attempts {
             if let Some(reply) = self.try_request(service, body)? {
                 return Ok(reply);
@@ -297,14 +346,7 @@ impl Client {
     /// As [`request`](Self::request), and [`ClientError::UnexpectedMmiCode`] for a code other
     /// than `200` or `404`.
     pub fn has_service(&mut self, service: &str) -> Result<bool, ClientError> {
-        let reply = self.request("mmi.service", &[service])?;
-        match reply.first().map(Vec::as_slice) {
-            Some(b"200") => Ok(true),
-            Some(b"404") => Ok(false),
-            code => Err(ClientError::UnexpectedMmiCode {
-                code: text(code.unwrap_or_default()).into_owned(),
-            }),
-        }
+        mmi_answer(self.request("mmi.service", &[service])?)
     }
 
     /// One attempt: `None` when no reply came in time.
@@ -317,7 +359,7 @@ impl Client {
         B: Deref,
         B::Target: AsRef<[u8]>,
     {
-        let timeout = self.config.timeout;
+        let timeout = self.config.reply_timeout();
         let socket = self.socket()?;
         let message = ClientMessage {
             service: service.as_bytes().to_vec(),
@@ -360,7 +402,10 @@ impl fmt::Debug for Client {
 
 /// A DEALER with linger 0 (a client only cares about replies) and a send timeout of one
 /// attempt, so that a send can never block for ever.
-fn open_dealer(context: &zmq::Context, config: &ClientConfig) -> Result<zmq::Socket, ClientError> {
+pub(crate) fn open_dealer(
+    context: &zmq::Context,
+    config: &ClientConfig,
+) -> Result<zmq::Socket, ClientError> {
     let options = SocketOptions {
         linger: Duration::ZERO,
         send_timeout: config.timeout,
@@ -375,8 +420,30 @@ fn open_dealer(context: &zmq::Context, config: &ClientConfig) -> Result<zmq::Soc
     )?)
 }
 
+/// Checks that `service` was a valid name to send.
+pub(crate) fn check_service(service: &str) -> Result<(), ClientError> {
+    check_service_name(service.as_bytes()).map_err(|source| ClientError::InvalidService {
+        service: service.to_string(),
+        source,
+    })
+}
+
+/// The answer of an `mmi.service` reply: `200` is true, `404` false.
+pub(crate) fn mmi_answer(reply: Vec<Vec<u8>>) -> Result<bool, ClientError> {
+    match reply.first().map(Vec::as_slice) {
+        Some(b"200") => Ok(true),
+        Some(b"404") => Ok(false),
+        code => Err(ClientError::UnexpectedMmiCode {
+            code: text(code.unwrap_or_default()).into_owned(),
+        }),
+    }
+}
+
 /// Decodes a reply as a DEALER receives it and checks it answers `service`.
-fn check_reply(service: &str, frames: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, ClientError> {
+pub(crate) fn check_reply(
+    service: &str,
+    frames: Vec<Vec<u8>>,
+) -> Result<Vec<Vec<u8>>, ClientError> {
     let reply = ClientMessage::decode(frames)?;
     if reply.service != service.as_bytes() {
         return Err(ClientError::WrongService {
@@ -399,6 +466,7 @@ mod tests {
     fn defaults_match_the_reference_client() {
         let c = ClientConfig::new("tcp://127.0.0.1:5555");
         assert_eq!((c.timeout, c.retries), (Duration::from_millis(2500), 3));
+        assert_eq!(c.max_in_flight, 512);
         assert_eq!(c.validate(), Ok(()));
     }
 
@@ -408,7 +476,9 @@ mod tests {
         let two = ClientConfig::new("tcp://a:1,tcp://b:2");
         let size = ClientConfig::new("tcp://a:1").max_message_size(0);
         let user = ClientConfig::new("tcp://a:1").plain_credentials("", "pw");
+        let in_flight = ClientConfig::new("tcp://a:1").max_in_flight(0);
         for (c, field) in [
+            (in_flight, "max_in_flight"),
             (zero, "timeout"),
             (two, "broker"),
             (size, "max_message_size"),

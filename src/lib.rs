@@ -48,6 +48,8 @@
 
 mod action;
 #[cfg(feature = "tokio")]
+mod async_client;
+#[cfg(feature = "tokio")]
 mod async_socket;
 #[cfg(feature = "tokio")]
 mod async_worker;
@@ -71,6 +73,9 @@ mod wake;
 mod worker;
 
 pub use action::{BytesAction, WorkerAction};
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub use async_client::AsyncClient;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use async_worker::{AsyncAction, AsyncStats, AsyncSummary, AsyncWorker, ReplyFuture};
