@@ -163,6 +163,19 @@ impl TestBroker {
         Ok(worker)
     }
 
+    /// An [`AsyncClient`](crate::AsyncClient) connected with
+    /// [`client_config`](Self::client_config); call it inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Io`] outside a tokio runtime, [`ClientError::Zmq`] if the socket cannot
+    /// be made.
+    #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+    pub fn async_client(&self) -> Result<crate::AsyncClient, ClientError> {
+        crate::AsyncClient::connect(self.client_config())
+    }
+
     /// Runs `action` for `service` in an [`AsyncWorker`](crate::AsyncWorker) with
     /// `concurrency` registrations, as a task of the current tokio runtime, configured with
     /// [`worker_config`](Self::worker_config); returns once the broker registered them all

@@ -165,3 +165,75 @@ fn without_the_kit_broker_worker_and_client_share_one_inproc_context() -> TestRe
     broker.stop()?;
     Ok(())
 }
+
+/// An async service, tested the way its author would: a `#[tokio::test]`, the kit's broker,
+/// the async worker and the async client, all on the test's runtime.
+#[cfg(feature = "tokio")]
+mod async_service {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use majordomo_worker::testkit::TestBroker;
+    use majordomo_worker::{AsyncAction, Message, ReplyFuture};
+
+    /// A counter shared by every registration, awaiting a (simulated) store on each call.
+    #[derive(Default)]
+    struct Counter {
+        total: Arc<AtomicI64>,
+    }
+
+    impl AsyncAction for Counter {
+        fn call(&self, request: Vec<Message>) -> ReplyFuture {
+            let total = Arc::clone(&self.total);
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(5)).await; // the store's round trip
+                let n: i64 = request
+                    .first()
+                    .and_then(|f| f.as_str())
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let now = total.fetch_add(n, Ordering::SeqCst) + n;
+                vec![Message::from(now.to_string().as_str())]
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_adds_all_land_in_the_total() -> Result<(), Box<dyn std::error::Error>> {
+        let broker = TestBroker::tcp()?;
+        let worker = broker
+            .spawn_async_worker("counter", 8, Counter::default())
+            .await?;
+        let client = broker.async_client()?;
+        let adds = (1..=20).map(|n| client.request("counter", &[n.to_string()]));
+        let replies = futures_join_all(adds).await;
+        let totals: Vec<i64> = replies
+            .into_iter()
+            .map(|r| {
+                String::from_utf8_lossy(&r.expect("reply")[0])
+                    .parse()
+                    .expect("a number")
+            })
+            .collect();
+        assert_eq!(totals.iter().max(), Some(&210), "1 + 2 + ... + 20");
+        assert!(client.has_service("counter").await?);
+        let summary = worker.stop().await?;
+        assert_eq!(summary.total.replies, 20);
+        Ok(())
+    }
+
+    /// Awaits every future, each on a task of its own (no extra crate needed).
+    async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let tasks: Vec<_> = futures.map(tokio::spawn).collect();
+        let mut out = Vec::new();
+        for task in tasks {
+            out.push(task.await.expect("task"));
+        }
+        out
+    }
+}
