@@ -223,6 +223,27 @@ mod async_service {
         Ok(())
     }
 
+    /// The README's example, word for word.
+    #[tokio::test]
+    async fn upper_answers_in_capitals() -> Result<(), Box<dyn std::error::Error>> {
+        let broker = TestBroker::tcp()?;
+        let worker = broker
+            .spawn_async_worker("upper", 4, |request: Vec<Message>| async move {
+                request
+                    .iter()
+                    .map(|f| Message::from(f.to_ascii_uppercase()))
+                    .collect()
+            })
+            .await?; // returns once the broker registered all 4
+        let client = broker.async_client()?;
+        assert_eq!(
+            client.request("upper", &["abc"]).await?,
+            vec![b"ABC".to_vec()]
+        );
+        assert_eq!(worker.stop().await?.total.replies, 1);
+        Ok(())
+    }
+
     /// Awaits every future, each on a task of its own (no extra crate needed).
     async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
     where
