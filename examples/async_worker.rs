@@ -16,8 +16,19 @@ mod worker_args;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Parser;
 use majordomo_worker::{AsyncWorker, Message};
-use worker_args::{config, parse_args, USAGE};
+use worker_args::config;
+
+/// An async echo worker: `--concurrency` requests at once, `--work-ms` awaited.
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(flatten)]
+    worker: worker_args::Args,
+    /// Registrations, so requests served at once.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -26,14 +37,10 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let args = match parse_args(&["--concurrency"]) {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("{message}");
-            eprintln!("usage: async_worker {USAGE} [--concurrency N]");
-            return ExitCode::from(2);
-        }
-    };
+    let Cli {
+        worker: args,
+        concurrency,
+    } = Cli::parse();
     let work = Duration::from_millis(args.work_ms);
     let action = move |request: Vec<Message>| async move {
         if !work.is_zero() {
@@ -41,7 +48,7 @@ async fn main() -> ExitCode {
         }
         request
     };
-    let worker = match AsyncWorker::new(config(&args).concurrency(args.concurrency), action) {
+    let worker = match AsyncWorker::new(config(&args).concurrency(concurrency), action) {
         Ok(worker) => worker,
         Err(error) => {
             eprintln!("async_worker: {error}");

@@ -13,22 +13,32 @@ use std::time::Duration;
 use majordomo_worker::broker::{Broker, BrokerConfig};
 use tracing_subscriber::EnvFilter;
 
-const USAGE: &str = "usage: broker [--bind ENDPOINT] [--heartbeat-ms MS] [--liveness N]
-  --bind          endpoint to bind (default tcp://*:5555)
-  --heartbeat-ms  heartbeat to idle workers, in ms (default 2500)
-  --liveness      heartbeats of silence before a worker is forgotten (default 3)";
+/// A standalone MDP/0.1 broker.
+#[derive(Debug, clap::Parser)]
+struct Cli {
+    /// Endpoint to bind.
+    #[arg(long, default_value = "tcp://*:5555")]
+    bind: String,
+    /// Heartbeat to idle workers, in ms.
+    #[arg(long, default_value_t = 2500)]
+    heartbeat_ms: u64,
+    /// Heartbeats of silence before a worker is forgotten.
+    #[arg(long, default_value_t = 3)]
+    liveness: u32,
+}
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    let config = match parse_args(std::env::args().skip(1)) {
-        Ok(config) => config,
-        Err(message) => {
-            eprintln!("{message}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let cli = <Cli as clap::Parser>::parse();
+    let config = BrokerConfig::new(cli.bind)
+        .heartbeat(Duration::from_millis(cli.heartbeat_ms))
+        .liveness(cli.liveness);
+    if let Err(error) = config.validate() {
+        eprintln!("broker: {error}");
+        return ExitCode::from(2);
+    }
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -45,28 +55,4 @@ fn run(config: BrokerConfig) -> Result<(), Box<dyn std::error::Error>> {
     let stats = broker.run()?;
     println!("broker stopped: {stats:?}");
     Ok(())
-}
-
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<BrokerConfig, String> {
-    let (mut bind, mut heartbeat_ms, mut liveness) = ("tcp://*:5555".to_string(), 2500, 3);
-    while let Some(flag) = args.next() {
-        let value = args.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--bind" => bind = value?,
-            "--heartbeat-ms" => heartbeat_ms = number(&flag, value?)?,
-            "--liveness" => liveness = number(&flag, value?)?,
-            other => return Err(format!("unknown argument {other}")),
-        }
-    }
-    let config = BrokerConfig::new(bind)
-        .heartbeat(Duration::from_millis(heartbeat_ms))
-        .liveness(liveness);
-    config.validate().map_err(|error| error.to_string())?;
-    Ok(config)
-}
-
-fn number<T: std::str::FromStr>(flag: &str, value: String) -> Result<T, String> {
-    value
-        .parse()
-        .map_err(|_| format!("{flag}: {value} is not a valid number"))
 }

@@ -15,12 +15,24 @@ use std::time::Duration;
 use majordomo_worker::client::{Client, ClientConfig, ClientError};
 use tracing_subscriber::EnvFilter;
 
-const USAGE: &str =
-    "usage: client [--broker ENDPOINT] [--service NAME] [--timeout-ms MS] [--retries N] [FRAME...]
-  --broker      broker endpoint (default tcp://127.0.0.1:5555)
-  --service     service to call (default echo)
-  --timeout-ms  reply timeout per attempt, in ms (default 2500)
-  --retries     attempts after the first, each on a new socket (default 3)";
+/// A one-shot MDP/0.1 client.
+#[derive(Debug, clap::Parser)]
+struct Cli {
+    /// Broker endpoint.
+    #[arg(long, default_value = "tcp://127.0.0.1:5555")]
+    broker: String,
+    /// Service to call.
+    #[arg(long, default_value = "echo")]
+    service: String,
+    /// Reply timeout per attempt, in ms.
+    #[arg(long, default_value_t = 2500)]
+    timeout_ms: u64,
+    /// Attempts after the first, each on a new socket.
+    #[arg(long, default_value_t = 3)]
+    retries: u32,
+    /// The request body, one frame per argument.
+    body: Vec<String>,
+}
 
 struct Args {
     config: ClientConfig,
@@ -33,12 +45,18 @@ fn main() -> ExitCode {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("{message}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    let cli = <Cli as clap::Parser>::parse();
+    let config = ClientConfig::new(cli.broker)
+        .timeout(Duration::from_millis(cli.timeout_ms))
+        .retries(cli.retries);
+    if let Err(error) = config.validate() {
+        eprintln!("client: {error}");
+        return ExitCode::from(2);
+    }
+    let args = Args {
+        config,
+        service: cli.service,
+        body: cli.body,
     };
     match request(args) {
         Ok(reply) => {
@@ -66,38 +84,4 @@ fn show(frame: &[u8]) -> String {
         Ok(text) if !text.chars().any(char::is_control) => text.to_string(),
         _ => frame.iter().map(|b| format!("{b:02x}")).collect::<String>() + " (hex)",
     }
-}
-
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
-    let (mut broker, mut service) = ("tcp://127.0.0.1:5555".to_string(), "echo".to_string());
-    let (mut timeout_ms, mut retries, mut body) = (2500, 3, Vec::new());
-    while let Some(arg) = args.next() {
-        if !arg.starts_with("--") {
-            body.push(arg);
-            continue;
-        }
-        let value = args.next().ok_or(format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--broker" => broker = value?,
-            "--service" => service = value?,
-            "--timeout-ms" => timeout_ms = number(&arg, value?)?,
-            "--retries" => retries = number(&arg, value?)?,
-            other => return Err(format!("unknown argument {other}")),
-        }
-    }
-    let config = ClientConfig::new(broker)
-        .timeout(Duration::from_millis(timeout_ms))
-        .retries(retries);
-    config.validate().map_err(|error| error.to_string())?;
-    Ok(Args {
-        config,
-        service,
-        body,
-    })
-}
-
-fn number<T: std::str::FromStr>(flag: &str, value: String) -> Result<T, String> {
-    value
-        .parse()
-        .map_err(|_| format!("{flag}: {value} is not a valid number"))
 }

@@ -20,8 +20,16 @@ mod worker_args;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Parser;
 use majordomo_worker::{Message, Worker};
-use worker_args::{config, parse_args, USAGE};
+use worker_args::config;
+
+/// An echo worker: answers every request with its own frames.
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(flatten)]
+    worker: worker_args::Args,
+}
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -29,14 +37,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let args = match parse_args(&[]) {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("{message}");
-            eprintln!("usage: echo_worker {USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = Cli::parse().worker;
     let work = Duration::from_millis(args.work_ms);
     let action = move |request: Vec<Message>| {
         if !work.is_zero() {

@@ -1,75 +1,43 @@
-//! The flags the example workers share, parsed by hand to keep the examples free of
-//! dependencies.
+//! The flags the example workers share (`echo_worker`, `async_worker`). Their names are the
+//! ones scripts already use (tests/partition.rs, INTEROP.md).
 
 use std::time::Duration;
 
 use majordomo_worker::WorkerConfig;
 
-/// The usage line of the shared flags.
-pub const USAGE: &str = "[--broker ADDRS] [--service NAME] [--heartbeat-ms N] [--liveness N] \
-[--reconnect-ms N] [--reconnect-max-ms N] [--work-ms N] [--no-disconnect]";
-
+/// An MDP worker of the examples.
+#[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Comma-separated broker endpoints, tried in turn on each reconnect.
+    #[arg(long, default_value = "tcp://127.0.0.1:5555")]
     pub broker: String,
+    /// The service to register.
+    #[arg(long, default_value = "echo")]
     pub service: String,
+    /// Heartbeat interval in ms (library default when absent).
+    #[arg(long)]
     pub heartbeat_ms: Option<u64>,
+    /// Heartbeats of broker silence before reconnecting (library default when absent).
+    #[arg(long)]
     pub liveness: Option<u32>,
+    /// First reconnect delay in ms (library default when absent).
+    #[arg(long)]
     pub reconnect_ms: Option<u64>,
+    /// Largest reconnect delay in ms (library default when absent).
+    #[arg(long)]
     pub reconnect_max_ms: Option<u64>,
+    /// Time each request takes, in ms, to simulate work.
+    #[arg(long, default_value_t = 0)]
     pub work_ms: u64,
-    pub send_disconnect: bool,
-    /// `--concurrency N`, when the example takes it.
-    pub concurrency: usize,
+    /// Send no DISCONNECT when stopping (the zguide Python broker crashes on it).
+    #[arg(long)]
+    pub no_disconnect: bool,
 }
 
-/// Parses the flags; `extra` names a flag taking a number that only some examples accept.
-pub fn parse_args(extra: &[&str]) -> Result<Args, String> {
-    let mut args = Args {
-        broker: "tcp://127.0.0.1:5555".into(),
-        service: "echo".into(),
-        heartbeat_ms: None,
-        liveness: None,
-        reconnect_ms: None,
-        reconnect_max_ms: None,
-        work_ms: 0,
-        send_disconnect: true,
-        concurrency: 1,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--help" || flag == "-h" {
-            return Err(String::new());
-        }
-        if flag == "--no-disconnect" {
-            args.send_disconnect = false;
-            continue;
-        }
-        let value = it.next().ok_or(format!("{flag} needs a value"))?;
-        let number = |v: &str| {
-            v.parse::<u64>()
-                .map_err(|_| format!("{flag}: not a number: {v}"))
-        };
-        match flag.as_str() {
-            "--broker" => args.broker = value,
-            "--service" => args.service = value,
-            "--heartbeat-ms" => args.heartbeat_ms = Some(number(&value)?),
-            "--liveness" => args.liveness = Some(number(&value)? as u32),
-            "--reconnect-ms" => args.reconnect_ms = Some(number(&value)?),
-            "--reconnect-max-ms" => args.reconnect_max_ms = Some(number(&value)?),
-            "--work-ms" => args.work_ms = number(&value)?,
-            "--concurrency" if extra.contains(&"--concurrency") => {
-                args.concurrency = number(&value)? as usize
-            }
-            _ => return Err(format!("unknown flag {flag}")),
-        }
-    }
-    Ok(args)
-}
-
-/// The worker config the flags describe.
+/// The worker config the flags describe (checked when the worker is built).
 pub fn config(args: &Args) -> WorkerConfig {
     let mut config = WorkerConfig::new(args.broker.as_str(), args.service.as_str())
-        .send_disconnect(args.send_disconnect);
+        .send_disconnect(!args.no_disconnect);
     if let Some(ms) = args.heartbeat_ms {
         config = config.heartbeat(Duration::from_millis(ms));
     }
