@@ -6,13 +6,21 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use majordomo_worker::client::{Client, ClientConfig};
 use majordomo_worker::pool::{PoolService, WorkerPool};
 use majordomo_worker::{Message, WorkerConfig};
+
+/// The tests of this file run one at a time even under `cargo test` (nextest runs each in
+/// a process of its own): 2 000 workers take 18 000 of the process's 20 000 descriptors.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 const WORKERS: usize = 2_000;
 /// Long enough for 2 000 workers to connect on a busy 2-core machine; the test fails
@@ -148,6 +156,7 @@ fn stat(stats: &str, name: &str) -> Option<u64> {
 
 #[test]
 fn a_pool_of_two_thousand_workers_registers_every_one_with_our_broker() {
+    let _serial = serial();
     let broker = ChildBroker::spawn();
     let start = Instant::now();
     let pool = WorkerPool::builder()
@@ -204,6 +213,7 @@ fn a_pool_of_two_thousand_workers_registers_every_one_with_our_broker() {
 
 #[test]
 fn a_given_context_with_more_workers_than_its_sockets_is_refused_at_start() {
+    let _serial = serial();
     let context = zmq::Context::new();
     let err = WorkerPool::builder()
         .context(context)
@@ -225,6 +235,7 @@ fn a_given_context_with_more_workers_than_its_sockets_is_refused_at_start() {
 
 #[test]
 fn a_given_context_fits_341_workers() {
+    let _serial = serial();
     let context = zmq::Context::new();
     let endpoint = "inproc://pool-scale-341";
     let router = context.socket(zmq::ROUTER).unwrap();
