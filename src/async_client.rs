@@ -143,6 +143,35 @@ impl AsyncClient {
         async move { mmi_answer(inner.request(request?).await?) }
     }
 
+    /// The services the broker knows (`mmi.services`, an extension of our broker).
+    ///
+    /// # Errors
+    ///
+    /// As [`request`](Self::request); [`ClientError::Unsupported`] from a broker without it.
+    pub fn services(
+        &self,
+    ) -> impl Future<Output = Result<Vec<String>, ClientError>> + Send + 'static {
+        let request = Request::new::<&str>("mmi.services", &[]);
+        let inner = Arc::clone(&self.inner);
+        async move { crate::mmi::parse_services(inner.request(request?).await?) }
+    }
+
+    /// The load of `names` (all services when empty), from `mmi.stats` (an extension of our
+    /// broker).
+    ///
+    /// # Errors
+    ///
+    /// As [`request`](Self::request); [`ClientError::Unsupported`] from a broker without it.
+    pub fn service_stats(
+        &self,
+        names: &[&str],
+    ) -> impl Future<Output = Result<Vec<crate::mmi::ServiceStats>, ClientError>> + Send + 'static
+    {
+        let request = Request::new("mmi.stats", names);
+        let inner = Arc::clone(&self.inner);
+        async move { crate::mmi::parse_stats(inner.request(request?).await?) }
+    }
+
     /// How many idle sockets the client keeps for the next requests.
     pub fn idle_sockets(&self) -> usize {
         self.inner.idle().len()

@@ -238,6 +238,13 @@ pub enum ClientError {
         /// The service the reply named (lossy UTF-8).
         found: String,
     },
+    /// The broker answered `501` to an `mmi.` extension it does not support (only ours
+    /// answers `mmi.services` and `mmi.stats`).
+    #[error("{service} is not supported by this broker (501)")]
+    Unsupported {
+        /// The `mmi.` service asked.
+        service: String,
+    },
     /// An `mmi.service` reply that is neither `200` nor `404`.
     #[error("unexpected mmi reply code {code}")]
     UnexpectedMmiCode {
@@ -347,6 +354,28 @@ impl Client {
     /// than `200` or `404`.
     pub fn has_service(&mut self, service: &str) -> Result<bool, ClientError> {
         mmi_answer(self.request("mmi.service", &[service])?)
+    }
+
+    /// The services the broker knows (`mmi.services`, an extension of our broker).
+    ///
+    /// # Errors
+    ///
+    /// As [`request`](Self::request); [`ClientError::Unsupported`] from a broker without it.
+    pub fn services(&mut self) -> Result<Vec<String>, ClientError> {
+        crate::mmi::parse_services(self.request::<&str>("mmi.services", &[])?)
+    }
+
+    /// The load of `names` (all services when empty), from `mmi.stats` (an extension of our
+    /// broker).
+    ///
+    /// # Errors
+    ///
+    /// As [`request`](Self::request); [`ClientError::Unsupported`] from a broker without it.
+    pub fn service_stats(
+        &mut self,
+        names: &[&str],
+    ) -> Result<Vec<crate::mmi::ServiceStats>, ClientError> {
+        crate::mmi::parse_stats(self.request("mmi.stats", names)?)
     }
 
     /// One attempt: `None` when no reply came in time.

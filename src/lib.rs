@@ -60,6 +60,7 @@ pub mod config;
 mod error;
 pub mod events;
 mod millis;
+pub mod mmi;
 pub mod pool;
 pub mod protocol;
 mod security;

@@ -280,6 +280,42 @@ fn mmi_service_answers_200_404_and_501() {
 }
 
 #[test]
+fn mmi_services_and_mmi_stats_answer_in_their_documented_frames() {
+    let net = Fixture::start(config());
+    let worker = net.worker(b"echo");
+    let _other = net.worker(b"alpha");
+    let client = net.req(b"c");
+    send(&client, &[b"MDPC01", b"mmi.services"]);
+    assert_eq!(
+        recv(&client),
+        frames(&[b"MDPC01", b"mmi.services", b"200", b"alpha", b"echo"])
+    );
+    // One request served by the raw worker, then the stats of echo.
+    send(&client, &[b"MDPC01", b"echo", b"hi"]);
+    assert_eq!(recv(&worker), request_frames(b"c", &[b"hi"]));
+    send(&worker, &[b"", b"MDPW01", REPLY, b"c", b"", b"hi"]);
+    assert_eq!(recv(&client), frames(&[b"MDPC01", b"echo", b"hi"]));
+    send(&client, &[b"MDPC01", b"mmi.stats", b"echo"]);
+    assert_eq!(
+        recv(&client),
+        frames(&[
+            b"MDPC01",
+            b"mmi.stats",
+            b"200",
+            b"echo",
+            b"1",
+            b"1",
+            b"0",
+            b"1",
+            b"0"
+        ])
+    );
+    // Other mmi. names are still unsupported.
+    send(&client, &[b"MDPC01", b"mmi.workers"]);
+    assert_eq!(recv(&client), frames(&[b"MDPC01", b"mmi.workers", b"501"]));
+}
+
+#[test]
 fn malformed_client_and_worker_messages_are_dropped_and_valid_requests_still_served() {
     let net = Fixture::start(config());
     let malformed: &[&[&[u8]]] = &[

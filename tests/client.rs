@@ -226,3 +226,68 @@ fn our_client_and_our_broker_serve_a_raw_dealer_worker() {
     assert_eq!(reply.expect("reply"), frames(&[b"hi back"]));
     assert_eq!(broker.stats().replies_routed, 1);
 }
+
+#[test]
+fn services_and_service_stats_read_our_brokers_mmi_extensions() {
+    let broker = Broker::bind(BrokerConfig::new("tcp://127.0.0.1:*"))
+        .expect("bind")
+        .spawn()
+        .expect("spawn");
+    let context = zmq::Context::new();
+    let worker = context.socket(zmq::DEALER).expect("socket");
+    worker.set_linger(0).expect("linger");
+    worker.connect(broker.endpoint()).expect("connect");
+    worker
+        .send_multipart([&b""[..], b"MDPW01", &[1], b"echo"], 0)
+        .expect("ready");
+    let deadline = Instant::now() + WAIT;
+    while broker.stats().workers == 0 {
+        assert!(Instant::now() < deadline, "worker not registered");
+        thread::sleep(Duration::from_millis(2));
+    }
+    let config = ClientConfig::new(broker.endpoint())
+        .timeout(WAIT)
+        .retries(0);
+    let mut client = Client::connect(config).expect("client");
+    assert_eq!(
+        client.services().expect("services"),
+        vec!["echo".to_string()]
+    );
+    let stats = client.service_stats(&["echo"]).expect("stats");
+    assert_eq!(stats.len(), 1);
+    assert_eq!(
+        (stats[0].name.as_str(), stats[0].workers, stats[0].waiting),
+        ("echo", 1, 1)
+    );
+    assert_eq!((stats[0].queued, stats[0].served), (0, 0));
+}
+
+#[test]
+fn a_broker_answering_501_to_the_extensions_is_unsupported_not_a_failure() {
+    let (router, endpoint) = raw_broker();
+    let config = ClientConfig::new(endpoint).timeout(WAIT).retries(0);
+    let (done, result) = mpsc::channel();
+    thread::spawn(move || {
+        let mut client = Client::connect(config).expect("client");
+        let _ = done.send((client.services(), client.service_stats(&[])));
+    });
+    for service in [&b"mmi.services"[..], b"mmi.stats"] {
+        let request = recv(&router);
+        assert_eq!(request[3], service);
+        let reply = [&request[0][..], b"", b"MDPC01", service, b"501"];
+        router.send_multipart(reply, 0).expect("send");
+    }
+    let (services, stats) = result.recv_timeout(WAIT).expect("answered");
+    assert!(
+        matches!(&services, Err(ClientError::Unsupported { service }) if service == "mmi.services"),
+        "{services:?}"
+    );
+    assert!(
+        matches!(&stats, Err(ClientError::Unsupported { service }) if service == "mmi.stats"),
+        "{stats:?}"
+    );
+    assert_eq!(
+        services.unwrap_err().to_string(),
+        "mmi.services is not supported by this broker (501)"
+    );
+}

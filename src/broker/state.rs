@@ -14,7 +14,15 @@
 //!   service's bounded queue. A REPLY goes back to the client and makes the worker waiting.
 //! - Every `heartbeat`, waiting workers get a HEARTBEAT, and waiting workers silent for
 //!   `heartbeat × liveness` are forgotten without a word. Busy workers are never expired.
-//! - `mmi.service` answers `200` or `404`; any other `mmi.` name answers `501` (8/MMI).
+//! - `mmi.service` answers `200` or `404`; any other `mmi.` name answers `501` (8/MMI), but
+//!   for two extensions of ours (8/MMI reserves the namespace for such introspection):
+//!   - `mmi.services`: `200`, then one frame per known service name, sorted bytewise (a
+//!     service is known while it has a worker or a queued request);
+//!   - `mmi.stats` with service names as body frames (none: every known service): `200`,
+//!     then six frames per service: its name, workers (busy or idle), waiting (idle)
+//!     workers, queued requests, requests served (replies routed since the service was
+//!     last created), and the age in milliseconds of its oldest queued request (`0` when
+//!     none), each number as decimal ASCII. An unknown name is reported with zeros.
 //!
 //! Beyond the reference broker, what clients can make it hold is bounded: a service with
 //! neither workers nor queued requests is forgotten; a request for a new service beyond
@@ -168,7 +176,7 @@ impl BrokerState {
         self.stats.requests_received += 1;
         let ClientMessage { service, body } = message;
         if service.starts_with(b"mmi.") {
-            return self.handle_mmi(client, service, body);
+            return self.handle_mmi(now, client, service, body);
         }
         match self.services.enqueue(now, &service, client, body) {
             Ok(()) => self.dispatch(&service),
@@ -223,20 +231,52 @@ impl BrokerState {
         }
     }
 
-    fn handle_mmi(&mut self, client: Frame, service: Frame, body: Vec<Frame>) {
+    /// Answers the 8/MMI names: `mmi.service` (200/404), our extensions `mmi.services` and
+    /// `mmi.stats` (layouts in the module docs), and 501 for any other `mmi.` name.
+    fn handle_mmi(&mut self, now: Instant, client: Frame, service: Frame, body: Vec<Frame>) {
         self.stats.mmi_requests += 1;
-        let code: &[u8] = if service != b"mmi.service" {
-            b"501"
-        } else if body
-            .first()
-            .is_some_and(|name| self.services.is_served(name))
-        {
-            b"200"
-        } else {
-            b"404"
+        let reply = match service.as_slice() {
+            b"mmi.service" => {
+                let served = body.first().is_some_and(|n| self.services.is_served(n));
+                vec![if served {
+                    b"200".to_vec()
+                } else {
+                    b"404".to_vec()
+                }]
+            }
+            b"mmi.services" => std::iter::once(b"200".to_vec())
+                .chain(self.services.names())
+                .collect(),
+            b"mmi.stats" => self.mmi_stats(now, body),
+            _ => vec![b"501".to_vec()],
         };
-        debug!(service = %text(&service), code = %text(code), "mmi lookup");
-        self.send_client(client, service, vec![code.to_vec()]);
+        debug!(service = %text(&service), code = %text(&reply[0]), "mmi lookup");
+        self.send_client(client, service, reply);
+    }
+
+    /// `200`, then six frames per service asked for (all when none is named): name, workers,
+    /// waiting, queued, served, age of the oldest queued request in ms, as decimal text.
+    fn mmi_stats(&self, now: Instant, names: Vec<Frame>) -> Vec<Frame> {
+        let names = if names.is_empty() {
+            self.services.names()
+        } else {
+            names
+        };
+        let mut reply = Vec::with_capacity(1 + 6 * names.len());
+        reply.push(b"200".to_vec());
+        for name in names {
+            let r = self.services.report(&name);
+            let age = r
+                .oldest
+                .map_or(0, |at| now.saturating_duration_since(at).as_millis());
+            reply.push(name);
+            for value in [r.workers as u128, r.waiting as u128, r.queued as u128] {
+                reply.push(value.to_string().into_bytes());
+            }
+            reply.push(r.served.to_string().into_bytes());
+            reply.push(age.to_string().into_bytes());
+        }
+        reply
     }
 
     fn handle_worker(&mut self, now: Instant, sender: Frame, message: WorkerMessage<Frame>) {
@@ -294,6 +334,7 @@ impl BrokerState {
         match <[Frame; 1]>::try_from(envelope) {
             Ok([client]) => {
                 self.stats.replies_routed += 1;
+                self.services.record_served(&service);
                 self.send_client(client, service, body);
             }
             Err(_) => self.drop_unexpected(&identity, "REPLY envelope is not one client address"),

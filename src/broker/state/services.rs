@@ -21,6 +21,8 @@ const MIN_CAPACITY: usize = 1024;
 pub(super) struct Request {
     /// Sequence number, increasing across all services: ties an age entry to its request.
     id: u64,
+    /// When it was queued (for `mmi.stats`: the oldest queued request's age).
+    at: Instant,
     pub(super) client: Frame,
     pub(super) body: Vec<Frame>,
 }
@@ -33,6 +35,19 @@ struct Service {
     waiting: VecDeque<Frame>,
     /// Workers registered, busy or idle.
     workers: usize,
+    /// Replies routed to clients since the service was (last) created.
+    served: u64,
+}
+
+/// One service as `mmi.stats` reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct ServiceReport {
+    pub(super) workers: usize,
+    pub(super) waiting: usize,
+    pub(super) queued: usize,
+    pub(super) served: u64,
+    /// When its oldest queued request arrived.
+    pub(super) oldest: Option<Instant>,
 }
 
 /// When request `id` of `service` was queued.
@@ -120,7 +135,12 @@ impl Services {
         self.next_id += 1;
         let service = self.service(name);
         let waits = service.waiting.is_empty();
-        service.requests.push_back(Request { id, client, body });
+        service.requests.push_back(Request {
+            id,
+            at: now,
+            client,
+            body,
+        });
         self.queued += 1;
         if waits && self.settings.max_queue_age.is_some() {
             let service = name.to_vec();
@@ -144,6 +164,34 @@ impl Services {
             Some(service) if service.requests.len() >= s.max_queue => Err(Refusal::QueueFull),
             _ => Ok(()),
         }
+    }
+
+    /// Counts a reply routed for `name`.
+    pub(super) fn record_served(&mut self, name: &[u8]) {
+        if let Some(service) = self.table.get_mut(name) {
+            service.served += 1;
+        }
+    }
+
+    /// Every known service name, sorted (for `mmi.services`): O(services), paid by the
+    /// request that asks, never by a loop turn; bounded by `max_services` plus the workers'.
+    pub(super) fn names(&self) -> Vec<Frame> {
+        let mut names: Vec<Frame> = self.table.keys().cloned().collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// How `name` stands now; all zeros for a service the broker does not know.
+    pub(super) fn report(&self, name: &[u8]) -> ServiceReport {
+        self.table
+            .get(name)
+            .map_or_else(ServiceReport::default, |s| ServiceReport {
+                workers: s.workers,
+                waiting: s.waiting.len(),
+                queued: s.requests.len(),
+                served: s.served,
+                oldest: s.requests.front().map(|r| r.at),
+            })
     }
 
     /// Counts a new worker of `name`. Workers are never refused: each one is a connection.

@@ -527,3 +527,57 @@ fn heartbeats_reach_every_idle_worker_however_many_services_wait_unserved() {
     assert_eq!(sent, vec![to_worker(b"A", 0x04), to_worker(b"B", 0x04)]);
     assert_eq!(s.state.stats().services, 502);
 }
+
+/// The body of the one reply the broker sent to `client` for `service`.
+fn mmi_reply(sent: &[Vec<Frame>], client: &[u8], service: &[u8]) -> Vec<Frame> {
+    let reply = sent
+        .iter()
+        .find(|m| m[0] == client)
+        .unwrap_or_else(|| panic!("no reply to {client:?} in {sent:?}"));
+    assert_eq!(&reply[1..4], &frames(&[b"", b"MDPC01", service])[..]);
+    reply[4..].to_vec()
+}
+
+#[test]
+fn mmi_services_lists_every_known_service_sorted() {
+    let mut s = Scenario::new();
+    s.ready(0, b"W1", b"echo");
+    s.ready(0, b"W2", b"alpha");
+    s.request(1, b"C1", b"queued-only", &[b"x"]);
+    s.sent();
+    s.request(2, b"C2", b"mmi.services", &[]);
+    let body = mmi_reply(&s.sent(), b"C2", b"mmi.services");
+    assert_eq!(body, frames(&[b"200", b"alpha", b"echo", b"queued-only"]));
+}
+
+#[test]
+fn mmi_stats_reports_workers_waiting_queued_served_and_the_oldest_age() {
+    let mut s = Scenario::new();
+    s.ready(0, b"W1", b"echo");
+    s.ready(0, b"W2", b"echo");
+    // Two served, one in the hands of W1 (busy), one queued for a service nobody serves.
+    s.request(10, b"C1", b"echo", &[b"a"]);
+    s.reply(11, b"W1", b"C1", b"a");
+    s.request(12, b"C1", b"echo", &[b"b"]);
+    s.reply(13, b"W2", b"C1", b"b");
+    s.request(14, b"C1", b"echo", &[b"c"]);
+    s.request(20, b"C3", b"lonely", &[b"d"]);
+    s.sent();
+    s.request(270, b"C2", b"mmi.stats", &[]);
+    let body = mmi_reply(&s.sent(), b"C2", b"mmi.stats");
+    let expected: &[&[u8]] = &[
+        b"200", //
+        b"echo", b"2", b"1", b"0", b"2", b"0", //
+        b"lonely", b"0", b"0", b"1", b"0", b"250",
+    ];
+    assert_eq!(body, frames(expected));
+    // Named services only, in the order asked; an unknown one with zeros.
+    s.request(271, b"C2", b"mmi.stats", &[b"nobody", b"echo"]);
+    let body = mmi_reply(&s.sent(), b"C2", b"mmi.stats");
+    let expected: &[&[u8]] = &[
+        b"200", //
+        b"nobody", b"0", b"0", b"0", b"0", b"0", //
+        b"echo", b"2", b"1", b"0", b"2", b"0",
+    ];
+    assert_eq!(body, frames(expected));
+}
