@@ -252,3 +252,40 @@ async fn a_burst_of_heartbeats_while_the_action_runs_does_not_stall_the_next_req
     stop.shutdown();
     run.await.expect("join").expect("run");
 }
+
+#[test]
+fn a_process_stopped_by_sigterm_delivers_every_reply_and_disconnect_before_it_exits() {
+    use std::process::Command;
+    let binary = common::process::example_binary("async_worker");
+    for round in 0..3 {
+        let broker = RawBroker::tcp();
+        let mut child = Command::new(&binary)
+            .args(["--broker", &broker.endpoint, "--service", "slow"])
+            .args(["--concurrency", "4", "--work-ms", "300"])
+            .spawn()
+            .expect("async_worker");
+        let ids: Vec<Vec<u8>> = (0..4).map(|_| broker.expect_ready("slow")).collect();
+        // 8 MiB each: the four replies cannot all wait in the kernel's socket buffers, so
+        // libzmq's I/O thread is still writing them when run() returns.
+        let body = vec![0x5a_u8; 8 << 20];
+        for (i, id) in ids.iter().enumerate() {
+            broker.request(id, &[format!("c{i}").as_bytes()], &[&body]);
+        }
+        thread::sleep(Duration::from_millis(100)); // all four busy
+        let pid = child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "round {round}: {status:?}");
+        // The process is gone: whatever it sent must be here already.
+        let (mut replies, mut disconnects) = (0, 0);
+        while let Some((_, frames)) = broker.try_recv(Duration::from_millis(200)) {
+            let whole = frames.last().is_some_and(|b| b.len() == body.len());
+            replies += usize::from(is_command(&frames, common::REPLY) && whole);
+            disconnects += usize::from(is_command(&frames, DISCONNECT));
+        }
+        assert_eq!((replies, disconnects), (4, 4), "round {round}");
+    }
+}

@@ -76,8 +76,9 @@ pub struct AsyncWorker<A> {
     shared: Arc<Shared<A>>,
     sessions: Vec<(Session<Message>, zmq::Context, Arc<StatsCell>)>,
     waker: Arc<Waker>,
-    /// Kept until the worker is dropped, then closed on a thread of their own: closing a
-    /// context waits for its sockets' linger, which must never block a runtime thread.
+    /// Closed by `run` once every registration stopped (in `spawn_blocking`: closing a
+    /// context waits for its sockets' linger, which must never block a runtime thread), or
+    /// on a thread of their own if the worker is dropped without running to the end.
     contexts: Vec<zmq::Context>,
 }
 
@@ -185,6 +186,16 @@ impl<A: AsyncAction> AsyncWorker<A> {
         info!(registrations = stats.cells.len(), "async worker running");
         let first_error = join_registrations(&mut tasks, stats.cells.len()).await;
         tasks.abort_all();
+        // The last REPLYs and DISCONNECTs are still in the contexts' hands: closing them
+        // waits (at most the linger) until they left. Returning earlier let a process that
+        // exits right after run() lose them (seen against the zguide C broker).
+        let contexts = std::mem::take(&mut this.contexts);
+        if tokio::task::spawn_blocking(move || drop(contexts))
+            .await
+            .is_err()
+        {
+            error!("closing the worker's contexts failed");
+        }
         match first_error {
             Some(error) => Err(error),
             None => Ok(stats.summary()),
@@ -256,6 +267,9 @@ impl<A> Drop for AsyncWorker<A> {
     fn drop(&mut self) {
         let contexts = std::mem::take(&mut self.contexts);
         self.sessions.clear();
+        if contexts.is_empty() {
+            return;
+        }
         // Closing a context waits for lingering sockets: never on a runtime thread.
         if std::thread::Builder::new()
             .name("mdp-close".into())

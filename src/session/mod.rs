@@ -436,6 +436,7 @@ impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
         if self.state != State::Idle || due.saturating_duration_since(now) > quarter {
             return;
         }
+        debug!("sending heartbeat, in answer to the broker's");
         self.stats.heartbeats_sent += 1;
         self.actions
             .push_back(Action::Send(WorkerMessage::Heartbeat));

@@ -30,9 +30,18 @@ pub fn example_binary(name: &str) -> PathBuf {
         Some(other) => other,
     };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
+    // The features this test was built with, so the example reuses the same library build.
+    let features: Vec<&str> = [
+        ("tokio", cfg!(feature = "tokio")),
+        ("fuzzing", cfg!(feature = "fuzzing")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
     let status = Command::new(cargo)
         .args(["build", "--quiet", "--example", name, "--profile"])
         .arg(profile)
+        .args(["--features", &features.join(",")])
         .arg("--target-dir")
         .arg(target_dir)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
