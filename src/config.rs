@@ -72,6 +72,8 @@ pub struct WorkerConfig {
     pub(crate) concurrency: usize,
     pub(crate) shutdown_grace: Option<Duration>,
     pub(crate) shutdown: Option<ShutdownHandle>,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: Option<crate::metrics::Metrics>,
     pub(crate) drain: Option<DrainHandle>,
     pub(crate) events: Option<EventSink>,
 }
@@ -101,6 +103,8 @@ impl WorkerConfig {
             concurrency: 1,
             shutdown_grace: None,
             shutdown: None,
+            #[cfg(feature = "metrics")]
+            metrics: None,
             drain: None,
             events: None,
         }
@@ -251,6 +255,16 @@ impl WorkerConfig {
     /// Defaults to 10 s.
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = Some(grace);
+        self
+    }
+
+    /// Reports the worker's counters and request durations in `metrics` (feature `metrics`):
+    /// Prometheus reads the counters when it scrapes; each request's duration is observed in
+    /// its service's histogram. Defaults to none.
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics.clone());
         self
     }
 

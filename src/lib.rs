@@ -59,10 +59,14 @@ pub mod client;
 pub mod config;
 mod error;
 pub mod events;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod millis;
 pub mod mmi;
 pub mod pool;
 pub mod protocol;
+mod request_timer;
 mod security;
 pub mod session;
 mod settings;

@@ -37,6 +37,8 @@ pub(crate) struct WorkerSettings {
     pub(crate) shutdown: ShutdownHandle,
     pub(crate) drain: DrainHandle,
     pub(crate) events: Option<EventSink>,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: Option<crate::metrics::Metrics>,
 }
 
 /// Checks every value of `config` for a worker running its action in `mode`.
@@ -87,6 +89,8 @@ pub(crate) fn worker_settings(
         shutdown: config.shutdown.clone().unwrap_or_default(),
         drain: config.drain.clone().unwrap_or_default(),
         events: config.events.clone(),
+        #[cfg(feature = "metrics")]
+        metrics: config.metrics.clone(),
     })
 }
 

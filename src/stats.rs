@@ -1,6 +1,7 @@
 //! The worker's counters: one struct, kept by the session, published once per loop turn so a
 //! pool (or any other thread) can read them.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// Declares [`WorkerStats`] from one list of counters, with [`WorkerStats::add`]: adding a
@@ -66,11 +67,21 @@ impl WorkerStats {
 #[derive(Debug, Default)]
 pub(crate) struct StatsCell {
     stats: Mutex<WorkerStats>,
+    /// Whether the broker knows the worker now (it has heard from it on this connection, and
+    /// the worker is neither draining nor reconnecting): what a health check asks.
+    registered: AtomicBool,
 }
 
 impl StatsCell {
-    pub(crate) fn publish(&self, stats: WorkerStats) {
+    pub(crate) fn publish(&self, stats: WorkerStats, registered: bool) {
         *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = stats;
+        self.registered.store(registered, Ordering::Relaxed);
+    }
+
+    /// Whether the worker was registered at its last publication.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))] // read by the metrics
+    pub(crate) fn is_registered(&self) -> bool {
+        self.registered.load(Ordering::Relaxed)
     }
 
     pub(crate) fn snapshot(&self) -> WorkerStats {

@@ -29,6 +29,7 @@ use zmq::Message;
 use crate::config::{WorkerConfig, DEFAULT_SHUTDOWN_GRACE};
 use crate::error::Error;
 use crate::events::WorkerId;
+use crate::request_timer::RequestTimer;
 use crate::session::Session;
 use crate::settings::{contexts_for, worker_settings, Mode, WorkerSettings};
 use crate::shutdown::{DrainHandle, ShutdownHandle};
@@ -74,7 +75,7 @@ where
 /// socket at once.
 pub struct AsyncWorker<A> {
     shared: Arc<Shared<A>>,
-    sessions: Vec<(Session<Message>, zmq::Context, Arc<StatsCell>)>,
+    sessions: Vec<(Session<Message>, zmq::Context, Arc<StatsCell>, RequestTimer)>,
     waker: Arc<Waker>,
     /// Closed by `run` once every registration stopped (in `spawn_blocking`: closing a
     /// context waits for its sockets' linger, which must never block a runtime thread), or
@@ -102,6 +103,9 @@ impl<A: AsyncAction> AsyncWorker<A> {
     /// must hold three sockets per registration within its 1023), or [`Error::Io`] if the
     /// wake-up line cannot be made.
     pub fn new(config: WorkerConfig, action: A) -> Result<AsyncWorker<A>, Error> {
+        let settings = worker_settings(&config, Mode::Async)?;
+        #[cfg(feature = "metrics")]
+        let metrics = settings.metrics.clone();
         let WorkerSettings {
             session,
             socket,
@@ -109,7 +113,8 @@ impl<A: AsyncAction> AsyncWorker<A> {
             shutdown,
             drain,
             events,
-        } = worker_settings(&config, Mode::Async)?;
+            ..
+        } = settings;
         let contexts = contexts_for(config.concurrency, context)?;
         let waker = Waker::new().map_err(Error::io("socketpair"))?;
         shutdown.register_waker(&waker);
@@ -120,7 +125,12 @@ impl<A: AsyncAction> AsyncWorker<A> {
                 session_config.id = WorkerId::next(&config.service_name);
                 session_config.seed = crate::settings::seed();
                 let context = contexts[i % contexts.len()].clone();
-                (Session::new(session_config), context, Arc::default())
+                let cell = Arc::new(StatsCell::default());
+                #[cfg(feature = "metrics")]
+                let timer = RequestTimer::new(metrics.as_ref(), &config.service_name, &cell);
+                #[cfg(not(feature = "metrics"))]
+                let timer = RequestTimer::new(None, &config.service_name, &cell);
+                (Session::new(session_config), context, cell, timer)
             })
             .collect();
         let shared = Arc::new(Shared {
@@ -155,7 +165,7 @@ impl<A: AsyncAction> AsyncWorker<A> {
             cells: self
                 .sessions
                 .iter()
-                .map(|(session, _, cell)| (session.id().clone(), Arc::clone(cell)))
+                .map(|(session, _, cell, _)| (session.id().clone(), Arc::clone(cell)))
                 .collect(),
         }
     }
@@ -179,8 +189,9 @@ impl<A: AsyncAction> AsyncWorker<A> {
             Ok(WorkerStats::default())
         });
         let mut this = self;
-        for (session, context, cell) in std::mem::take(&mut this.sessions) {
-            let registration = Registration::new(session, context, Arc::clone(&this.shared), cell);
+        for (session, context, cell, timer) in std::mem::take(&mut this.sessions) {
+            let shared = Arc::clone(&this.shared);
+            let registration = Registration::new(session, context, shared, cell, timer);
             tasks.spawn(registration.run(control.clone()));
         }
         info!(registrations = stats.cells.len(), "async worker running");

@@ -20,6 +20,7 @@ use crate::async_socket::AsyncSocket;
 use crate::error::Error;
 use crate::events::EventSink;
 use crate::protocol::WorkerMessage;
+use crate::request_timer::RequestTimer;
 use crate::session::{Action, DisconnectReason, Session, State};
 use crate::shutdown::{DrainHandle, ShutdownHandle};
 use crate::stats::{StatsCell, WorkerStats};
@@ -63,6 +64,7 @@ pub(super) struct Registration<A> {
     task: Option<CatchUnwind>,
     /// When a shutdown's grace period for the request in hand ends.
     grace_until: Option<Instant>,
+    timer: RequestTimer,
 }
 
 impl<A: AsyncAction> Registration<A> {
@@ -71,6 +73,7 @@ impl<A: AsyncAction> Registration<A> {
         context: zmq::Context,
         shared: Arc<Shared<A>>,
         stats: Arc<StatsCell>,
+        timer: RequestTimer,
     ) -> Registration<A> {
         Registration {
             session,
@@ -80,6 +83,7 @@ impl<A: AsyncAction> Registration<A> {
             connection: None,
             task: None,
             grace_until: None,
+            timer,
         }
     }
 
@@ -153,6 +157,7 @@ impl<A: AsyncAction> Registration<A> {
                     self.send(message)?;
                 }
                 Action::Deliver { body } => {
+                    self.timer.start();
                     self.task = Some(CatchUnwind(self.shared.action.call(body)));
                 }
                 Action::Close { graceful, .. } => self.close(graceful),
@@ -259,6 +264,7 @@ impl<A: AsyncAction> Registration<A> {
     }
 
     fn handle_result(&mut self, now: Instant, result: Result<Vec<Message>, Box<dyn Any + Send>>) {
+        self.timer.finish();
         // A shutdown asked for during the action goes out right after this REPLY.
         self.check_controls(now);
         let _ = match result {
@@ -309,7 +315,10 @@ impl<A: AsyncAction> Registration<A> {
     }
 
     fn publish(&mut self) {
-        self.stats.publish(self.session.stats());
+        self.stats.publish(
+            self.session.stats(),
+            self.session.broker_heard() && !self.session.is_draining(),
+        );
         while let Some(event) = self.session.poll_event() {
             if let Some(sink) = &self.shared.events {
                 sink.emit(event);

@@ -44,6 +44,8 @@ pub struct BrokerConfig {
     pub(crate) curve_server: Option<CurveKeys>,
     pub(crate) curve_clients: Vec<[u8; 32]>,
     pub(crate) context: Option<zmq::Context>,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: Option<crate::metrics::Metrics>,
 }
 
 impl BrokerConfig {
@@ -67,6 +69,8 @@ impl BrokerConfig {
             curve_server: None,
             curve_clients: Vec::new(),
             context: None,
+            #[cfg(feature = "metrics")]
+            metrics: None,
         }
     }
 
@@ -190,6 +194,15 @@ impl BrokerConfig {
     /// The bind endpoint as given.
     pub fn bind_endpoint(&self) -> &str {
         &self.bind
+    }
+
+    /// Reports the broker's figures (per service, and the time requests wait in queue) in
+    /// `metrics` (feature `metrics`), read when Prometheus scrapes. Defaults to none.
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
     }
 
     /// Checks every value.

@@ -32,7 +32,7 @@ mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handle;
-mod state;
+pub(crate) mod state;
 mod stats;
 mod zap;
 
@@ -48,7 +48,7 @@ use crate::transport::{self, TransportError};
 pub use config::{
     BrokerConfig, DEFAULT_LINGER, DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUED_TOTAL, DEFAULT_MAX_SERVICES,
 };
-use handle::SharedStats;
+pub(crate) use handle::SharedStats;
 pub use handle::{BrokerHandle, StopHandle};
 use state::BrokerState;
 pub use stats::BrokerStats;
@@ -126,6 +126,9 @@ pub struct Broker {
     state: BrokerState,
     stop: StopHandle,
     stats: SharedStats,
+    /// Snapshot queries of the metrics (feature `metrics`), answered between loop turns.
+    #[cfg(feature = "metrics")]
+    snapshots: Option<crate::metrics::SnapshotQueries>,
     _context: zmq::Context,
 }
 
@@ -162,6 +165,13 @@ impl Broker {
             _ => config.bind.clone(),
         };
         let settings = config.settings();
+        let stats = SharedStats::default();
+        #[cfg(feature = "metrics")]
+        let snapshots = config.metrics.as_ref().map(|metrics| {
+            let (source, queries) = crate::metrics::BrokerSource::new(stats.clone());
+            metrics.register_broker(source);
+            queries
+        });
         Ok(Broker {
             socket,
             zap,
@@ -170,7 +180,9 @@ impl Broker {
             state: BrokerState::new(settings, Instant::now()),
             config,
             stop: StopHandle::default(),
-            stats: SharedStats::default(),
+            stats,
+            #[cfg(feature = "metrics")]
+            snapshots,
             _context: context,
         })
     }
@@ -246,6 +258,10 @@ impl Broker {
         self.state.handle_timeout(Instant::now());
         self.flush();
         self.stats.publish(self.stats());
+        #[cfg(feature = "metrics")]
+        if let Some(queries) = &self.snapshots {
+            queries.answer(|| self.state.snapshot());
+        }
         Ok(())
     }
 

@@ -39,6 +39,8 @@ use tracing::{debug, info, trace, warn};
 
 use super::BrokerStats;
 use crate::protocol::{ClientMessage, Command, ProtocolError, WorkerMessage};
+#[cfg(feature = "metrics")]
+pub(crate) use services::ServiceReport;
 use services::{Refusal, Services};
 use throttle::Throttle;
 
@@ -75,6 +77,50 @@ pub(crate) struct BrokerState {
     /// One per [`Refusal`], in its order.
     refusal_warnings: [Throttle; 3],
     expiry_warnings: Throttle,
+    /// The time of the input being handled.
+    now: Instant,
+    /// How long dispatched requests waited in their queue.
+    queue_times: QueueTimes,
+}
+
+/// Bucket bounds of [`QueueTimes`], in seconds: 100 µs doubling to about 105 s.
+pub(crate) const QUEUE_TIME_BUCKETS: usize = 21;
+
+/// A histogram of the time requests waited in a queue, kept as plain counts so that the
+/// state machine stays free of any metrics library; read by the metrics at scrape time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct QueueTimes {
+    /// Requests with a wait at most bucket `i`'s bound (not cumulative); the last bucket
+    /// takes everything above.
+    pub(crate) counts: [u64; QUEUE_TIME_BUCKETS + 1],
+    pub(crate) sum_seconds: f64,
+    pub(crate) count: u64,
+}
+
+impl QueueTimes {
+    /// The upper bound of bucket `i`, in seconds.
+    pub(crate) fn bound(i: usize) -> f64 {
+        0.0001 * f64::from(1u32 << i.min(31))
+    }
+
+    fn observe(&mut self, wait: Duration) {
+        let seconds = wait.as_secs_f64();
+        let bucket = (0..QUEUE_TIME_BUCKETS)
+            .find(|&i| seconds <= Self::bound(i))
+            .unwrap_or(QUEUE_TIME_BUCKETS);
+        self.counts[bucket] += 1;
+        self.sum_seconds += seconds;
+        self.count += 1;
+    }
+}
+
+/// Each service as the metrics report it, and the queue times: taken on request only (a
+/// scrape), never per loop turn.
+#[cfg(feature = "metrics")]
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Snapshot {
+    pub(crate) services: Vec<(String, ServiceReport)>,
+    pub(crate) queue_times: QueueTimes,
 }
 
 impl BrokerState {
@@ -86,6 +132,8 @@ impl BrokerState {
             workers: HashMap::new(),
             outbox: VecDeque::new(),
             next_heartbeat: now + settings.heartbeat,
+            now,
+            queue_times: QueueTimes::default(),
             stats: BrokerStats::default(),
             refusal_warnings: Default::default(),
             expiry_warnings: Throttle::default(),
@@ -98,6 +146,7 @@ impl BrokerState {
         if frames.is_empty() {
             return;
         }
+        self.now = now;
         self.expire_requests(now);
         let sender = frames.remove(0);
         trace!(sender = %Id(&sender), ?frames, "received");
@@ -118,6 +167,7 @@ impl BrokerState {
     /// Drops requests queued too long; when the heartbeat is due, sends heartbeats, expires
     /// silent workers and gives back the memory of forgotten services.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
         self.expire_requests(now);
         if now < self.next_heartbeat {
             return;
@@ -201,6 +251,7 @@ impl BrokerState {
             Refusal::QueueFull => (&mut self.stats.requests_dropped, "max_queue", s.max_queue),
         };
         *counter += 1;
+        self.services.record_dropped(service);
         let service = text(service);
         match self.refusal_warnings[refusal as usize].allow(now) {
             Some(held_back) => {
@@ -228,6 +279,23 @@ impl BrokerState {
                 )
             }
             None => debug!(expired, ?max_queue_age, "queued requests expired, dropped"),
+        }
+    }
+
+    /// Every service's figures and the queue times, for the metrics.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            services: self
+                .services
+                .names()
+                .into_iter()
+                .map(|name| {
+                    let report = self.services.report(&name);
+                    (String::from_utf8_lossy(&name).into_owned(), report)
+                })
+                .collect(),
+            queue_times: self.queue_times.clone(),
         }
     }
 
@@ -379,6 +447,8 @@ impl BrokerState {
             if let Some(worker) = self.workers.get_mut(&identity) {
                 worker.busy = true;
             }
+            let waited = self.now.saturating_duration_since(request.at);
+            self.queue_times.observe(waited);
             self.stats.requests_dispatched += 1;
             let message = WorkerMessage::Request {
                 envelope: vec![request.client],

@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::events::{EventSink, WorkerId};
 use crate::millis::millis_i64;
 use crate::protocol::WorkerMessage;
+use crate::request_timer::RequestTimer;
 use crate::session::{Action, Session, State};
 use crate::settings::{worker_settings, Mode, WorkerSettings};
 use crate::shutdown::{DrainHandle, ShutdownHandle};
@@ -94,6 +95,7 @@ pub struct Worker<A> {
     parent_span: Span,
     /// A reply just left: the next wait starts with a short blocking receive.
     hot: bool,
+    timer: RequestTimer,
 }
 
 impl<A: WorkerAction> Worker<A> {
@@ -142,6 +144,12 @@ impl<A: WorkerAction> Worker<A> {
         let session = Session::new(settings.session);
         let parent_span = Span::current();
         let span = worker_span(&parent_span, session.id(), None);
+        let stats = Arc::new(StatsCell::default());
+        #[cfg(feature = "metrics")]
+        let metrics = settings.metrics.as_ref();
+        #[cfg(not(feature = "metrics"))]
+        let metrics = None;
+        let timer = RequestTimer::new(metrics, &session.id().service, &stats);
         Ok(Worker {
             runner,
             session,
@@ -152,10 +160,11 @@ impl<A: WorkerAction> Worker<A> {
             drain: settings.drain,
             waker,
             events: settings.events,
-            stats: Arc::new(StatsCell::default()),
+            stats,
             span,
             parent_span,
             hot: false,
+            timer,
         })
     }
 
@@ -294,12 +303,17 @@ impl<A: WorkerAction> Worker<A> {
 
     /// Publishes the counters and hands the session's events to the sink.
     fn publish(&mut self) {
-        self.stats.publish(self.session.stats());
+        self.stats.publish(self.session.stats(), self.registered());
         while let Some(event) = self.session.poll_event() {
             if let Some(sink) = &self.events {
                 sink.emit(event);
             }
         }
+    }
+
+    /// Whether the broker knows this worker now: heard on this connection, not draining.
+    fn registered(&self) -> bool {
+        self.session.broker_heard() && !self.session.is_draining()
     }
 
     /// Feeds shutdown and drain requests from the handles to the session.
@@ -390,6 +404,7 @@ impl<A: WorkerAction> Worker<A> {
     }
 
     fn deliver(&mut self, body: Vec<Message>) {
+        self.timer.start();
         match &mut self.runner {
             Runner::Thread(thread) => thread.send_request(body),
             Runner::Inline(action, parking) => {
@@ -406,6 +421,7 @@ impl<A: WorkerAction> Worker<A> {
 
     /// Takes what the action produced and hands the reply to the session.
     fn handle_result(&mut self, result: ActionResult) {
+        self.timer.finish();
         let now = Instant::now();
         // A shutdown asked for during the action goes out right after this REPLY.
         self.check_controls(now);

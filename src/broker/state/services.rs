@@ -21,8 +21,8 @@ const MIN_CAPACITY: usize = 1024;
 pub(super) struct Request {
     /// Sequence number, increasing across all services: ties an age entry to its request.
     id: u64,
-    /// When it was queued (for `mmi.stats`: the oldest queued request's age).
-    at: Instant,
+    /// When it was queued (its time in the queue, the oldest queued request's age).
+    pub(super) at: Instant,
     pub(super) client: Frame,
     pub(super) body: Vec<Frame>,
 }
@@ -37,17 +37,23 @@ struct Service {
     workers: usize,
     /// Replies routed to clients since the service was (last) created.
     served: u64,
+    /// Requests received for it, queued or dispatched at once, since it was created.
+    received: u64,
+    /// Requests for it dropped (a bound, or their age), since it was created.
+    dropped: u64,
 }
 
-/// One service as `mmi.stats` reports it.
+/// One service as `mmi.stats` and the metrics report it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct ServiceReport {
-    pub(super) workers: usize,
-    pub(super) waiting: usize,
-    pub(super) queued: usize,
-    pub(super) served: u64,
+pub(crate) struct ServiceReport {
+    pub(crate) workers: usize,
+    pub(crate) waiting: usize,
+    pub(crate) queued: usize,
+    pub(crate) served: u64,
+    pub(crate) received: u64,
+    pub(crate) dropped: u64,
     /// When its oldest queued request arrived.
-    pub(super) oldest: Option<Instant>,
+    pub(crate) oldest: Option<Instant>,
 }
 
 /// When request `id` of `service` was queued.
@@ -134,6 +140,7 @@ impl Services {
         let id = self.next_id;
         self.next_id += 1;
         let service = self.service(name);
+        service.received += 1;
         let waits = service.waiting.is_empty();
         service.requests.push_back(Request {
             id,
@@ -166,6 +173,14 @@ impl Services {
         }
     }
 
+    /// Counts a request for `name` that was dropped (an existing service's: a refused new
+    /// name leaves no trace).
+    pub(super) fn record_dropped(&mut self, name: &[u8]) {
+        if let Some(service) = self.table.get_mut(name) {
+            service.dropped += 1;
+        }
+    }
+
     /// Counts a reply routed for `name`.
     pub(super) fn record_served(&mut self, name: &[u8]) {
         if let Some(service) = self.table.get_mut(name) {
@@ -190,6 +205,8 @@ impl Services {
                 waiting: s.waiting.len(),
                 queued: s.requests.len(),
                 served: s.served,
+                received: s.received,
+                dropped: s.dropped,
                 oldest: s.requests.front().map(|r| r.at),
             })
     }
@@ -279,6 +296,7 @@ impl Services {
             return false;
         }
         service.requests.pop_front();
+        service.dropped += 1;
         self.queued -= 1;
         self.forget_if_idle(name);
         true

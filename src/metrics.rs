@@ -1,0 +1,294 @@
+//! Prometheus metrics and a health check (feature `metrics`).
+//!
+//! One [`Metrics`] per process: give it to every [`WorkerConfig`](crate::WorkerConfig)
+//! ([`WorkerConfig::metrics`](crate::WorkerConfig::metrics): sync workers, pools and async
+//! workers alike) and broker ([`BrokerConfig::metrics`](crate::broker::BrokerConfig::metrics)),
+//! then serve it with [`Metrics::serve`] or read [`Metrics::encode`] yourself.
+//!
+//! ```no_run
+//! use majordomo_worker::metrics::Metrics;
+//! use majordomo_worker::{Message, Worker, WorkerConfig};
+//!
+//! let metrics = Metrics::new();
+//! let _http = metrics.serve("127.0.0.1:9100")?; // GET /metrics, GET /healthz
+//! let config = WorkerConfig::new("tcp://127.0.0.1:5555", "echo").metrics(&metrics);
+//! Worker::new(config, |r: Vec<Message>| r)?.run()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Counters cost nothing per request: they are read from the workers' and the broker's own
+//! statistics when Prometheus scrapes. Per request, a worker observes its request duration
+//! in its service's histogram (a few atomic additions) and the broker the time each request
+//! waited in its queue.
+//!
+//! Health (`/healthz`): `200 ready` once every worker registered with the `Metrics` is known
+//! by its broker (the broker has spoken on the current connection) and none is draining or
+//! reconnecting; `503 not ready` otherwise, and while no worker is registered.
+
+mod broker;
+mod http;
+
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::stats::{StatsCell, WorkerStats};
+pub(crate) use broker::{BrokerSource, SnapshotQueries};
+pub use http::MetricsServer;
+
+/// The label of every per-service metric.
+type ServiceLabel = Vec<(&'static str, String)>;
+
+/// Request duration buckets: 100 µs to about 105 s, doubling.
+fn duration_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.0001, 2.0, 21)
+}
+
+/// The metrics of a process: its workers and brokers. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Mutex<Registry>,
+    workers: Arc<Workers>,
+    durations: Family<ServiceLabel, Histogram>,
+    brokers: Arc<broker::Brokers>,
+}
+
+/// The stats cells of the registered workers, read at scrape time.
+#[derive(Debug, Default)]
+struct Workers {
+    cells: Mutex<Vec<(Arc<str>, Weak<StatsCell>)>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// An empty set of metrics; workers and brokers given it register themselves.
+    pub fn new() -> Metrics {
+        let workers = Arc::new(Workers::default());
+        let brokers = Arc::new(broker::Brokers::default());
+        let durations = Family::<ServiceLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(duration_buckets())
+        });
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Arc::clone(&workers)));
+        registry.register(
+            "mdp_worker_request_duration_seconds",
+            "Time from a request's delivery to the action until its reply",
+            durations.clone(),
+        );
+        registry.register_collector(Box::new(Arc::clone(&brokers)));
+        Metrics {
+            inner: Arc::new(Inner {
+                registry: Mutex::new(registry),
+                workers,
+                durations,
+                brokers,
+            }),
+        }
+    }
+
+    /// Every metric in the OpenMetrics text format, as `/metrics` serves it.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        let registry = lock(&self.inner.registry);
+        // Writing into a String cannot fail; a collector error leaves what was written.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        text
+    }
+
+    /// Whether every registered worker is known by its broker, none draining or
+    /// reconnecting, and there is at least one (what `/healthz` answers).
+    pub fn is_ready(&self) -> bool {
+        self.inner.workers.is_ready()
+    }
+
+    /// Serves `GET /metrics` and `GET /healthz` on `addr` (e.g. `127.0.0.1:9100`) from a
+    /// thread of its own, until the returned server is dropped.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error from binding `addr`.
+    pub fn serve(&self, addr: &str) -> std::io::Result<MetricsServer> {
+        MetricsServer::start(self.clone(), addr)
+    }
+
+    /// Counts a worker of `service`; returns the histogram of its request durations.
+    pub(crate) fn register_worker(&self, service: &str, cell: &Arc<StatsCell>) -> Histogram {
+        let mut cells = lock(&self.inner.workers.cells);
+        cells.retain(|(_, cell)| cell.strong_count() > 0);
+        cells.push((Arc::from(service), Arc::downgrade(cell)));
+        let label = vec![("service", service.to_string())];
+        self.inner.durations.get_or_create(&label).clone()
+    }
+
+    /// Registers a broker whose statistics are read at scrape time.
+    pub(crate) fn register_broker(&self, source: BrokerSource) {
+        self.inner.brokers.register(source);
+    }
+}
+
+impl Workers {
+    /// Live workers, by service, with their counters and whether they are registered.
+    fn snapshot(&self) -> Vec<(Arc<str>, WorkerStats, bool)> {
+        let mut cells = lock(&self.cells);
+        cells.retain(|(_, cell)| cell.strong_count() > 0);
+        cells
+            .iter()
+            .filter_map(|(service, cell)| {
+                let cell = cell.upgrade()?;
+                Some((Arc::clone(service), cell.snapshot(), cell.is_registered()))
+            })
+            .collect()
+    }
+
+    fn is_ready(&self) -> bool {
+        let workers = self.snapshot();
+        !workers.is_empty() && workers.iter().all(|(_, _, registered)| *registered)
+    }
+}
+
+/// The counters of the workers' statistics, named and described once.
+/// A metric: its name, its help, and how to read it from `T`.
+type Reading<T, V> = (&'static str, &'static str, fn(&T) -> V);
+
+const WORKER_COUNTERS: [Reading<WorkerStats, u64>; 11] = [
+    (
+        "mdp_worker_requests",
+        "Requests handed to the action",
+        |s| s.requests,
+    ),
+    (
+        "mdp_worker_replies",
+        "Replies sent (the action's, panic and timeout replies)",
+        |s| s.replies,
+    ),
+    (
+        "mdp_worker_timeouts",
+        "Requests answered with the timeout reply",
+        |s| s.timeouts,
+    ),
+    ("mdp_worker_panics", "Requests whose action panicked", |s| {
+        s.panics
+    }),
+    (
+        "mdp_worker_reconnects",
+        "Sockets opened after the first one",
+        |s| s.reconnects,
+    ),
+    (
+        "mdp_worker_heartbeats_sent",
+        "HEARTBEATs sent to the broker",
+        |s| s.heartbeats_sent,
+    ),
+    (
+        "mdp_worker_malformed_dropped",
+        "Malformed messages from the broker, dropped",
+        |s| s.malformed_dropped,
+    ),
+    (
+        "mdp_worker_unexpected_dropped",
+        "Valid messages out of place, dropped",
+        |s| s.unexpected_dropped,
+    ),
+    (
+        "mdp_worker_send_failures",
+        "Messages not sent within the send timeout",
+        |s| s.send_failures,
+    ),
+    (
+        "mdp_worker_auth_failures",
+        "Connections refused by the broker's authentication",
+        |s| s.auth_failures,
+    ),
+    (
+        "mdp_worker_connections_lost",
+        "Connections dropped under the socket",
+        |s| s.connections_lost,
+    ),
+];
+
+/// The workers of one service in this process, added up.
+#[derive(Debug, Default)]
+struct ServiceRow {
+    stats: WorkerStats,
+    workers: i64,
+    registered: i64,
+    busy: i64,
+}
+
+impl Collector for Workers {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let rows = per_service(self.snapshot());
+        for (name, help, value) in WORKER_COUNTERS {
+            let metric = ConstCounter::new(0u64);
+            let mut family = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+            for (service, row) in &rows {
+                let label = vec![("service", service.to_string())];
+                ConstCounter::new(value(&row.stats)).encode(family.encode_family(&label)?)?;
+            }
+        }
+        let gauges: [Reading<ServiceRow, i64>; 3] = [
+            ("mdp_worker_in_flight", "Requests in an action now", |r| {
+                r.busy
+            }),
+            (
+                "mdp_worker_workers",
+                "Workers of the service in this process",
+                |r| r.workers,
+            ),
+            (
+                "mdp_worker_registered",
+                "Workers the broker knows now",
+                |r| r.registered,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let metric = ConstGauge::new(0i64);
+            let mut family = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+            for (service, row) in &rows {
+                let label = vec![("service", service.to_string())];
+                ConstGauge::new(value(row)).encode(family.encode_family(&label)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Adds the workers' counters up per service, in the order services were first seen.
+fn per_service(workers: Vec<(Arc<str>, WorkerStats, bool)>) -> Vec<(Arc<str>, ServiceRow)> {
+    let mut rows: Vec<(Arc<str>, ServiceRow)> = Vec::new();
+    for (service, stats, registered) in workers {
+        let index = match rows.iter().position(|(s, _)| *s == service) {
+            Some(index) => index,
+            None => {
+                rows.push((service, ServiceRow::default()));
+                rows.len() - 1
+            }
+        };
+        let row = &mut rows[index].1;
+        row.busy += i64::from(stats.in_flight);
+        row.stats.add(&stats);
+        row.workers += 1;
+        row.registered += i64::from(registered);
+    }
+    rows
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

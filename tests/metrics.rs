@@ -1,0 +1,141 @@
+//! `/metrics` and `/healthz` over real HTTP, while real traffic flows: the counters must match
+//! the requests sent.
+#![cfg(feature = "metrics")]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use majordomo_worker::broker::{Broker, BrokerConfig};
+use majordomo_worker::client::{Client, ClientConfig};
+use majordomo_worker::metrics::Metrics;
+use majordomo_worker::{Message, Worker, WorkerConfig};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// GET `path`: the status code and the body.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}
+
+/// The value of the sample `name{labels}` (the whole line before the value), if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn worker_config(endpoint: &str, metrics: &Metrics) -> WorkerConfig {
+    WorkerConfig::new(endpoint, "echo")
+        .heartbeat(Duration::from_millis(50))
+        .liveness(10)
+        .metrics(metrics)
+}
+
+#[test]
+fn scraped_counters_match_the_requests_sent() {
+    let metrics = Metrics::new();
+    let http = metrics.serve("127.0.0.1:0").expect("serve");
+    let broker = Broker::bind(BrokerConfig::new("tcp://127.0.0.1:*").metrics(&metrics))
+        .expect("bind")
+        .spawn()
+        .expect("spawn");
+    let mut worker = Worker::new(
+        worker_config(broker.endpoint(), &metrics),
+        |r: Vec<Message>| r,
+    )
+    .expect("worker");
+    let stop = worker.shutdown_handle();
+    let running = thread::spawn(move || worker.run());
+    let config = ClientConfig::new(broker.endpoint())
+        .timeout(WAIT)
+        .retries(0);
+    let mut client = Client::connect(config).expect("client");
+    for i in 0..25 {
+        let body = format!("r{i}");
+        assert_eq!(
+            client.request("echo", &[&body]).expect("reply"),
+            vec![body.into_bytes()]
+        );
+    }
+    let (status, text) = get(http.addr(), "/metrics");
+    assert_eq!(status, 200);
+    let expect = |series: &str, value: f64| {
+        assert_eq!(sample(&text, series), Some(value), "{series} in:\n{text}");
+    };
+    expect(r#"mdp_worker_requests_total{service="echo"}"#, 25.0);
+    expect(r#"mdp_worker_replies_total{service="echo"}"#, 25.0);
+    expect(r#"mdp_worker_panics_total{service="echo"}"#, 0.0);
+    expect(r#"mdp_worker_workers{service="echo"}"#, 1.0);
+    expect(
+        r#"mdp_worker_request_duration_seconds_count{service="echo"}"#,
+        25.0,
+    );
+    expect(r#"mdp_broker_service_requests_total{service="echo"}"#, 25.0);
+    expect(r#"mdp_broker_service_replies_total{service="echo"}"#, 25.0);
+    expect(r#"mdp_broker_service_workers{service="echo"}"#, 1.0);
+    expect("mdp_broker_requests_received_total", 25.0);
+    expect("mdp_broker_queue_time_seconds_count", 25.0);
+    assert!(
+        text.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF"
+    );
+    stop.shutdown();
+    running.join().expect("worker thread").expect("run");
+    broker.stop().expect("broker");
+}
+
+#[test]
+fn healthz_follows_registration_drain_and_resume() {
+    let metrics = Metrics::new();
+    let http = metrics.serve("127.0.0.1:0").expect("serve");
+    assert_eq!(get(http.addr(), "/healthz").0, 503, "no worker yet");
+    let broker =
+        Broker::bind(BrokerConfig::new("tcp://127.0.0.1:*").heartbeat(Duration::from_millis(20)))
+            .expect("bind")
+            .spawn()
+            .expect("spawn");
+    let mut worker = Worker::new(
+        worker_config(broker.endpoint(), &metrics),
+        |r: Vec<Message>| r,
+    )
+    .expect("worker");
+    let (stop, drain) = (worker.shutdown_handle(), worker.drain_handle());
+    assert_eq!(get(http.addr(), "/healthz").0, 503, "built, not registered");
+    let running = thread::spawn(move || worker.run());
+    wait_until("ready once registered", || {
+        get(http.addr(), "/healthz") == (200, "ready\n".into())
+    });
+    drain.drain();
+    wait_until("not ready while drained", || {
+        get(http.addr(), "/healthz").0 == 503
+    });
+    drain.resume();
+    wait_until("ready after resume", || {
+        get(http.addr(), "/healthz").0 == 200
+    });
+    assert_eq!(get(http.addr(), "/nowhere").0, 404);
+    stop.shutdown();
+    running.join().expect("worker thread").expect("run");
+    broker.stop().expect("broker");
+}
