@@ -6,6 +6,8 @@
 
 mod completions;
 mod error;
+mod frames;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -25,6 +27,8 @@ pub struct Cli {
 enum Command {
     /// Print a shell completion script.
     Completions(completions::Args),
+    /// Serve SERVICE by running a command for each request (inetd for MDP).
+    Worker(worker::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,5 +52,6 @@ fn main() -> ExitCode {
 fn run(command: Command) -> CliResult {
     match command {
         Command::Completions(args) => completions::run(args),
+        Command::Worker(args) => worker::run(args),
     }
 }
