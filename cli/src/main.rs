@@ -4,9 +4,11 @@
 //! to the exit codes documented in [`error`]. The tool holds no protocol logic: it is a user
 //! of the `majordomo-worker` library like any other.
 
+mod call;
 mod completions;
 mod error;
 mod frames;
+mod ping;
 mod worker;
 
 use std::process::ExitCode;
@@ -29,6 +31,10 @@ enum Command {
     Completions(completions::Args),
     /// Serve SERVICE by running a command for each request (inetd for MDP).
     Worker(worker::Args),
+    /// Send one request to SERVICE and print the reply.
+    Call(call::Args),
+    /// Ask the broker whether SERVICE has workers.
+    Ping(ping::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,5 +59,7 @@ fn run(command: Command) -> CliResult {
     match command {
         Command::Completions(args) => completions::run(args),
         Command::Worker(args) => worker::run(args),
+        Command::Call(args) => call::run(args),
+        Command::Ping(args) => ping::run(args),
     }
 }
