@@ -4,6 +4,7 @@
 //! to the exit codes documented in [`error`]. The tool holds no protocol logic: it is a user
 //! of the `majordomo-worker` library like any other.
 
+mod broker;
 mod call;
 mod completions;
 mod error;
@@ -35,6 +36,8 @@ enum Command {
     Call(call::Args),
     /// Ask the broker whether SERVICE has workers.
     Ping(ping::Args),
+    /// Run an MDP/0.1 broker in the foreground.
+    Broker(broker::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,5 +64,6 @@ fn run(command: Command) -> CliResult {
         Command::Worker(args) => worker::run(args),
         Command::Call(args) => call::run(args),
         Command::Ping(args) => ping::run(args),
+        Command::Broker(args) => broker::run(args),
     }
 }
