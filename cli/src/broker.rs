@@ -1,6 +1,7 @@
 //! `mdp broker`: the library's [`Broker`] as a production process: every [`BrokerConfig`]
 //! option a flag, structured logs, a graceful stop on SIGINT/SIGTERM.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,20 +17,21 @@ use tracing_subscriber::EnvFilter;
 
 use crate::error::{CliError, CliResult};
 
-const EXAMPLE: &str = "Example:
-  mdp broker                                   # tcp://127.0.0.1:5555
-  mdp broker --bind 'tcp://*:5555' --log-format json
-  mdp broker --bind 'tcp://*:5555' --plain-users /etc/mdp/users   # lines of user:password
-
-Logs go to stderr, at info level unless MDP_LOG says otherwise (MDP_LOG=debug, ...).
+const AFTER_HELP: &str =
+    "Logs go to stderr, at info level unless MDP_LOG says otherwise (MDP_LOG=debug, ...).
 SIGINT/SIGTERM: DISCONNECT to every worker (unless --no-disconnect-on-stop), close, exit 0.
 --curve-key-file takes a ZeroMQ certificate (zcert) secret file: the lines
 'public-key = \"Z85\"' and 'secret-key = \"Z85\"'; --curve-clients one Z85 public key a
-line. CURVE needs a libzmq built with it: the zmq crate's bundled one is not.";
+line. CURVE needs a libzmq built with it: the zmq crate's bundled one is not.
+
+Example:
+  mdp broker                                   # tcp://127.0.0.1:5555
+  mdp broker --bind 'tcp://*:5555' --log-format json
+  mdp broker --bind 'tcp://*:5555' --plain-users /etc/mdp/users   # lines of user:password";
 
 /// Run an MDP/0.1 broker in the foreground.
 #[derive(Debug, ClapArgs)]
-#[command(after_help = EXAMPLE)]
+#[command(after_help = AFTER_HELP)]
 pub struct Args {
     /// Endpoint to bind for clients and workers alike (tcp://*:5555 for every interface).
     #[arg(long, env = "MDP_BIND", default_value = "tcp://127.0.0.1:5555")]
@@ -121,6 +123,7 @@ fn subscriber(format: LogFormat) -> Box<dyn tracing::Subscriber + Send + Sync> {
     let filter = EnvFilter::try_from_env("MDP_LOG").unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => Box::new(builder.finish()),

@@ -13,22 +13,23 @@ use crate::error::{CliError, CliResult};
 use crate::frames::Framing;
 use crate::worker::DEFAULT_BROKER;
 
-const EXAMPLE: &str = "Example:
-  mdp call echo hello world            # two frames; prints helloworld
-  echo hi | mdp call echo              # stdin is the body (one frame with --frames raw)
-  printf 'a\\nb\\n' | mdp call echo --frames lines --output json   # [\"a\",\"b\"]
-  mdp call echo --output hex -- -x     # a frame that starts with '-'
-
-Output: raw writes the frames as --frames maps them (raw: concatenated); hex writes one
+const AFTER_HELP: &str =
+    "Output: raw writes the frames as --frames maps them (raw: concatenated); hex writes one
 line per frame; json writes one line per reply, an array whose items are the frames as
 strings when they are UTF-8, else {\"hex\": \"...\"}.
 Exit status: 0 a reply came (an error reply from a worker is a reply), 1 no reply within
 --timeout after --retries (or a reply that is not valid MDP), 2 usage error (bad flag,
-service name or input), 3 any other failure (socket, I/O).";
+service name or input), 3 any other failure (socket, I/O).
+
+Example:
+  mdp call echo hello world            # two frames; prints helloworld
+  echo hi | mdp call echo              # stdin is the body (one frame with --frames raw)
+  printf 'a\\nb\\n' | mdp call echo --frames lines --output json   # [\"a\",\"b\"]
+  mdp call echo --output hex -- -x     # a frame that starts with '-'";
 
 /// Send one request to SERVICE and print the reply.
 #[derive(Debug, ClapArgs)]
-#[command(after_help = EXAMPLE)]
+#[command(after_help = AFTER_HELP)]
 pub struct Args {
     /// The service to call.
     pub service: String,

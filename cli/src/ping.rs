@@ -11,18 +11,18 @@ use crate::call::client_error;
 use crate::error::{CliError, CliResult};
 use crate::worker::DEFAULT_BROKER;
 
-const EXAMPLE: &str = "Example:
-  mdp ping echo                 # stdout: echo: has workers (round trip 0.31 ms)
-  mdp ping echo --json          # {\"service\":\"echo\",\"workers\":true,\"supported\":true,\"rtt_ms\":0.31}
-  until mdp ping echo; do sleep 1; done
-
-Exit status: 0 the service has workers; 1 it has none, the broker did not answer, or the
+const AFTER_HELP: &str = "Exit status: 0 the service has workers; 1 it has none, the broker did not answer, or the
 broker does not support mmi.service (it answered 501: reported as \"not supported by this
-broker\", since it cannot say yes); 2 usage error; 3 any other failure.";
+broker\", since it cannot say yes); 2 usage error; 3 any other failure.
+
+Example:
+  mdp ping echo                 # stdout: echo: has workers (round trip 0.31 ms)
+  mdp ping echo --json          # {\"rtt_ms\":0.31,\"service\":\"echo\",\"supported\":true,\"workers\":true}
+  until mdp ping echo; do sleep 1; done";
 
 /// Ask the broker whether SERVICE has workers.
 #[derive(Debug, ClapArgs)]
-#[command(after_help = EXAMPLE)]
+#[command(after_help = AFTER_HELP)]
 pub struct Args {
     /// The service to look up.
     pub service: String,

@@ -29,23 +29,24 @@ pub const DEFAULT_BROKER: &str = "tcp://127.0.0.1:5555";
 /// The default of `--error-reply`.
 pub const DEFAULT_ERROR_REPLY: &str = "error: {status}: {stderr}";
 
-const EXAMPLE: &str = "Example:
-  mdp worker echo -- cat
-  mdp worker upper --concurrency 4 --timeout 5s -- tr a-z A-Z
-  mdp worker lines --frames lines -- sh -c 'while read l; do echo \"$l\" | rev; done'
-
-Each request runs COMMAND once, in a process group of its own, with MDP_SERVICE,
+const AFTER_HELP: &str =
+    "Each request runs COMMAND once, in a process group of its own, with MDP_SERVICE,
 MDP_WORKER_ID (1..N: which of the N concurrent slots runs it) and MDP_FRAMES (the
 request's frame count) in its environment. Exit status 0: stdout is the reply. Any other
 status: the --error-reply text, one frame. When COMMAND exits, whatever it left in its
 process group is killed; past --timeout (or --grace on shutdown) the whole group is
 killed with SIGKILL and the request gets the --timeout-reply. A reply that is not valid
 for --frames len is answered with 'error: malformed output: ...'.
-SIGINT/SIGTERM: no new requests; running ones get --grace to finish, then DISCONNECT.";
+SIGINT/SIGTERM: no new requests; running ones get --grace to finish, then DISCONNECT.
+
+Example:
+  mdp worker echo -- cat
+  mdp worker upper --concurrency 4 --timeout 5s -- tr a-z A-Z
+  mdp worker lines --frames lines -- sh -c 'while read l; do echo \"$l\" | rev; done'";
 
 /// Serve SERVICE by running a command for each request.
 #[derive(Debug, ClapArgs)]
-#[command(after_help = EXAMPLE)]
+#[command(after_help = AFTER_HELP)]
 pub struct Args {
     /// The service name to register.
     pub service: String,
