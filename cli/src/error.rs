@@ -6,6 +6,17 @@
 //! | 1 | no reply in time, the service has no worker, or a check failed |
 //! | 2 | usage error: a bad flag or value (clap's own code too) |
 //! | 3 | anything else: a socket, process or I/O failure |
+//!
+//! Per subcommand:
+//! - `mdp call`: 0 a reply came (an error reply from a worker is a reply); 1 no reply within
+//!   `--timeout` after `--retries`, or a reply that is not valid MDP; 2 a bad flag, service
+//!   name or stdin (a malformed `--frames len` stream); 3 a socket or I/O failure.
+//! - `mdp ping`: 0 the service has workers; 1 it has none, no answer came, or the broker
+//!   answered 501 (no `mmi.service`: it cannot say yes, reported as "not supported by this
+//!   broker"); 2 usage; 3 other failures.
+//! - `mdp worker` and `mdp broker`: 0 after a graceful stop (SIGINT/SIGTERM); 2 a refused
+//!   setting (the library's `ConfigError` message) or a command that cannot be run; 3 a
+//!   bind, socket or runtime failure.
 
 use std::fmt;
 use std::process::ExitCode;

@@ -4,8 +4,13 @@
 //! to the exit codes documented in [`error`]. The tool holds no protocol logic: it is a user
 //! of the `majordomo-worker` library like any other.
 
+mod broker;
+mod call;
 mod completions;
 mod error;
+mod frames;
+mod ping;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -25,6 +30,14 @@ pub struct Cli {
 enum Command {
     /// Print a shell completion script.
     Completions(completions::Args),
+    /// Serve SERVICE by running a command for each request (inetd for MDP).
+    Worker(worker::Args),
+    /// Send one request to SERVICE and print the reply.
+    Call(call::Args),
+    /// Ask the broker whether SERVICE has workers.
+    Ping(ping::Args),
+    /// Run an MDP/0.1 broker in the foreground.
+    Broker(broker::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,5 +61,9 @@ fn main() -> ExitCode {
 fn run(command: Command) -> CliResult {
     match command {
         Command::Completions(args) => completions::run(args),
+        Command::Worker(args) => worker::run(args),
+        Command::Call(args) => call::run(args),
+        Command::Ping(args) => ping::run(args),
+        Command::Broker(args) => broker::run(args),
     }
 }
