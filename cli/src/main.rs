@@ -4,6 +4,7 @@
 //! to the exit codes documented in [`error`]. The tool holds no protocol logic: it is a user
 //! of the `majordomo-worker` library like any other.
 
+mod bench;
 mod completions;
 mod error;
 
@@ -23,6 +24,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Load a broker with echo requests; report throughput, latency and errors.
+    Bench(bench::Args),
     /// Print a shell completion script.
     Completions(completions::Args),
 }
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> CliResult {
     match command {
+        Command::Bench(args) => bench::run(args),
         Command::Completions(args) => completions::run(args),
     }
 }
