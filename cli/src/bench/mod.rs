@@ -195,6 +195,8 @@ fn watch<T>(
             }
         }
         bar.set_position(done);
+        let rate = done as f64 / bar.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!("{} req/s", report::grouped(rate as u64)));
         thread::sleep(Duration::from_millis(20));
     }
     bar.set_position(load.done());
@@ -209,7 +211,7 @@ fn progress_bar(len: u64) -> ProgressBar {
     }
     let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template(
-        "{elapsed_precise} [{bar:30}] {human_pos}/{human_len} {per_sec:>12} eta {eta}",
+        "{elapsed_precise} [{bar:30}] {human_pos}/{human_len}  {msg}  eta {eta}",
     )
     .map(|style| style.progress_chars("#>."));
     if let Ok(style) = style {

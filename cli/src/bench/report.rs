@@ -331,7 +331,7 @@ fn millis(duration: Duration) -> f64 {
 }
 
 /// `1234567` as `1 234 567`.
-fn grouped(n: u64) -> String {
+pub(super) fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, digit) in digits.chars().enumerate() {
