@@ -1,5 +1,6 @@
 # make test    - format check, clippy (warnings are errors), every test
-# make demo    - the one-process demo: broker, workers, client, report
+# make demo    - mdp bench --kill-one: broker, 4 echo workers (one SIGKILLed half-way and
+#                restarted), 8 clients, 100 000 checked requests, a report
 # make example - the echo worker against a broker on tcp://127.0.0.1:5555
 # make bench   - benchmarks: criterion (codec, roundtrip, broker) and the cross-process
 #                lockstep harness, then the plot (see BENCHMARKS.md). BENCH_QUICK=1 for a
@@ -30,8 +31,9 @@ doc:
 	$(CARGO) test --doc --all-features
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --all-features
 
+# MDP_BROKER would point mdp bench at another broker: the demo is always the embedded one.
 demo:
-	$(CARGO) run --release --example demo
+	env -u MDP_BROKER $(CARGO) run --release -p majordomo-cli -- bench --kill-one
 
 example:
 	$(CARGO) run --example echo_worker -- --broker tcp://127.0.0.1:5555 --service echo

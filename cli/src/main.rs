@@ -4,6 +4,7 @@
 //! to the exit codes documented in [`error`]. The tool holds no protocol logic: it is a user
 //! of the `majordomo-worker` library like any other.
 
+mod bench;
 mod broker;
 mod call;
 mod completions;
@@ -28,6 +29,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Load a broker with echo requests; report throughput, latency and errors.
+    Bench(bench::Args),
     /// Print a shell completion script.
     Completions(completions::Args),
     /// Serve SERVICE by running a command for each request (inetd for MDP).
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> CliResult {
     match command {
+        Command::Bench(args) => bench::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Worker(args) => worker::run(args),
         Command::Call(args) => call::run(args),
