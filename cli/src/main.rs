@@ -4,6 +4,7 @@
 //! to the exit codes documented in [`error`]. The tool holds no protocol logic: it is a user
 //! of the `majordomo-worker` library like any other.
 
+mod check;
 mod completions;
 mod error;
 
@@ -23,6 +24,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Check that a broker or a worker follows MDP/0.1.
+    Check(check::Args),
     /// Print a shell completion script.
     Completions(completions::Args),
 }
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> CliResult {
     match command {
+        Command::Check(args) => check::run(args),
         Command::Completions(args) => completions::run(args),
     }
 }
