@@ -11,7 +11,8 @@ use super::peer::{client_frames, decode_worker, owned, worker_frames, Frame, Pee
 use super::report::{ms, Check, Outcome, Transcript};
 use crate::error::CliError;
 
-/// The checks that can bring a fragile broker down, most survivable first.
+/// The checks that can bring a fragile broker down: protocol behaviour first, then
+/// robustness against malformed messages.
 pub(super) fn risky(long: bool) -> Vec<(&'static str, CheckFn)> {
     let mut checks: Vec<(&'static str, CheckFn)> = Vec::new();
     if long {
@@ -20,9 +21,9 @@ pub(super) fn risky(long: bool) -> Vec<(&'static str, CheckFn)> {
     checks.extend([
         ("second-ready", second_ready as CheckFn),
         ("worker-disconnect", worker_disconnect),
-        ("malformed-client", malformed_client),
         ("unknown-worker-heartbeat", unknown_worker_heartbeat),
         ("malformed-worker", malformed_worker),
+        ("malformed-client", malformed_client),
     ]);
     checks
 }
@@ -138,39 +139,54 @@ fn unknown_worker_heartbeat(lab: &Lab, _: &mut Observed) -> Result<Check, CliErr
     Ok(t.finish("unknown-worker-heartbeat", pass_if(got), detail))
 }
 
-/// Broken client messages, each from a fresh DEALER; judged by the liveness probe after it.
+/// A malformed message: what is wrong with it, and its frames.
+type Shape = (&'static str, Vec<Frame>);
+
+/// Broken client messages, each from a fresh DEALER, each followed by a request that must
+/// still be answered. Shapes that break the frame structure, which known brokers crash on,
+/// come last: a crash hides what comes after it.
 fn malformed_client(lab: &Lab, _: &mut Observed) -> Result<Check, CliError> {
     let service = lab.service();
     let good = client_frames(&service, &[b"body"]);
     let shapes = vec![
-        good[..2].to_vec(),                       // no service frame
-        with(&good, 2, b""),                      // empty service name
-        with(&good, 1, b"MDPC02"),                // MDP/0.2 header
-        with(&good, 1, b"MDPC99"),                // unknown header
-        with(&good, 0, b"junk"),                  // frame 0 not empty
-        with(&good, 2, &[b'x'; 256]),             // service name of 256 bytes
-        owned(&[b"", b"MDPC01", b"mmi.service"]), // mmi request without a name
-        owned(&[b"garbage"]),
+        ("MDP/0.2 header", with(&good, 1, b"MDPC02")),
+        ("unknown header", with(&good, 1, b"MDPC99")),
+        ("empty service name", with(&good, 2, b"")),
+        ("service name of 256 bytes", with(&good, 2, &[b'x'; 256])),
+        (
+            "mmi.service without a name",
+            owned(&[b"", b"MDPC01", b"mmi.service"]),
+        ),
+        ("frame 0 not empty", with(&good, 0, b"junk")),
+        ("no service frame", good[..2].to_vec()),
+        ("a single frame", owned(&[b"garbage"])),
     ];
     send_shapes(lab, "client", shapes, "malformed-client")
 }
 
-/// Broken worker messages, each from a fresh DEALER; judged by the liveness probe after it.
+/// Broken worker messages, each from a fresh DEALER (a worker the broker does not know),
+/// each followed by a request that must still be answered.
 fn malformed_worker(lab: &Lab, _: &mut Observed) -> Result<Check, CliError> {
     let heartbeat = worker_frames(WorkerMessage::Heartbeat);
     let ready = worker_frames(WorkerMessage::Ready {
         service: lab.service(),
     });
     let shapes = vec![
-        with(&heartbeat, 2, &[0x09]),                       // unknown command
-        with(&ready, 2, &[0x01, 0x01]),                     // two-byte command
-        with(&ready, 1, b"MDPW02"),                         // MDP/0.2 header
-        with(&ready, 0, b"junk"),                           // frame 0 not empty
-        with(&ready, 3, b""),                               // READY with an empty service
-        heartbeat[..2].to_vec(),                            // no command frame
-        owned(&[b"", b"MDPW01", &[0x03], b"nobody"]),       // REPLY without delimiter
-        owned(&[b"", b"MDPW01", &[0x02], b"c", b"", b"x"]), // REQUEST sent by a worker
-        owned(&[b""]),
+        ("MDP/0.2 header", with(&ready, 1, b"MDPW02")),
+        ("unknown command 0x09", with(&heartbeat, 2, &[0x09])),
+        ("two-byte command", with(&ready, 2, &[0x01, 0x01])),
+        ("READY with an empty service", with(&ready, 3, b"")),
+        (
+            "REPLY without delimiter",
+            owned(&[b"", b"MDPW01", &[0x03], b"nobody"]),
+        ),
+        (
+            "REQUEST sent by a worker",
+            owned(&[b"", b"MDPW01", &[0x02], b"c", b"", b"x"]),
+        ),
+        ("frame 0 not empty", with(&ready, 0, b"junk")),
+        ("no command frame", heartbeat[..2].to_vec()),
+        ("a single empty frame", owned(&[b""])),
     ];
     send_shapes(lab, "worker", shapes, "malformed-worker")
 }
@@ -182,25 +198,50 @@ fn with(frames: &[Frame], i: usize, frame: &[u8]) -> Vec<Frame> {
     frames
 }
 
+/// Between a malformed message and the request after it: the two travel on different
+/// connections, and the request must not overtake the message it is to test.
+const PAUSE: Duration = Duration::from_millis(10);
+
+/// Sends each shape from a new socket, then a request through a worker of ours: the first
+/// shape after which the request goes unanswered is named.
 fn send_shapes(
     lab: &Lab,
     role: &str,
-    shapes: Vec<Vec<Frame>>,
+    shapes: Vec<Shape>,
     name: &'static str,
 ) -> Result<Check, CliError> {
     let mut t = lab.transcript();
-    let mut peers = Vec::new();
-    for shape in &shapes {
-        let peer = lab.dealer(role)?;
-        peer.send(&mut t, shape)?;
-        peers.push(peer);
+    // Connected while the worker settles, so that each shape arrives when sent.
+    let peers = (0..shapes.len())
+        .map(|_| lab.dealer(role))
+        .collect::<Result<Vec<_>, _>>()?;
+    let service = lab.service();
+    let worker = lab.worker(&mut t, &service)?;
+    let (client, _) = lab.client()?;
+    let answered = |t: &mut Transcript, body: &[u8]| -> Result<bool, CliError> {
+        let exchange = lab.exchange(t, &worker, &client, &service, &[body])?;
+        Ok(exchange.reply.is_some())
+    };
+    if !answered(&mut t, b"before")? {
+        let detail = "the broker did not answer a request even before the malformed messages";
+        return Ok(t.finish(name, Outcome::Fail, detail));
     }
-    std::thread::sleep(lab.quiet);
+    for ((label, shape), peer) in shapes.iter().zip(&peers) {
+        peer.send(&mut t, shape)?;
+        std::thread::sleep(PAUSE);
+        if !answered(&mut t, label.as_bytes())? {
+            let detail = format!(
+                "the broker stopped answering after the malformed {role} message \"{label}\" {}",
+                frames_text(shape)
+            );
+            return Ok(t.finish(name, Outcome::Fail, detail));
+        }
+    }
     for peer in &peers {
         while peer.recv(&mut t, Duration::ZERO)?.is_some() {}
     }
     let detail = format!(
-        "{} malformed {role} messages sent, each from a new socket",
+        "{} malformed {role} messages, each from a new socket; a request was answered after each",
         shapes.len()
     );
     Ok(t.finish(name, Outcome::Pass, detail))

@@ -50,7 +50,7 @@ pub struct Transcript {
 }
 
 /// At most this many messages are kept per check: a flood must not make the report unreadable.
-const MAX_SEEN: usize = 64;
+const MAX_SEEN: usize = 200;
 
 impl Transcript {
     /// An empty transcript whose times count from `start`.
@@ -237,24 +237,29 @@ const SHOWN: usize = 12;
 fn write_check(out: &mut String, check: &Check) {
     let word = check.outcome.word().to_uppercase();
     let _ = writeln!(out, "{word} {}: {}", check.name, check.detail);
-    for seen in check.seen.iter().take(SHOWN) {
-        let arrow = if seen.sent { "->" } else { "<-" };
-        let frames: Vec<String> = seen.frames.iter().map(|f| show_frame(f)).collect();
-        let _ = writeln!(
-            out,
-            "     {:>6} ms {arrow} {:<10} {}",
-            seen.at.as_millis(),
-            seen.peer,
-            frames.join(" | ")
-        );
+    let seen = &check.seen;
+    if seen.len() <= SHOWN {
+        seen.iter().for_each(|s| write_seen(out, s));
+        return;
     }
-    if check.seen.len() > SHOWN {
-        let _ = writeln!(
-            out,
-            "     ... {} more (see --json)",
-            check.seen.len() - SHOWN
-        );
-    }
+    // The first and the last messages: how it started and where it stopped.
+    seen[..SHOWN / 2].iter().for_each(|s| write_seen(out, s));
+    let _ = writeln!(out, "     ... {} more (see --json)", seen.len() - SHOWN);
+    seen[seen.len() - SHOWN / 2..]
+        .iter()
+        .for_each(|s| write_seen(out, s));
+}
+
+fn write_seen(out: &mut String, seen: &Seen) {
+    let arrow = if seen.sent { "->" } else { "<-" };
+    let frames: Vec<String> = seen.frames.iter().map(|f| show_frame(f)).collect();
+    let _ = writeln!(
+        out,
+        "     {:>6} ms {arrow} {:<10} {}",
+        seen.at.as_millis(),
+        seen.peer,
+        frames.join(" | ")
+    );
 }
 
 /// Bytes shown per frame in the text report.
