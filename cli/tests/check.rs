@@ -81,7 +81,7 @@ fn check_broker_passes_every_check_against_our_broker_and_reports_its_dialect() 
     assert_eq!(report["counts"]["pass"], 11, "{:#?}", results(&report));
     let dialect = &report["dialect"];
     let interval = dialect["heartbeat_idle_ms"].as_u64().expect("an interval");
-    assert!((50..=200).contains(&interval), "{interval} ms");
+    assert!((50..=300).contains(&interval), "{interval} ms");
     assert!(dialect["heartbeat_busy"]
         .as_str()
         .unwrap()
@@ -170,7 +170,8 @@ fn echo_or_sleep(request: Vec<Message>) -> Vec<Message> {
 #[test]
 fn check_worker_passes_every_check_against_our_worker() {
     let endpoint = free_endpoint();
-    let check = spawn_check_worker(&endpoint, &["--slow-body", "slow", "--json"]);
+    let args = ["--tolerance-ms", "150", "--slow-body", "slow", "--json"];
+    let check = spawn_check_worker(&endpoint, &args);
     let config = WorkerConfig::new(&endpoint, "mdp-check-test")
         .heartbeat(HEARTBEAT)
         .reconnect(HEARTBEAT)
@@ -187,7 +188,7 @@ fn check_worker_passes_every_check_against_our_worker() {
     assert_eq!(observed["reply_body"], "the request's body (an echo)");
     assert_ne!(observed["identity"], observed["identity_after_disconnect"]);
     let worst = observed["heartbeat_max_interval_ms"].as_u64().expect("ms");
-    assert!(worst <= 225, "{worst} ms");
+    assert!(worst <= 250, "{worst} ms");
 }
 
 #[test]
