@@ -73,6 +73,11 @@ impl Peer {
         Ok(Peer { name, socket })
     }
 
+    /// The endpoint bound last, with the port a `*` or `0` resolved to.
+    pub fn last_endpoint(&self) -> Option<String> {
+        self.socket.get_last_endpoint().ok()?.ok()
+    }
+
     /// The socket, to poll several at once.
     pub fn socket(&self) -> &zmq::Socket {
         &self.socket

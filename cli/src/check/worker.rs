@@ -1,6 +1,7 @@
 //! `mdp check worker --bind ENDPOINT`: plays a broker (a ROUTER bound at ENDPOINT) for any
 //! worker the user starts against it, and checks what the worker does on the wire.
 
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use clap::Args as ClapArgs;
@@ -52,8 +53,15 @@ pub struct Args {
 pub fn run(args: Args) -> CliResult {
     let context = zmq::Context::new();
     let router = Peer::bind(&context, &args.bind, "broker".to_owned())?;
+    let endpoint = router.last_endpoint().unwrap_or_else(|| args.bind.clone());
+    if std::io::stderr().is_terminal() {
+        eprintln!(
+            "mdp: waiting up to {} ms for a worker's READY at {endpoint}",
+            args.wait_ms
+        );
+    }
     let mut broker = FakeBroker::new(router, &args);
-    let report = broker.run_all(&args)?;
+    let report = broker.run_all(&endpoint, &args)?;
     super::finish(&report, args.json)
 }
 
@@ -92,10 +100,10 @@ impl FakeBroker {
         }
     }
 
-    fn run_all(&mut self, args: &Args) -> Result<Report, CliError> {
+    fn run_all(&mut self, endpoint: &str, args: &Args) -> Result<Report, CliError> {
         let mut report = Report {
             subject: "worker",
-            endpoint: args.bind.clone(),
+            endpoint: endpoint.to_owned(),
             checks: Vec::new(),
             observed: Vec::new(),
             notes: Vec::new(),
