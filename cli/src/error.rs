@@ -27,7 +27,6 @@ pub enum CliError {
     /// A flag or value was refused (exit 2).
     Usage(String),
     /// The broker or worker did not answer, or a check failed (exit 1).
-    #[allow(dead_code)] // constructed by the subcommands that wait for an answer
     NoAnswer(String),
     /// Anything else (exit 3).
     Failed(String),

@@ -7,6 +7,7 @@
 mod bench;
 mod broker;
 mod call;
+mod check;
 mod completions;
 mod error;
 mod frames;
@@ -31,6 +32,8 @@ pub struct Cli {
 enum Command {
     /// Load a broker with echo requests; report throughput, latency and errors.
     Bench(bench::Args),
+    /// Check that a broker or a worker follows MDP/0.1.
+    Check(check::Args),
     /// Print a shell completion script.
     Completions(completions::Args),
     /// Serve SERVICE by running a command for each request (inetd for MDP).
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
 fn run(command: Command) -> CliResult {
     match command {
         Command::Bench(args) => bench::run(args),
+        Command::Check(args) => check::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Worker(args) => worker::run(args),
         Command::Call(args) => call::run(args),
