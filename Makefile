@@ -40,7 +40,7 @@ example:
 
 bench:
 	$(CARGO) bench --bench codec --bench roundtrip --bench broker
-	$(CARGO) bench --features tokio --bench lockstep
+	$(CARGO) bench --features tokio,metrics --bench lockstep
 	$(CARGO) bench --features tokio --bench idle
 	$(CARGO) bench --features tokio --bench io_bound
 	$(CARGO) bench --bench pool_registration

@@ -29,6 +29,9 @@ pub enum Mode {
     /// `AsyncWorker` with concurrency 1 on a current-thread tokio runtime, the action
     /// `|request| async move { request }` (built with `--features tokio` only).
     Async,
+    /// `Worker::new` with `Metrics` attached: the cost of recording (built with `--features
+    /// metrics` only).
+    WorkerMetrics,
 }
 
 impl Mode {
@@ -40,6 +43,8 @@ impl Mode {
         Mode::WorkerTracing,
         #[cfg(feature = "tokio")]
         Mode::Async,
+        #[cfg(feature = "metrics")]
+        Mode::WorkerMetrics,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +56,7 @@ impl Mode {
             Mode::WorkerTracing => "worker-tracing-warn",
             Mode::Baseline => "worker-baseline",
             Mode::Async => "async",
+            Mode::WorkerMetrics => "worker-metrics",
         }
     }
 
@@ -67,6 +73,7 @@ pub fn run(mode: Mode, context: &zmq::Context, endpoint: &str, shutdown: Option<
         Mode::Baseline => panic!("the baseline runs from BENCH_BASELINE_EXE as --role worker"),
         Mode::RawCopy => raw_copy_echo(context, endpoint),
         Mode::Async => async_echo(context, endpoint, shutdown),
+        Mode::WorkerMetrics => metrics_echo(context, endpoint, shutdown),
         Mode::Worker | Mode::Threaded | Mode::WorkerTracing => {
             // Thread-local, so that in-process peers keep no subscriber.
             let _subscriber = (mode == Mode::WorkerTracing).then(|| {
@@ -89,6 +96,26 @@ pub fn run(mode: Mode, context: &zmq::Context, endpoint: &str, shutdown: Option<
             worker.run().unwrap();
         }
     }
+}
+
+#[cfg(feature = "metrics")]
+fn metrics_echo(context: &zmq::Context, endpoint: &str, shutdown: Option<ShutdownHandle>) {
+    let metrics = majordomo_worker::metrics::Metrics::new();
+    let mut config = worker_config(endpoint)
+        .context(context.clone())
+        .metrics(&metrics);
+    if let Some(shutdown) = shutdown {
+        config = config.shutdown_handle(shutdown);
+    }
+    Worker::new(config, |request: Vec<Message>| request)
+        .unwrap()
+        .run()
+        .unwrap();
+}
+
+#[cfg(not(feature = "metrics"))]
+fn metrics_echo(_: &zmq::Context, _: &str, _: Option<ShutdownHandle>) {
+    panic!("the metrics peer needs --features metrics");
 }
 
 #[cfg(feature = "tokio")]
