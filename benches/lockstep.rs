@@ -428,7 +428,7 @@ fn idle(report: &mut Report) {
     let _ = child.kill();
     let _ = child.wait();
     report.line(&format!(
-        "\n## Idle worker over {seconds} s (defaults: heartbeat 2.5 s, polling interval 100 ms)\n"
+        "\n## Idle worker over {seconds} s (library defaults: heartbeat 2.5 s)\n"
     ));
     report.line(&format!(
         "CPU {:.1} ms in {seconds} s ({:.3}% of a core); {} voluntary context switches ({:.1}/s, all threads); {} messages (HEARTBEATs) sent to the broker",

@@ -299,15 +299,17 @@ impl WorkerConfig {
         &self.service_name
     }
 
-    /// Checks every value, as [`Worker::threaded`](crate::Worker::threaded) does: the rules
-    /// of every mode. [`Worker::new`](crate::Worker::new) (inline) also refuses a
-    /// `request_timeout`. Every duration must be at most [`MAX_DURATION`].
+    /// Checks every value that some entry point accepts: the rules of every mode.
+    /// [`Worker::new`](crate::Worker::new) (inline) also refuses a `request_timeout`, and
+    /// both sync workers refuse `concurrency` above 1 and a `shutdown_grace` (the
+    /// [`AsyncWorker`](crate::AsyncWorker)'s). Every duration must be at most
+    /// [`MAX_DURATION`].
     ///
     /// # Errors
     ///
     /// The first [`ConfigError`] found, naming the field and the value.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        worker_settings(self, Mode::Threaded).map(drop)
+        worker_settings(self, Mode::Async).map(drop)
     }
 }
 

@@ -159,7 +159,7 @@ fn without_the_kit_broker_worker_and_client_share_one_inproc_context() -> TestRe
     assert_eq!(client.request("counter", &["add 5"])?, frames(&[b"5"]));
     assert_eq!(client.request("counter", &["get"])?, frames(&[b"5"]));
 
-    stop.shutdown(); // noticed within the polling interval
+    stop.shutdown(); // wakes the worker at once
     let stats = running.join().expect("worker thread")?;
     assert_eq!(stats.requests, 2);
     broker.stop()?;

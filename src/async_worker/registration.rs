@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tracing::{debug, warn, Instrument, Span};
+use tracing::{warn, Instrument, Span};
 use zmq::Message;
 
 use super::{AsyncAction, ReplyFuture};
@@ -140,10 +140,8 @@ impl<A: AsyncAction> Registration<A> {
         if !self.session.is_awaiting_late_result() {
             return;
         }
-        if self.task.take().is_some() {
-            debug!("cancelling the action of an answered request");
-        }
-        let _ = self.session.handle_reply(now, Vec::new());
+        self.task = None; // dropping the future cancels the action
+        self.session.handle_action_cancelled(now);
     }
 
     fn run_actions(&mut self) -> Result<(), Error> {

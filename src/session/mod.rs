@@ -201,6 +201,8 @@ pub struct Session<F> {
     in_flight: Option<InFlight<F>>,
     held: Option<Held<F>>,
     stopping: Option<Stop>,
+    /// Set while [`handle_cancel`](Self::handle_cancel) answers a request (for the log).
+    cancelling: bool,
     actions: VecDeque<Action<F>>,
     events: VecDeque<Event>,
     stats: WorkerStats,
@@ -222,6 +224,7 @@ impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
             in_flight: None,
             held: None,
             stopping: None,
+            cancelling: false,
             actions: VecDeque::new(),
             events: VecDeque::new(),
             stats: WorkerStats::default(),
@@ -514,7 +517,9 @@ impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
         let Some(envelope) = envelope else {
             return;
         };
-        warn!(timeout = ?self.config.request_timeout, "request deadline passed, sending timeout reply");
+        if !self.cancelling {
+            warn!(timeout = ?self.config.request_timeout, "request deadline passed, sending timeout reply");
+        }
         let started = self.in_flight.as_ref().map_or(now, |f| f.started);
         self.send_timeout_reply(now, envelope);
         self.finished(now, started, RequestOutcome::TimedOut);
@@ -636,7 +641,22 @@ impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
     /// waiting for that request then completes.
     pub fn handle_cancel(&mut self, now: Instant) {
         if self.in_flight.is_some() || self.held.is_some() {
+            warn!("grace period over: the request in hand gets the timeout reply");
+            self.cancelling = true;
             self.time_out_request(now);
+            self.cancelling = false;
+        }
+    }
+
+    /// Reports that the driver dropped (cancelled) the action of a request already answered
+    /// (by its deadline or by [`handle_cancel`](Self::handle_cancel)): the action is free
+    /// again. Counted as a late result, as if it had come and been dropped.
+    pub fn handle_action_cancelled(&mut self, now: Instant) {
+        if self.is_awaiting_late_result() {
+            debug!("action of an answered request cancelled");
+            self.in_flight = None;
+            self.stats.late_replies += 1;
+            self.after_action_free(now);
         }
     }
 

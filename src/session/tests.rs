@@ -1458,3 +1458,26 @@ fn cancelling_with_no_request_in_hand_does_nothing() {
     assert_eq!(drain(&mut s), vec![]);
     assert_eq!(s.stats().timeouts, 0);
 }
+
+#[test]
+fn a_cancelled_action_frees_the_worker_without_a_reply_and_counts_as_late() {
+    let t0 = Instant::now();
+    let mut s = Session::new(with_deadline());
+    s.handle_timeout(t0);
+    drain(&mut s);
+    s.handle_message(t0, request(&[b"c1"], &[b"slow"]));
+    drain(&mut s);
+    s.handle_timeout(t0 + TIMEOUT);
+    assert!(contains_run(&drain(&mut s), &timeout_reply(&[b"c1"])));
+    // The driver drops the action's future instead of waiting for it.
+    s.handle_action_cancelled(t0 + TIMEOUT + MS);
+    assert!(!s.is_busy() && !s.is_awaiting_late_result());
+    assert_eq!(drain(&mut s), vec![], "no second reply");
+    assert_eq!((s.stats().timeouts, s.stats().late_replies), (1, 1));
+    // Nothing in flight: a second call changes nothing.
+    s.handle_action_cancelled(t0 + TIMEOUT + 2 * MS);
+    assert_eq!(s.stats().late_replies, 1);
+    // The next request is delivered as usual.
+    s.handle_message(t0 + TIMEOUT + 3 * MS, request(&[b"c2"], &[b"next"]));
+    assert_eq!(drain(&mut s), vec![deliver(&[b"next"])]);
+}
