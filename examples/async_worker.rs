@@ -6,10 +6,12 @@
 //! ```
 //!
 //! Flags: those of `echo_worker` (`--broker ADDRS`, `--service NAME`, `--heartbeat-ms`,
-//! `--liveness`, `--reconnect-ms`, `--reconnect-max-ms`, `--work-ms N`, `--no-disconnect`)
-//! plus `--concurrency N` (default 1). SIGINT or SIGTERM stops it gracefully (requests in
+//! `--liveness`, `--reconnect-ms`, `--reconnect-max-ms`, `--work-ms N`, `--no-disconnect`,
+//! `--metrics-addr ADDR` with `--features tokio,metrics`) plus `--concurrency N` (default 1). SIGINT or SIGTERM stops it gracefully (requests in
 //! hand are answered within the shutdown grace, then DISCONNECT); it exits with code 0.
 
+#[path = "support/metrics_flag.rs"]
+mod metrics_flag;
 #[path = "support/worker_args.rs"]
 mod worker_args;
 
@@ -18,6 +20,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use majordomo_worker::{AsyncWorker, Message};
+use metrics_flag::MetricsFlag;
 use worker_args::config;
 
 /// An async echo worker: `--concurrency` requests at once, `--work-ms` awaited.
@@ -48,7 +51,15 @@ async fn main() -> ExitCode {
         }
         request
     };
-    let worker = match AsyncWorker::new(config(&args).concurrency(concurrency), action) {
+    let metrics = match MetricsFlag::serve(args.metrics_addr.as_deref()) {
+        Ok(metrics) => metrics,
+        Err(error) => {
+            eprintln!("async_worker: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let worker_config = metrics.worker(config(&args).concurrency(concurrency));
+    let worker = match AsyncWorker::new(worker_config, action) {
         Ok(worker) => worker,
         Err(error) => {
             eprintln!("async_worker: {error}");

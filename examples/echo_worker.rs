@@ -10,10 +10,14 @@
 //! Flags: `--broker ADDRS` (comma-separated, default `tcp://127.0.0.1:5555`), `--service NAME`
 //! (default `echo`), `--heartbeat-ms`, `--liveness`, `--reconnect-ms`, `--reconnect-max-ms`
 //! (library defaults when absent), `--work-ms N` (sleep N ms per request to simulate work),
-//! `--no-disconnect` (send no DISCONNECT when stopping: the zguide Python broker crashes on it).
+//! `--no-disconnect` (send no DISCONNECT when stopping: the zguide Python broker crashes on it),
+//! `--metrics-addr ADDR` (Prometheus `/metrics` and `/healthz` on ADDR; needs
+//! `--features metrics`).
 //! SIGINT or SIGTERM stops it
 //! gracefully (the request in hand is answered, then DISCONNECT) and it exits with code 0.
 
+#[path = "support/metrics_flag.rs"]
+mod metrics_flag;
 #[path = "support/worker_args.rs"]
 mod worker_args;
 
@@ -22,6 +26,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use majordomo_worker::{Message, Worker};
+use metrics_flag::MetricsFlag;
 use worker_args::config;
 
 /// An echo worker: answers every request with its own frames.
@@ -45,7 +50,14 @@ fn main() -> ExitCode {
         }
         request
     };
-    let mut worker = match Worker::new(config(&args), action) {
+    let metrics = match MetricsFlag::serve(args.metrics_addr.as_deref()) {
+        Ok(metrics) => metrics,
+        Err(error) => {
+            eprintln!("echo_worker: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut worker = match Worker::new(metrics.worker(config(&args)), action) {
         Ok(worker) => worker,
         Err(error) => {
             eprintln!("echo_worker: {error}");

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Flags: `--broker ADDRS` (default `tcp://127.0.0.1:5555`), `--work-ms N` (sleep N ms per
-//! `upper` request, to watch in-flight work drain). Services: `echo` (3 workers, inline) and
+//! `upper` request, to watch in-flight work drain), `--metrics-addr ADDR` (Prometheus
+//! `/metrics` and `/healthz` on ADDR; needs `--features metrics`). Services: `echo` (3 workers, inline) and
 //! `upper` (1 worker, action on its own thread, 30 s request deadline).
 
 use std::process::ExitCode;
@@ -16,6 +17,18 @@ use std::time::Duration;
 
 use majordomo_worker::pool::{PoolService, PoolSummary, WorkerPool};
 use majordomo_worker::{Event, Events, Message, ShutdownHandle, WorkerConfig};
+use metrics_flag::MetricsFlag;
+
+#[path = "support/metrics_flag.rs"]
+mod metrics_flag;
+
+/// The flags.
+#[derive(Debug)]
+struct Flags {
+    broker: String,
+    work_ms: u64,
+    metrics_addr: Option<String>,
+}
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -23,14 +36,27 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let (broker, work_ms) = match parse_args() {
-        Ok(args) => args,
+    let flags = match parse_args() {
+        Ok(flags) => flags,
         Err(message) => {
-            eprintln!("{message}\nusage: pool [--broker ADDRS] [--work-ms N]");
+            eprintln!(
+                "{message}\nusage: pool [--broker ADDRS] [--work-ms N] [--metrics-addr ADDR]"
+            );
             return ExitCode::from(2);
         }
     };
-    match run(&broker, Duration::from_millis(work_ms)) {
+    let metrics = match MetricsFlag::serve(flags.metrics_addr.as_deref()) {
+        Ok(metrics) => metrics,
+        Err(error) => {
+            eprintln!("pool: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(
+        &flags.broker,
+        Duration::from_millis(flags.work_ms),
+        &metrics,
+    ) {
         Ok(summary) => {
             println!(
                 "stopped: {} requests, {} replies, {} failures, {} reconnects, {} restarts",
@@ -49,10 +75,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(broker: &str, work: Duration) -> Result<PoolSummary, Box<dyn std::error::Error>> {
+fn run(
+    broker: &str,
+    work: Duration,
+    metrics: &MetricsFlag,
+) -> Result<PoolSummary, Box<dyn std::error::Error>> {
     let events = Events::bounded(1024);
-    let echo = WorkerConfig::new(broker, "echo");
+    let echo = metrics.worker(WorkerConfig::new(broker, "echo"));
     let upper = WorkerConfig::new(broker, "upper").request_timeout(Duration::from_secs(30));
+    let upper = metrics.worker(upper);
     let pool = WorkerPool::builder()
         .events(&events)
         .service(PoolService::new(echo, 3, || {
@@ -112,21 +143,25 @@ fn print_stats(pool: &WorkerPool, events: &Events) {
     );
 }
 
-fn parse_args() -> Result<(String, u64), String> {
-    let mut broker = "tcp://127.0.0.1:5555".to_string();
-    let mut work_ms = 0;
+fn parse_args() -> Result<Flags, String> {
+    let mut flags = Flags {
+        broker: "tcp://127.0.0.1:5555".to_string(),
+        work_ms: 0,
+        metrics_addr: None,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
-            "--broker" => broker = value,
+            "--broker" => flags.broker = value,
+            "--metrics-addr" => flags.metrics_addr = Some(value),
             "--work-ms" => {
-                work_ms = value
+                flags.work_ms = value
                     .parse()
                     .map_err(|_| format!("bad --work-ms {value}"))?
             }
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
-    Ok((broker, work_ms))
+    Ok(flags)
 }

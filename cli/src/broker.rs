@@ -27,7 +27,8 @@ line. CURVE needs a libzmq built with it: the zmq crate's bundled one is not.
 Example:
   mdp broker                                   # tcp://127.0.0.1:5555
   mdp broker --bind 'tcp://*:5555' --log-format json
-  mdp broker --bind 'tcp://*:5555' --plain-users /etc/mdp/users   # lines of user:password";
+  mdp broker --bind 'tcp://*:5555' --plain-users /etc/mdp/users   # lines of user:password
+  mdp broker --metrics-addr 127.0.0.1:9100     # Prometheus: GET /metrics, GET /healthz";
 
 /// Run an MDP/0.1 broker in the foreground.
 #[derive(Debug, ClapArgs)]
@@ -89,6 +90,9 @@ pub struct Args {
     /// Log lines as text or as one JSON object each.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub metrics: crate::metrics::MetricsArgs,
 }
 
 /// The `--log-format`.
@@ -106,9 +110,13 @@ fn millis(duration: Duration) -> u64 {
 
 /// Binds, serves until SIGINT/SIGTERM, stops gracefully.
 pub fn run(args: Args) -> CliResult {
-    let config = config(&args)?;
+    let mut config = config(&args)?;
     let subscriber = subscriber(args.log_format);
     tracing::subscriber::with_default(subscriber, || {
+        let serving = args.metrics.serve()?;
+        if let Some(serving) = &serving {
+            config = config.metrics(&serving.metrics);
+        }
         let broker = Broker::bind(config).map_err(broker_error)?;
         broker.stop_handle().stop_on_signals()?;
         info!(endpoint = broker.endpoint(), "listening");

@@ -15,8 +15,9 @@
 //!   answered 501 (no `mmi.service`: it cannot say yes, reported as "not supported by this
 //!   broker"); 2 usage; 3 other failures.
 //! - `mdp worker` and `mdp broker`: 0 after a graceful stop (SIGINT/SIGTERM); 2 a refused
-//!   setting (the library's `ConfigError` message) or a command that cannot be run; 3 a
-//!   bind, socket or runtime failure.
+//!   setting (the library's `ConfigError` message), a command that cannot be run or a
+//!   `--metrics-addr` that is not an IP:PORT; 3 a bind (the endpoint's or `--metrics-addr`'s),
+//!   socket or runtime failure.
 
 use std::fmt;
 use std::process::ExitCode;

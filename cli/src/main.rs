@@ -11,6 +11,7 @@ mod check;
 mod completions;
 mod error;
 mod frames;
+mod metrics;
 mod ping;
 mod worker;
 

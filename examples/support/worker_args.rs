@@ -32,6 +32,10 @@ pub struct Args {
     /// Send no DISCONNECT when stopping (the zguide Python broker crashes on it).
     #[arg(long)]
     pub no_disconnect: bool,
+    /// Serve Prometheus metrics (GET /metrics) and a health check (GET /healthz) on ADDR,
+    /// e.g. 127.0.0.1:9100 (feature `metrics`).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 /// The worker config the flags describe (checked when the worker is built).

@@ -42,7 +42,8 @@ SIGINT/SIGTERM: no new requests; running ones get --grace to finish, then DISCON
 Example:
   mdp worker echo -- cat
   mdp worker upper --concurrency 4 --timeout 5s -- tr a-z A-Z
-  mdp worker lines --frames lines -- sh -c 'while read l; do echo \"$l\" | rev; done'";
+  mdp worker lines --frames lines -- sh -c 'while read l; do echo \"$l\" | rev; done'
+  mdp worker echo --metrics-addr 127.0.0.1:9101 -- cat   # GET /metrics, GET /healthz";
 
 /// Serve SERVICE by running a command for each request.
 #[derive(Debug, ClapArgs)]
@@ -111,6 +112,9 @@ pub struct Args {
     /// Do not send DISCONNECT when stopping (for brokers that mishandle it).
     #[arg(long)]
     pub no_disconnect: bool,
+
+    #[command(flatten)]
+    pub metrics: crate::metrics::MetricsArgs,
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -121,7 +125,12 @@ fn millis(duration: Duration) -> u64 {
 pub fn run(args: Args) -> CliResult {
     let program = &args.command[0];
     check_program(program)?;
-    let worker = AsyncWorker::new(config(&args), action(&args))?;
+    let serving = args.metrics.serve()?;
+    let config = match &serving {
+        Some(serving) => config(&args).metrics(&serving.metrics),
+        None => config(&args),
+    };
+    let worker = AsyncWorker::new(config, action(&args))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -135,6 +144,12 @@ pub fn run(args: Args) -> CliResult {
                 args.concurrency,
                 program.to_string_lossy()
             );
+            if let Some(serving) = &serving {
+                eprintln!(
+                    "mdp worker: metrics on http://{}/metrics, health on /healthz",
+                    serving.server.addr()
+                );
+            }
         }
         let summary = worker.run().await;
         signals.abort();
