@@ -21,14 +21,16 @@
 //! in its service's histogram (a few atomic additions) and the broker the time each request
 //! waited in its queue.
 //!
-//! Health (`/healthz`): `200 ready` once every worker registered with the `Metrics` is known
-//! by its broker (the broker has spoken on the current connection) and none is draining or
-//! reconnecting; `503 not ready` otherwise, and while no worker is registered.
+//! Health (`/healthz`): in a process with workers, `200 ready` once every worker given the
+//! `Metrics` is known by its broker (the broker has spoken on the current connection) and
+//! none is draining, stopping or reconnecting; in a process with brokers only, while one
+//! runs; `503 not ready` otherwise. Workers that are gone (a pool replaced them) leave their
+//! final counters in the totals of their service, so counters never go down.
 
 mod broker;
 mod http;
 
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -64,10 +66,12 @@ struct Inner {
     brokers: Arc<broker::Brokers>,
 }
 
-/// The stats cells of the registered workers, read at scrape time.
+/// The stats cells of the registered workers, read at scrape time, and the final counters
+/// of the workers gone, kept per service so that no counter ever goes down.
 #[derive(Debug, Default)]
 struct Workers {
-    cells: Mutex<Vec<(Arc<str>, Weak<StatsCell>)>>,
+    cells: Mutex<Vec<(Arc<str>, Arc<StatsCell>)>>,
+    retired: Mutex<Vec<(Arc<str>, WorkerStats)>>,
 }
 
 impl Default for Metrics {
@@ -111,10 +115,13 @@ impl Metrics {
         text
     }
 
-    /// Whether every registered worker is known by its broker, none draining or
-    /// reconnecting, and there is at least one (what `/healthz` answers).
+    /// What `/healthz` answers: with workers, whether every one is known by its broker
+    /// (none draining, stopping or reconnecting); with brokers only, whether one runs.
     pub fn is_ready(&self) -> bool {
-        self.inner.workers.is_ready()
+        match self.inner.workers.is_ready() {
+            Some(ready) => ready,
+            None => self.inner.brokers.any_running(),
+        }
     }
 
     /// Serves `GET /metrics` and `GET /healthz` on `addr` (e.g. `127.0.0.1:9100`) from a
@@ -129,9 +136,9 @@ impl Metrics {
 
     /// Counts a worker of `service`; returns the histogram of its request durations.
     pub(crate) fn register_worker(&self, service: &str, cell: &Arc<StatsCell>) -> Histogram {
+        self.inner.workers.fold_retired();
         let mut cells = lock(&self.inner.workers.cells);
-        cells.retain(|(_, cell)| cell.strong_count() > 0);
-        cells.push((Arc::from(service), Arc::downgrade(cell)));
+        cells.push((Arc::from(service), Arc::clone(cell)));
         let label = vec![("service", service.to_string())];
         self.inner.durations.get_or_create(&label).clone()
     }
@@ -143,22 +150,52 @@ impl Metrics {
 }
 
 impl Workers {
-    /// Live workers, by service, with their counters and whether they are registered.
-    fn snapshot(&self) -> Vec<(Arc<str>, WorkerStats, bool)> {
+    /// Moves the final counters of the workers gone into the kept totals.
+    fn fold_retired(&self) {
         let mut cells = lock(&self.cells);
-        cells.retain(|(_, cell)| cell.strong_count() > 0);
-        cells
-            .iter()
-            .filter_map(|(service, cell)| {
-                let cell = cell.upgrade()?;
-                Some((Arc::clone(service), cell.snapshot(), cell.is_registered()))
-            })
-            .collect()
+        let mut retired = lock(&self.retired);
+        cells.retain(|(service, cell)| {
+            if !cell.is_retired() {
+                return true;
+            }
+            let stats = cell.snapshot();
+            match retired.iter_mut().find(|(s, _)| s == service) {
+                Some((_, total)) => total.add(&stats),
+                None => retired.push((Arc::clone(service), stats)),
+            }
+            false
+        });
     }
 
-    fn is_ready(&self) -> bool {
-        let workers = self.snapshot();
-        !workers.is_empty() && workers.iter().all(|(_, _, registered)| *registered)
+    /// Every service's rows: the live workers (with whether each is registered) and the
+    /// kept totals of the workers gone (`None`).
+    fn snapshot(&self) -> Vec<(Arc<str>, WorkerStats, Option<bool>)> {
+        self.fold_retired();
+        let live = lock(&self.cells)
+            .iter()
+            .map(|(service, cell)| {
+                (
+                    Arc::clone(service),
+                    cell.snapshot(),
+                    Some(cell.is_registered()),
+                )
+            })
+            .collect::<Vec<_>>();
+        let gone = lock(&self.retired)
+            .iter()
+            .map(|(service, stats)| (Arc::clone(service), *stats, None))
+            .collect::<Vec<_>>();
+        live.into_iter().chain(gone).collect()
+    }
+
+    /// Whether there is a live worker and every live worker is registered.
+    fn is_ready(&self) -> Option<bool> {
+        self.fold_retired();
+        let cells = lock(&self.cells);
+        if cells.is_empty() {
+            return None;
+        }
+        Some(cells.iter().all(|(_, cell)| cell.is_registered()))
     }
 }
 
@@ -270,9 +307,9 @@ impl Collector for Workers {
 }
 
 /// Adds the workers' counters up per service, in the order services were first seen.
-fn per_service(workers: Vec<(Arc<str>, WorkerStats, bool)>) -> Vec<(Arc<str>, ServiceRow)> {
+fn per_service(workers: Vec<(Arc<str>, WorkerStats, Option<bool>)>) -> Vec<(Arc<str>, ServiceRow)> {
     let mut rows: Vec<(Arc<str>, ServiceRow)> = Vec::new();
-    for (service, stats, registered) in workers {
+    for (service, stats, live) in workers {
         let index = match rows.iter().position(|(s, _)| *s == service) {
             Some(index) => index,
             None => {
@@ -281,10 +318,12 @@ fn per_service(workers: Vec<(Arc<str>, WorkerStats, bool)>) -> Vec<(Arc<str>, Se
             }
         };
         let row = &mut rows[index].1;
-        row.busy += i64::from(stats.in_flight);
         row.stats.add(&stats);
-        row.workers += 1;
-        row.registered += i64::from(registered);
+        if let Some(registered) = live {
+            row.busy += i64::from(stats.in_flight);
+            row.workers += 1;
+            row.registered += i64::from(registered);
+        }
     }
     rows
 }

@@ -70,12 +70,27 @@ pub(crate) struct StatsCell {
     /// Whether the broker knows the worker now (it has heard from it on this connection, and
     /// the worker is neither draining nor reconnecting): what a health check asks.
     registered: AtomicBool,
+    /// Set when the worker is gone: its last counters then go into the totals kept for its
+    /// service, so that a replaced worker never makes a counter go down.
+    retired: AtomicBool,
 }
 
 impl StatsCell {
     pub(crate) fn publish(&self, stats: WorkerStats, registered: bool) {
         *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = stats;
         self.registered.store(registered, Ordering::Relaxed);
+    }
+
+    /// The worker is gone; its counters are final.
+    pub(crate) fn retire(&self) {
+        self.registered.store(false, Ordering::Relaxed);
+        self.retired.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`retire`](Self::retire) was called.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))] // read by the metrics
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
     }
 
     /// Whether the worker was registered at its last publication.

@@ -139,3 +139,79 @@ fn healthz_follows_registration_drain_and_resume() {
     running.join().expect("worker thread").expect("run");
     broker.stop().expect("broker");
 }
+
+#[test]
+fn counters_never_go_down_when_a_worker_is_replaced() {
+    let metrics = Metrics::new();
+    let broker = Broker::bind(BrokerConfig::new("tcp://127.0.0.1:*"))
+        .expect("bind")
+        .spawn()
+        .expect("spawn");
+    let config = ClientConfig::new(broker.endpoint())
+        .timeout(WAIT)
+        .retries(0);
+    let mut client = Client::connect(config).expect("client");
+    let requests = |metrics: &Metrics| {
+        sample(
+            &metrics.encode(),
+            r#"mdp_worker_requests_total{service="echo"}"#,
+        )
+    };
+    let mut served = 0.0;
+    for (round, count) in [(1, 3), (2, 2)] {
+        let mut worker = Worker::new(
+            worker_config(broker.endpoint(), &metrics),
+            |r: Vec<Message>| r,
+        )
+        .expect("worker");
+        let stop = worker.shutdown_handle();
+        let running = thread::spawn(move || worker.run());
+        for _ in 0..count {
+            client.request("echo", &["x"]).expect("reply");
+        }
+        served += f64::from(count);
+        assert_eq!(
+            requests(&metrics),
+            Some(served),
+            "round {round}, worker running"
+        );
+        stop.shutdown();
+        running.join().expect("worker thread").expect("run");
+        // The worker is gone: its requests stay in the total.
+        assert_eq!(
+            requests(&metrics),
+            Some(served),
+            "round {round}, worker gone"
+        );
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"mdp_worker_workers{service="echo"} 0"#),
+            "no live worker"
+        );
+    }
+    broker.stop().expect("broker");
+}
+
+#[test]
+fn a_process_with_a_broker_only_is_ready_while_the_broker_runs() {
+    let metrics = Metrics::new();
+    let http = metrics.serve("127.0.0.1:0").expect("serve");
+    assert_eq!(get(http.addr(), "/healthz").0, 503, "nothing yet");
+    let broker = Broker::bind(BrokerConfig::new("tcp://127.0.0.1:*").metrics(&metrics))
+        .expect("bind")
+        .spawn()
+        .expect("spawn");
+    assert_eq!(get(http.addr(), "/healthz").0, 200);
+    broker.stop().expect("broker");
+    wait_until("not ready once stopped", || {
+        get(http.addr(), "/healthz").0 == 503
+    });
+}
+
+#[test]
+fn a_process_without_a_broker_exports_no_broker_metrics() {
+    let metrics = Metrics::new();
+    let text = metrics.encode();
+    assert!(!text.contains("mdp_broker_"), "{text}");
+}

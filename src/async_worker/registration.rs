@@ -313,10 +313,10 @@ impl<A: AsyncAction> Registration<A> {
     }
 
     fn publish(&mut self) {
-        self.stats.publish(
-            self.session.stats(),
-            self.session.broker_heard() && !self.session.is_draining(),
-        );
+        let registered = self.session.broker_heard()
+            && !self.session.is_draining()
+            && !self.session.is_stopping();
+        self.stats.publish(self.session.stats(), registered);
         while let Some(event) = self.session.poll_event() {
             if let Some(sink) = &self.shared.events {
                 sink.emit(event);
@@ -327,6 +327,9 @@ impl<A: AsyncAction> Registration<A> {
 
 impl<A> Drop for Registration<A> {
     fn drop(&mut self) {
+        // Its counters are final: the metrics keep them in the totals of its service.
+        self.stats.publish(self.session.stats(), false);
+        self.stats.retire();
         // Dropped mid-way (the run future was dropped): the action's future goes with it, and
         // closing must not make the context wait for a linger.
         if let Some(connection) = self.connection.take() {

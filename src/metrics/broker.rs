@@ -24,17 +24,30 @@ const SNAPSHOT_WAIT: Duration = Duration::from_secs(1);
 pub(crate) struct BrokerSource {
     stats: SharedStats,
     queries: Sender<Sender<Snapshot>>,
+    /// Alive while the broker (its [`SnapshotQueries`]) is.
+    running: std::sync::Weak<()>,
 }
 
 /// The broker's end: snapshot queries to answer between loop turns.
 #[derive(Debug)]
-pub(crate) struct SnapshotQueries(Receiver<Sender<Snapshot>>);
+pub(crate) struct SnapshotQueries(
+    Receiver<Sender<Snapshot>>,
+    /// Held only for its [`Weak`](std::sync::Weak) in the source: "the broker runs".
+    #[allow(dead_code)]
+    std::sync::Arc<()>,
+);
 
 impl BrokerSource {
     pub(crate) fn new(stats: SharedStats) -> (BrokerSource, SnapshotQueries) {
         // A few scrapes at once at most; a full channel makes a scrape skip the snapshot.
         let (queries, receiver) = crossbeam_channel::bounded(8);
-        (BrokerSource { stats, queries }, SnapshotQueries(receiver))
+        let running = std::sync::Arc::new(());
+        let source = BrokerSource {
+            stats,
+            queries,
+            running: std::sync::Arc::downgrade(&running),
+        };
+        (source, SnapshotQueries(receiver, running))
     }
 
     /// The broker's snapshot; `Ok(None)` if it did not answer in time, `Err(())` once the
@@ -78,6 +91,13 @@ pub(super) struct Brokers {
 impl Brokers {
     pub(super) fn register(&self, source: BrokerSource) {
         lock(&self.list).push(source);
+    }
+
+    /// Whether a registered broker still runs.
+    pub(super) fn any_running(&self) -> bool {
+        lock(&self.list)
+            .iter()
+            .any(|s| s.running.strong_count() > 0)
     }
 
     /// Each live broker's statistics and snapshot; brokers that stopped are forgotten.
@@ -197,6 +217,9 @@ const SERVICE_COUNTERS: [Reading<ServiceReport>; 3] = [
 
 impl Collector for Brokers {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if lock(&self.list).is_empty() {
+            return Ok(()); // a process without a broker exports no broker metrics
+        }
         let brokers = self.read();
         let mut total = BrokerStats::default();
         let mut services: Vec<(String, ServiceReport)> = Vec::new();

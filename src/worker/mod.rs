@@ -313,7 +313,7 @@ impl<A: WorkerAction> Worker<A> {
 
     /// Whether the broker knows this worker now: heard on this connection, not draining.
     fn registered(&self) -> bool {
-        self.session.broker_heard() && !self.session.is_draining()
+        self.session.broker_heard() && !self.session.is_draining() && !self.session.is_stopping()
     }
 
     /// Feeds shutdown and drain requests from the handles to the session.
@@ -639,6 +639,9 @@ fn poll(
 
 impl<A> Drop for Worker<A> {
     fn drop(&mut self) {
+        // Its counters are final: the metrics keep them in the totals of its service.
+        self.stats.publish(self.session.stats(), false);
+        self.stats.retire();
         // A worker dropped without a shutdown still leaves politely: DISCONNECT, then a
         // bounded linger, so the broker forgets it at once instead of after its expiry.
         self.session.handle_drop();
