@@ -1,7 +1,7 @@
 //! Broker introspection over 8/MMI: the standard `mmi.service`, and our broker's
 //! `mmi.services` (the service names) and `mmi.stats` (per-service load). Other brokers
 //! answer `501` to the extensions, which the clients report as
-//! [`ClientError::Unsupported`](crate::client::ClientError::Unsupported).
+//! [`ClientError::Unsupported`].
 //!
 //! Frame layouts (reply bodies, each number decimal ASCII):
 //!
