@@ -12,6 +12,7 @@ mod completions;
 mod error;
 mod frames;
 mod ping;
+mod services;
 mod worker;
 
 use std::process::ExitCode;
@@ -44,6 +45,8 @@ enum Command {
     Ping(ping::Args),
     /// Run an MDP/0.1 broker in the foreground.
     Broker(broker::Args),
+    /// List the services the broker knows, with their workers and load.
+    Services(services::Args),
 }
 
 fn main() -> ExitCode {
@@ -73,5 +76,6 @@ fn run(command: Command) -> CliResult {
         Command::Call(args) => call::run(args),
         Command::Ping(args) => ping::run(args),
         Command::Broker(args) => broker::run(args),
+        Command::Services(args) => services::run(args),
     }
 }
