@@ -13,6 +13,7 @@ mod error;
 mod frames;
 mod ping;
 mod services;
+mod top;
 mod worker;
 
 use std::process::ExitCode;
@@ -47,6 +48,8 @@ enum Command {
     Broker(broker::Args),
     /// List the services the broker knows, with their workers and load.
     Services(services::Args),
+    /// Watch the load of every service, refreshed like `top`.
+    Top(top::Args),
 }
 
 fn main() -> ExitCode {
@@ -77,5 +80,6 @@ fn run(command: Command) -> CliResult {
         Command::Ping(args) => ping::run(args),
         Command::Broker(args) => broker::run(args),
         Command::Services(args) => services::run(args),
+        Command::Top(args) => top::run(args),
     }
 }
