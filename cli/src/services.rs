@@ -16,8 +16,8 @@ use crate::worker::DEFAULT_BROKER;
 const AFTER_HELP: &str =
     "Columns: WORKERS registered (busy or idle), WAITING idle, QUEUED requests waiting for a
 worker, SERVED replies routed since the broker (last) created the service, OLDEST age of
-the oldest queued request. Only our broker (`mdp broker`, the library's Broker) answers
-mmi.services and mmi.stats; others answer 501.
+the oldest queued request (- when none is queued). Only our broker (`mdp broker`, the
+library's Broker) answers mmi.services and mmi.stats; others answer 501.
 
 Exit status: 0 the list was printed (possibly empty); 1 no answer within --timeout, or the
 broker answered 501 (\"mmi.services is not supported by this broker\" on stderr); 2 usage
@@ -81,11 +81,19 @@ pub fn load(client: &mut Client) -> Result<Vec<ServiceStats>, ClientError> {
     client.service_stats(&[])
 }
 
-/// `-` when nothing is queued, else milliseconds, seconds or minutes and seconds.
-pub fn age(age: Duration) -> String {
+/// The OLDEST column: `-` when nothing is queued, else the age of the oldest request.
+pub fn oldest(service: &ServiceStats) -> String {
+    if service.queued == 0 {
+        return "-".to_string();
+    }
+    age(service.oldest_queued)
+}
+
+/// Milliseconds, seconds, or minutes and seconds (`<1ms` below a millisecond).
+fn age(age: Duration) -> String {
     let ms = age.as_millis();
     match ms {
-        0 => "-".to_string(),
+        0 => "<1ms".to_string(),
         1..=999 => format!("{ms}ms"),
         1000..=59_999 => format!("{:.1}s", age.as_secs_f64()),
         _ => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
@@ -132,7 +140,7 @@ fn table(services: &[ServiceStats]) -> String {
                 s.waiting.to_string(),
                 s.queued.to_string(),
                 s.served.to_string(),
-                age(s.oldest_queued),
+                oldest(s),
             ]
         })
         .collect();
@@ -172,9 +180,19 @@ mod tests {
     }
 
     #[test]
-    fn ages_read_as_a_dash_or_in_the_largest_sensible_unit() {
+    fn the_oldest_age_is_a_dash_only_when_nothing_is_queued() {
         let ms = Duration::from_millis;
-        assert_eq!(age(ms(0)), "-");
+        let idle = ServiceStats {
+            queued: 0,
+            ..echo()
+        };
+        assert_eq!(oldest(&idle), "-");
+        let just_queued = ServiceStats {
+            oldest_queued: ms(0),
+            ..echo()
+        };
+        assert_eq!(oldest(&just_queued), "<1ms");
+        assert_eq!(age(ms(0)), "<1ms");
         assert_eq!(age(ms(350)), "350ms");
         assert_eq!(age(ms(1500)), "1.5s");
         assert_eq!(age(ms(185_000)), "3m05s");

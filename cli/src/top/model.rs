@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use majordomo_worker::mmi::ServiceStats;
 
-use crate::services::age;
+use crate::services::oldest;
 
 /// The column titles, in the order of [`Row::cells`].
 pub const HEADER: [&str; 7] = [
@@ -153,7 +153,7 @@ impl Row {
             s.queued.to_string(),
             s.served.to_string(),
             rate(self.rate),
-            age(s.oldest_queued),
+            oldest(s),
         ]
     }
 }
