@@ -149,7 +149,8 @@ pub fn client_error(error: ClientError) -> CliError {
         ClientError::Timeout { .. }
         | ClientError::Protocol(_)
         | ClientError::WrongService { .. }
-        | ClientError::UnexpectedMmiCode { .. } => CliError::NoAnswer(error.to_string()),
+        | ClientError::UnexpectedMmiCode { .. }
+        | ClientError::Unsupported { .. } => CliError::NoAnswer(error.to_string()),
         _ => CliError::Failed(error.to_string()),
     }
 }

@@ -13,6 +13,8 @@ mod error;
 mod frames;
 mod metrics;
 mod ping;
+mod services;
+mod top;
 mod worker;
 
 use std::process::ExitCode;
@@ -45,6 +47,10 @@ enum Command {
     Ping(ping::Args),
     /// Run an MDP/0.1 broker in the foreground.
     Broker(broker::Args),
+    /// List the services the broker knows, with their workers and load.
+    Services(services::Args),
+    /// Watch the load of every service, refreshed like `top`.
+    Top(top::Args),
 }
 
 fn main() -> ExitCode {
@@ -75,5 +81,7 @@ fn run(command: Command) -> CliResult {
         Command::Call(args) => call::run(args),
         Command::Ping(args) => ping::run(args),
         Command::Broker(args) => broker::run(args),
+        Command::Services(args) => services::run(args),
+        Command::Top(args) => top::run(args),
     }
 }
