@@ -73,6 +73,7 @@ mod settings;
 mod shutdown;
 mod stats;
 pub mod testkit;
+mod timers;
 mod transport;
 mod wake;
 mod worker;

@@ -3,12 +3,14 @@
 //! must cover the figures an operator looks at first.
 #![cfg(feature = "metrics")]
 
+#[path = "common/http.rs"]
+mod http;
+
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
 
+use http::get;
 use majordomo_worker::broker::{Broker, BrokerConfig};
 use majordomo_worker::client::{Client, ClientConfig};
 use majordomo_worker::metrics::Metrics;
@@ -213,22 +215,6 @@ fn is_exported(name: &str, families: &[(String, String)], samples: &BTreeSet<Str
             .any(|s| typed(s, "histogram"))
         || typed("", "gauge");
     of_its_type && samples.contains(name)
-}
-
-/// GET `path`: the status code and the body.
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(WAIT)).expect("timeout");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, body.to_string())
 }
 
 /// `/metrics` of a broker and an echo worker sharing one `Metrics`, after a few requests.

@@ -2,33 +2,19 @@
 //! the requests sent.
 #![cfg(feature = "metrics")]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+#[path = "common/http.rs"]
+mod http;
+
 use std::thread;
 use std::time::{Duration, Instant};
 
+use http::get;
 use majordomo_worker::broker::{Broker, BrokerConfig};
 use majordomo_worker::client::{Client, ClientConfig};
 use majordomo_worker::metrics::Metrics;
 use majordomo_worker::{Message, Worker, WorkerConfig};
 
 const WAIT: Duration = Duration::from_secs(5);
-
-/// GET `path`: the status code and the body.
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(WAIT)).expect("timeout");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, body.to_string())
-}
 
 /// The value of the sample `name{labels}` (the whole line before the value), if present.
 fn sample(text: &str, series: &str) -> Option<f64> {

@@ -113,25 +113,17 @@ impl<A: AsyncAction> Registration<A> {
 
     /// Feeds shutdown and drain requests to the session; ends the grace period.
     fn check_controls(&mut self, now: Instant) {
-        if self.shared.shutdown.is_shutdown() {
-            if !self.session.is_stopping() {
-                self.session.handle_shutdown(now);
-                if self.session.is_busy() {
-                    self.grace_until = now.checked_add(self.shared.grace);
-                }
-            }
-            if self.grace_until.is_some_and(|at| at <= now) {
-                warn!(grace = ?self.shared.grace, "grace period over, cancelling the action");
-                self.grace_until = None;
-                self.session.handle_cancel(now);
-            }
-            return;
+        let (shutdown, drained) = (
+            self.shared.shutdown.is_shutdown(),
+            self.shared.drain.is_drained(),
+        );
+        if self.session.handle_controls(now, shutdown, drained) && self.session.is_busy() {
+            self.grace_until = now.checked_add(self.shared.grace);
         }
-        let drained = self.shared.drain.is_drained();
-        if drained && !self.session.is_draining() {
-            self.session.handle_drain(now);
-        } else if !drained && self.session.is_draining() {
-            self.session.handle_resume(now);
+        if self.grace_until.is_some_and(|at| at <= now) {
+            // The session logs it: the request in hand gets the timeout reply.
+            self.grace_until = None;
+            self.session.handle_cancel(now);
         }
     }
 
@@ -192,17 +184,8 @@ impl<A: AsyncAction> Registration<A> {
             return Ok(());
         };
         let command = message.command();
-        match transport::send_frames_now(connection.dealer.socket(), message.encode()) {
-            Ok(()) => Ok(()),
-            Err(zmq::Error::EAGAIN) => {
-                self.session.handle_send_failed(command);
-                Ok(())
-            }
-            Err(source) => Err(Error::Zmq {
-                operation: "send",
-                source,
-            }),
-        }
+        let sent = transport::send_frames_now(connection.dealer.socket(), message.encode());
+        crate::worker::after_send(&mut self.session, command, sent)
     }
 
     fn close(&mut self, graceful: bool) {

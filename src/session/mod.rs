@@ -660,6 +660,25 @@ impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
         }
     }
 
+    /// Feeds the state of the shutdown and drain handles, as a driver reads them on each
+    /// turn: a shutdown once, a drain or a resume when the drained flag changed. True when a
+    /// shutdown began with this call.
+    pub fn handle_controls(&mut self, now: Instant, shutdown: bool, drained: bool) -> bool {
+        if shutdown {
+            let began = !self.is_stopping();
+            if began {
+                self.handle_shutdown(now);
+            }
+            return began;
+        }
+        if drained && !self.is_draining() {
+            self.handle_drain(now);
+        } else if !drained && self.is_draining() {
+            self.handle_resume(now);
+        }
+        false
+    }
+
     /// Asks for a graceful stop: an in-flight request is finished and answered first, then
     /// DISCONNECT (if configured) and a lingering close.
     pub fn handle_shutdown(&mut self, now: Instant) {

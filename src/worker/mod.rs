@@ -318,18 +318,8 @@ impl<A: WorkerAction> Worker<A> {
 
     /// Feeds shutdown and drain requests from the handles to the session.
     fn check_controls(&mut self, now: Instant) {
-        if self.shutdown.is_shutdown() {
-            if !self.session.is_stopping() {
-                self.session.handle_shutdown(now);
-            }
-            return;
-        }
-        let drained = self.drain.is_drained();
-        if drained && !self.session.is_draining() {
-            self.session.handle_drain(now);
-        } else if !drained && self.session.is_draining() {
-            self.session.handle_resume(now);
-        }
+        let (shutdown, drained) = (self.shutdown.is_shutdown(), self.drain.is_drained());
+        self.session.handle_controls(now, shutdown, drained);
     }
 
     /// Carries out every queued action. `Some` when `receive` should return.
@@ -390,17 +380,8 @@ impl<A: WorkerAction> Worker<A> {
         };
         let command = message.command();
         trace!(%command, "sending");
-        match transport::send_frames(&connection.socket, message.encode()) {
-            Ok(()) => Ok(()),
-            Err(zmq::Error::EAGAIN) => {
-                self.session.handle_send_failed(command);
-                Ok(())
-            }
-            Err(source) => Err(Error::Zmq {
-                operation: "send",
-                source,
-            }),
-        }
+        let sent = transport::send_frames(&connection.socket, message.encode());
+        after_send(&mut self.session, command, sent)
     }
 
     fn deliver(&mut self, body: Vec<Message>) {
@@ -535,6 +516,26 @@ impl<A: WorkerAction> Worker<A> {
             }
         }
         Ok(())
+    }
+}
+
+/// What a send's outcome means: a full pipe (the send timed out, or found it full) is
+/// counted by the session and the message dropped; any other failure is fatal.
+pub(crate) fn after_send(
+    session: &mut Session<Message>,
+    command: crate::protocol::Command,
+    sent: Result<(), zmq::Error>,
+) -> Result<(), Error> {
+    match sent {
+        Ok(()) => Ok(()),
+        Err(zmq::Error::EAGAIN) => {
+            session.handle_send_failed(command);
+            Ok(())
+        }
+        Err(source) => Err(Error::Zmq {
+            operation: "send",
+            source,
+        }),
     }
 }
 
