@@ -1,6 +1,6 @@
 //! `/metrics` and `/healthz` over real HTTP, while real traffic flows: the counters must match
 //! the requests sent.
-#![cfg(feature = "metrics")]
+#![cfg(all(feature = "metrics", feature = "tokio"))]
 
 #[path = "common/http.rs"]
 mod http;
@@ -31,6 +31,11 @@ fn wait_until(what: &str, done: impl Fn() -> bool) {
     }
 }
 
+/// Our broker heartbeating as fast as the workers expect (no flapping).
+fn broker_config() -> BrokerConfig {
+    BrokerConfig::new("tcp://127.0.0.1:*").heartbeat(Duration::from_millis(50))
+}
+
 fn worker_config(endpoint: &str, metrics: &Metrics) -> WorkerConfig {
     WorkerConfig::new(endpoint, "echo")
         .heartbeat(Duration::from_millis(50))
@@ -42,7 +47,7 @@ fn worker_config(endpoint: &str, metrics: &Metrics) -> WorkerConfig {
 fn scraped_counters_match_the_requests_sent() {
     let metrics = Metrics::new();
     let http = metrics.serve("127.0.0.1:0").expect("serve");
-    let broker = Broker::bind(BrokerConfig::new("tcp://127.0.0.1:*").metrics(&metrics))
+    let broker = Broker::bind(broker_config().metrics(&metrics))
         .expect("bind")
         .spawn()
         .expect("spawn");
@@ -96,11 +101,10 @@ fn healthz_follows_registration_drain_and_resume() {
     let metrics = Metrics::new();
     let http = metrics.serve("127.0.0.1:0").expect("serve");
     assert_eq!(get(http.addr(), "/healthz").0, 503, "no worker yet");
-    let broker =
-        Broker::bind(BrokerConfig::new("tcp://127.0.0.1:*").heartbeat(Duration::from_millis(20)))
-            .expect("bind")
-            .spawn()
-            .expect("spawn");
+    let broker = Broker::bind(broker_config())
+        .expect("bind")
+        .spawn()
+        .expect("spawn");
     let mut worker = Worker::new(
         worker_config(broker.endpoint(), &metrics),
         |r: Vec<Message>| r,
@@ -129,7 +133,7 @@ fn healthz_follows_registration_drain_and_resume() {
 #[test]
 fn counters_never_go_down_when_a_worker_is_replaced() {
     let metrics = Metrics::new();
-    let broker = Broker::bind(BrokerConfig::new("tcp://127.0.0.1:*"))
+    let broker = Broker::bind(broker_config())
         .expect("bind")
         .spawn()
         .expect("spawn");
@@ -184,7 +188,7 @@ fn a_process_with_a_broker_only_is_ready_while_the_broker_runs() {
     let metrics = Metrics::new();
     let http = metrics.serve("127.0.0.1:0").expect("serve");
     assert_eq!(get(http.addr(), "/healthz").0, 503, "nothing yet");
-    let broker = Broker::bind(BrokerConfig::new("tcp://127.0.0.1:*").metrics(&metrics))
+    let broker = Broker::bind(broker_config().metrics(&metrics))
         .expect("bind")
         .spawn()
         .expect("spawn");
@@ -200,4 +204,71 @@ fn a_process_without_a_broker_exports_no_broker_metrics() {
     let metrics = Metrics::new();
     let text = metrics.encode();
     assert!(!text.contains("mdp_broker_"), "{text}");
+}
+
+#[test]
+fn a_pool_and_an_async_worker_report_their_services_too() {
+    use majordomo_worker::pool::{PoolService, WorkerPool};
+    let metrics = Metrics::new();
+    let broker = Broker::bind(broker_config())
+        .expect("bind")
+        .spawn()
+        .expect("spawn");
+    let config = |service: &str| {
+        WorkerConfig::new(broker.endpoint(), service)
+            .heartbeat(Duration::from_millis(50))
+            .metrics(&metrics)
+    };
+    let pool = WorkerPool::builder()
+        .service(PoolService::new(config("pooled"), 3, || {
+            |r: Vec<Message>| r
+        }))
+        .start()
+        .expect("pool");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let worker = majordomo_worker::AsyncWorker::new(
+        config("async").concurrency(2),
+        |r: Vec<Message>| async move { r },
+    )
+    .expect("async worker");
+    let stop = worker.shutdown_handle();
+    let running = runtime.spawn(worker.run());
+    wait_until("all five registered", || {
+        sample(
+            &metrics.encode(),
+            r#"mdp_worker_registered{service="pooled"}"#,
+        ) == Some(3.0)
+            && sample(
+                &metrics.encode(),
+                r#"mdp_worker_registered{service="async"}"#,
+            ) == Some(2.0)
+    });
+    let config = ClientConfig::new(broker.endpoint())
+        .timeout(WAIT)
+        .retries(0);
+    let mut client = Client::connect(config).expect("client");
+    for service in ["pooled", "pooled", "async", "async", "async"] {
+        client.request(service, &["x"]).expect("reply");
+    }
+    let text = metrics.encode();
+    for (series, value) in [
+        (r#"mdp_worker_requests_total{service="pooled"}"#, 2.0),
+        (r#"mdp_worker_requests_total{service="async"}"#, 3.0),
+        (r#"mdp_worker_workers{service="pooled"}"#, 3.0),
+        (r#"mdp_worker_workers{service="async"}"#, 2.0),
+        (
+            r#"mdp_worker_request_duration_seconds_count{service="async"}"#,
+            3.0,
+        ),
+    ] {
+        assert_eq!(sample(&text, series), Some(value), "{series}");
+    }
+    stop.shutdown();
+    runtime.block_on(running).expect("join").expect("run");
+    pool.stop();
+    broker.stop().expect("broker");
 }
