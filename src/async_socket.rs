@@ -37,22 +37,38 @@ pub(crate) struct AsyncSocket {
 
 impl AsyncSocket {
     /// Registers `socket`; must be called inside a tokio runtime.
-    // The crate's one `unsafe`: tokio asks the caller of `register_with_interest` to vouch
-    // that the descriptor stays open and is not replaced while registered (I/O safety).
-    #[allow(unsafe_code)]
+    // One of the crate's two `unsafe` calls: tokio asks the caller of
+    // `register_with_interest` to vouch that the descriptor stays open and is not replaced
+    // while registered (I/O safety).
     pub(crate) fn new(socket: zmq::Socket) -> io::Result<AsyncSocket> {
-        let fd = SignalFd(socket.get_fd().map_err(io::Error::from)?);
+        AsyncSocket::try_new(socket).map_err(|(error, _)| error)
+    }
+
+    /// Registers `socket`, or hands it back with the error (a socket that must not simply
+    /// be dropped: a monitored one, see `transport::stop_monitor`).
+    #[allow(unsafe_code)]
+    pub(crate) fn try_new(socket: zmq::Socket) -> Result<AsyncSocket, (io::Error, zmq::Socket)> {
+        let fd = match socket.get_fd() {
+            Ok(fd) => SignalFd(fd),
+            Err(error) => return Err((error.into(), socket)),
+        };
         // SAFETY: `ZMQ_FD` stays open, unchanged, until the socket closes; `fd` is declared
         // before `socket` in `AsyncSocket`, so the registration is dropped (deregistered)
         // before the socket, and with it the descriptor, is closed. Nothing else closes it.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
-            .map_err(io::Error::from)?;
-        Ok(AsyncSocket { fd, socket })
+        match unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
+            Ok(fd) => Ok(AsyncSocket { fd, socket }),
+            Err(error) => Err((io::Error::from(error), socket)),
+        }
     }
 
     /// The socket, for sends (never blocking: `DONTWAIT` or a send timeout) and options.
     pub(crate) fn socket(&self) -> &zmq::Socket {
         &self.socket
+    }
+
+    /// The socket, for calls that need it mutably.
+    pub(crate) fn socket_mut(&mut self) -> &mut zmq::Socket {
+        &mut self.socket
     }
 
     /// Receives one whole multipart message, waiting without blocking the runtime.

@@ -40,8 +40,10 @@
 //! The crate ships a [`broker`] and a [`client`]; [`testkit`] wires them to your action in a
 //! few lines (a unique endpoint, a shared context, fast timings, everything stopped on drop)
 //! so that a unit test can check it end to end.
-// `deny`, not `forbid`: the async socket registers a descriptor with tokio, whose API for it
-// is `unsafe` (see `async_socket.rs`); nothing else may use `unsafe`.
+// `deny`, not `forbid`: two calls need `unsafe`, each with its reason where it is made. The
+// async socket registers a descriptor with tokio, whose API for it is `unsafe`
+// (`async_socket.rs`); stopping a socket monitor goes through libzmq's raw binding
+// (`transport::stop_monitor`). Nothing else may use `unsafe`.
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, missing_debug_implementations, unreachable_pub)]

@@ -72,12 +72,21 @@ fn from_pair((operation, source): (&'static str, zmq::Error)) -> TransportError 
 }
 
 /// A DEALER connected to a broker, and the PAIR socket that receives its monitor events.
+///
+/// Dropping it stops the monitor before either socket closes (see [`stop_monitor`]): a
+/// monitor left running into a closed PAIR blocks the context's I/O thread for ever.
 pub(crate) struct Connection {
     pub(crate) socket: zmq::Socket,
     pub(crate) monitor: zmq::Socket,
     /// Whether the monitor saw the connection up (handshake passed) or the broker spoke:
     /// until then nothing sent on it can be delivered, and closing need not linger.
     pub(crate) up: bool,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        stop_monitor(&mut self.socket, &self.monitor);
+    }
 }
 
 /// Opens a DEALER socket (a fresh routing identity every time), starts its monitor and
@@ -87,14 +96,52 @@ pub(crate) fn open_dealer(
     endpoint: &str,
     options: &SocketOptions,
 ) -> Result<Connection, TransportError> {
-    let socket = open_socket(context, zmq::DEALER, options)?;
-    let monitor = open_monitor(context, &socket)?;
-    socket.connect(endpoint).map_err(failed("connect"))?;
+    let (socket, monitor) = open_monitored_dealer(context, endpoint, options)?;
     Ok(Connection {
         socket,
         monitor,
         up: false,
     })
+}
+
+/// The two sockets of a [`Connection`], for a driver that wraps them in types of its own:
+/// it must call [`stop_monitor`] before the second one closes.
+pub(crate) fn open_monitored_dealer(
+    context: &zmq::Context,
+    endpoint: &str,
+    options: &SocketOptions,
+) -> Result<(zmq::Socket, zmq::Socket), TransportError> {
+    let mut socket = open_socket(context, zmq::DEALER, options)?;
+    let monitor = open_monitor(context, &socket)?;
+    if let Err(error) = socket.connect(endpoint) {
+        stop_monitor(&mut socket, &monitor);
+        return Err(failed("connect")(error));
+    }
+    Ok((socket, monitor))
+}
+
+/// Stops the monitor of `socket` while `monitor`, the PAIR that reads it, is still open.
+/// Must run before that PAIR closes.
+///
+/// libzmq (4.3.4) sends monitor events with blocking sends from the context's I/O thread.
+/// A DEALER closed with a linger goes on reporting its connection (DISCONNECTED) until it is
+/// gone; with the reading PAIR closed first, that send waits for a peer that never comes,
+/// and the I/O thread, and with it every socket of the context, new connections included,
+/// stalls for ever (zeromq/libzmq#3575: a worker wedged after a broker restart). Stopping the
+/// monitor first (`zmq_socket_monitor(socket, NULL, 0)`) closes the sending end instead.
+/// The events still waiting are read off first, so that a send blocked on a full pipe (which
+/// holds the monitor's lock) can finish.
+pub(crate) fn stop_monitor(socket: &mut zmq::Socket, monitor: &zmq::Socket) {
+    while let Ok(Some(_)) = try_recv_frames(monitor) {}
+    let socket = socket.as_mut_ptr();
+    // One of the crate's two `unsafe` calls: rust-zmq's `Socket::monitor` takes a `&str`, and the call
+    // that stops a monitor needs a NULL endpoint, so it goes through the raw binding.
+    // SAFETY: `socket` is the live handle of a socket this thread owns (borrowed mutably for
+    // the call, so no other call runs on it meanwhile); a NULL endpoint with no events is
+    // the documented way to stop its monitor, and touches nothing else. It fails only on a
+    // socket already closed (ENOTSOCK) or a context terminated (ETERM), both harmless here.
+    #[allow(unsafe_code)]
+    let _ = unsafe { zmq_sys::zmq_socket_monitor(socket, std::ptr::null(), 0) };
 }
 
 /// A DEALER with `options`, connected to `endpoint` (the client's: no monitor).

@@ -34,6 +34,39 @@ struct AsyncConnection {
     up: bool,
 }
 
+impl AsyncConnection {
+    /// Registers a monitored DEALER and its monitor with the runtime. On failure the monitor
+    /// is stopped before its reader closes, as when a connection is dropped.
+    fn register(socket: zmq::Socket, monitor: zmq::Socket) -> Result<AsyncConnection, Error> {
+        let failed = Error::io("register with tokio");
+        let mut dealer = match AsyncSocket::try_new(socket) {
+            Ok(dealer) => dealer,
+            Err((error, mut socket)) => {
+                transport::stop_monitor(&mut socket, &monitor);
+                return Err(failed(error));
+            }
+        };
+        match AsyncSocket::try_new(monitor) {
+            Ok(monitor) => Ok(AsyncConnection {
+                dealer,
+                monitor,
+                up: false,
+            }),
+            Err((error, monitor)) => {
+                transport::stop_monitor(dealer.socket_mut(), &monitor);
+                Err(failed(error))
+            }
+        }
+    }
+}
+
+impl Drop for AsyncConnection {
+    /// Stops the monitor while its reader is open (see `transport::stop_monitor`).
+    fn drop(&mut self) {
+        transport::stop_monitor(self.dealer.socket_mut(), self.monitor.socket());
+    }
+}
+
 /// What ended a wait.
 enum Input {
     Frames(Result<Vec<Message>, zmq::Error>),
@@ -160,22 +193,18 @@ impl<A: AsyncAction> Registration<A> {
     fn open(&mut self) -> Result<(), Error> {
         self.close(false);
         let address = self.session.endpoint_address().to_string();
-        let connection = match transport::open_dealer(&self.context, &address, &self.shared.options)
-        {
-            Ok(connection) => connection,
-            Err(error) if error.operation == "connect" => {
-                warn!(broker = %address, %error, "cannot connect");
-                self.session.handle_connect_failed(Instant::now());
-                return Ok(());
-            }
-            Err(error) => return Err(error.into()),
-        };
-        let register = |socket| AsyncSocket::new(socket).map_err(Error::io("register with tokio"));
-        self.connection = Some(AsyncConnection {
-            dealer: register(connection.socket)?,
-            monitor: register(connection.monitor)?,
-            up: false,
-        });
+        let options = &self.shared.options;
+        let (socket, monitor) =
+            match transport::open_monitored_dealer(&self.context, &address, options) {
+                Ok(sockets) => sockets,
+                Err(error) if error.operation == "connect" => {
+                    warn!(broker = %address, %error, "cannot connect");
+                    self.session.handle_connect_failed(Instant::now());
+                    return Ok(());
+                }
+                Err(error) => return Err(error.into()),
+            };
+        self.connection = Some(AsyncConnection::register(socket, monitor)?);
         Ok(())
     }
 

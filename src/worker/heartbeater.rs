@@ -22,7 +22,7 @@ use tracing::{debug, warn};
 use zmq::Message;
 
 use crate::protocol::WorkerMessage;
-use crate::transport;
+use crate::transport::{self, Connection};
 
 /// Where one worker parks its socket while its inline action runs.
 #[derive(Default)]
@@ -38,7 +38,7 @@ impl std::fmt::Debug for Parking {
 
 #[derive(Default)]
 struct Slot {
-    socket: Option<zmq::Socket>,
+    connection: Option<Connection>,
     due: Option<Instant>,
     every: Duration,
     /// Set on park; cleared by the heartbeater once `due` has passed with nothing parked.
@@ -70,12 +70,13 @@ impl Parking {
         self.slot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Leaves `socket` to the heartbeater, which sends HEARTBEAT at `due` and every `every`
-    /// after it until [`take`](Self::take).
-    pub(crate) fn park(&self, socket: zmq::Socket, due: Instant, every: Duration) {
+    /// Leaves `connection` to the heartbeater, which sends HEARTBEAT on its socket at `due`
+    /// and every `every` after it until [`take`](Self::take). Its monitor goes with it: a
+    /// monitor must never be closed apart from its socket (`transport::stop_monitor`).
+    pub(crate) fn park(&self, connection: Connection, due: Instant, every: Duration) {
         {
             let mut slot = self.slot();
-            slot.socket = Some(socket);
+            slot.connection = Some(connection);
             slot.due = Some(due);
             slot.every = every;
             slot.armed = true;
@@ -87,26 +88,26 @@ impl Parking {
         }
     }
 
-    /// Takes the socket back, with what was sent meanwhile.
-    pub(crate) fn take(&self) -> (Option<zmq::Socket>, Parked) {
+    /// Takes the connection back, with what was sent meanwhile.
+    pub(crate) fn take(&self) -> (Option<Connection>, Parked) {
         let mut slot = self.slot();
         let parked = Parked {
             sent: slot.sent,
             last: slot.last,
         };
-        (slot.socket.take(), parked)
+        (slot.connection.take(), parked)
     }
 
     /// Sends what is due at `now`; returns when this place next needs the heartbeater.
     fn beat(&self, now: Instant) -> Option<Instant> {
         let mut slot = self.slot();
         let due = slot.due?;
-        if let Some(socket) = &slot.socket {
+        if let Some(connection) = &slot.connection {
             if due > now {
                 return Some(due);
             }
             let frames = WorkerMessage::<Message>::Heartbeat.encode();
-            match transport::send_frames_now(socket, frames) {
+            match transport::send_frames_now(&connection.socket, frames) {
                 Ok(()) => debug!("heartbeat sent while the action runs"),
                 Err(error) => debug!(%error, "heartbeat while busy not sent"),
             }
@@ -220,20 +221,25 @@ fn run(woken: &Receiver<()>) {
 mod tests {
     use super::*;
 
-    fn pair() -> (zmq::Context, zmq::Socket, zmq::Socket) {
+    fn pair(name: &str) -> (zmq::Context, zmq::Socket, Connection) {
         let context = zmq::Context::new();
         let router = context.socket(zmq::ROUTER).expect("router");
-        router.bind("inproc://heartbeater-test").expect("bind");
-        let dealer = context.socket(zmq::DEALER).expect("dealer");
-        dealer
-            .connect("inproc://heartbeater-test")
-            .expect("connect");
+        let endpoint = format!("inproc://heartbeater-test-{name}");
+        router.bind(&endpoint).expect("bind");
+        let options = transport::SocketOptions {
+            linger: Duration::ZERO,
+            send_timeout: Duration::ZERO,
+            max_message_size: u64::MAX,
+            plain: None,
+            curve: None,
+        };
+        let dealer = transport::open_dealer(&context, &endpoint, &options).expect("dealer");
         (context, router, dealer)
     }
 
     #[test]
     fn a_parked_socket_gets_heartbeats_at_its_due_times_until_taken_back() {
-        let (_context, router, dealer) = pair();
+        let (_context, router, dealer) = pair("due");
         let parking = Parking::new().expect("heartbeater");
         let every = Duration::from_millis(20);
         let start = Instant::now();
@@ -256,7 +262,7 @@ mod tests {
 
     #[test]
     fn a_socket_taken_back_before_its_due_time_gets_no_heartbeat() {
-        let (_context, router, dealer) = pair();
+        let (_context, router, dealer) = pair("early");
         let parking = Parking::new().expect("heartbeater");
         parking.park(
             dealer,

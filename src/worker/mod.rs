@@ -539,35 +539,34 @@ pub(crate) fn after_send(
     }
 }
 
-/// Parks the connection's socket with the heartbeater while an inline action runs.
+/// Parks the connection with the heartbeater while an inline action runs; true if it was.
 fn park(
     connection: &mut Option<Connection>,
     parking: Option<&Parking>,
     session: &Session<Message>,
-) -> Option<(zmq::Socket, bool)> {
-    let (parking, due) = (parking?, session.heartbeat_due()?);
-    let Connection {
-        socket,
-        monitor,
-        up,
-    } = connection.take()?;
-    parking.park(socket, due, session.heartbeat_interval());
-    Some((monitor, up))
+) -> bool {
+    let (Some(parking), Some(due)) = (parking, session.heartbeat_due()) else {
+        return false;
+    };
+    let Some(parked) = connection.take() else {
+        return false;
+    };
+    parking.park(parked, due, session.heartbeat_interval());
+    true
 }
 
-/// Takes the socket back after the action: the last heartbeat sent meanwhile and how many.
+/// Takes the connection back after the action: the last heartbeat sent meanwhile and how
+/// many.
 fn unpark(
     connection: &mut Option<Connection>,
-    parked: Option<(zmq::Socket, bool)>,
+    parked: bool,
     parking: Option<&Parking>,
 ) -> Option<(Instant, u64)> {
-    let (monitor, up) = parked?;
-    let (socket, sent) = parking?.take();
-    *connection = socket.map(|socket| Connection {
-        socket,
-        monitor,
-        up,
-    });
+    if !parked {
+        return None;
+    }
+    let (taken, sent) = parking?.take();
+    *connection = taken;
     Some((sent.last?, sent.sent))
 }
 
