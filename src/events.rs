@@ -105,6 +105,25 @@ pub enum Event {
         /// The worker.
         worker: WorkerId,
     },
+    /// No broker answered through [`UNREACHABLE_AFTER`](crate::UNREACHABLE_AFTER) connection
+    /// attempts in a row (nothing heard on any of them: no broker listens, the network drops
+    /// the traffic, or the context cannot connect). The worker goes on trying; this says so
+    /// once per such stretch, until [`BrokerReachable`](Event::BrokerReachable).
+    BrokerUnreachable {
+        /// The worker.
+        worker: WorkerId,
+        /// Connection attempts in a row that heard nothing.
+        attempts: u32,
+        /// Since the first of those attempts.
+        silent_for: Duration,
+    },
+    /// A broker answered again after [`BrokerUnreachable`](Event::BrokerUnreachable).
+    BrokerReachable {
+        /// The worker.
+        worker: WorkerId,
+        /// The endpoint of the broker that answered.
+        broker: String,
+    },
     /// A pool worker died (fatal error or panic outside the action) and was restarted.
     WorkerRestarted {
         /// The worker.

@@ -92,6 +92,7 @@ pub use error::Error;
 pub use events::{Event, Events, RequestOutcome, WorkerId};
 pub use protocol::ProtocolError;
 pub use security::{curve_available, CurveKeys};
+pub use session::UNREACHABLE_AFTER;
 pub use shutdown::{DrainHandle, ShutdownHandle, SignalGuard};
 pub use worker::{Received, Worker, WorkerStats};
 /// The `zmq` crate this library is built on, for sharing a [`zmq::Context`].

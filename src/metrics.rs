@@ -24,7 +24,8 @@
 //! Health (`/healthz`): in a process with workers, `200 ready` once every worker given the
 //! `Metrics` is known by its broker (the broker has spoken on the current connection) and
 //! none is draining, stopping or reconnecting; in a process with brokers only, while one
-//! runs; `503 not ready` otherwise. Workers that are gone (a pool replaced them) leave their
+//! runs; `503 not ready` otherwise, with the reason when a worker heard no broker through
+//! [`UNREACHABLE_AFTER`](crate::UNREACHABLE_AFTER) connection attempts in a row. Workers that are gone (a pool replaced them) leave their
 //! final counters in the totals of their service, so counters never go down.
 
 mod broker;
@@ -124,6 +125,20 @@ impl Metrics {
         }
     }
 
+    /// Why `/healthz` is not ready, in one line; `None` when it is ready.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if self.is_ready() {
+            return None;
+        }
+        Some(match self.inner.workers.unreachable() {
+            0 => "not ready".to_string(),
+            n => format!(
+                "not ready: {n} worker(s) heard no broker through {} connection attempts in a row",
+                crate::UNREACHABLE_AFTER
+            ),
+        })
+    }
+
     /// Serves `GET /metrics` and `GET /healthz` on `addr` (e.g. `127.0.0.1:9100`) from a
     /// thread of its own, until the returned server is dropped.
     ///
@@ -188,6 +203,14 @@ impl Workers {
         live.into_iter().chain(gone).collect()
     }
 
+    /// Live workers that no broker has answered through several attempts in a row.
+    fn unreachable(&self) -> usize {
+        lock(&self.cells)
+            .iter()
+            .filter(|(_, cell)| cell.snapshot().broker_unreachable)
+            .count()
+    }
+
     /// Whether there is a live worker and every live worker is registered.
     fn is_ready(&self) -> Option<bool> {
         self.fold_retired();
@@ -203,7 +226,7 @@ impl Workers {
 /// A metric: its name, its help, and how to read it from `T`.
 type Reading<T, V> = (&'static str, &'static str, fn(&T) -> V);
 
-const WORKER_COUNTERS: [Reading<WorkerStats, u64>; 11] = [
+const WORKER_COUNTERS: [Reading<WorkerStats, u64>; 12] = [
     (
         "mdp_worker_requests",
         "Requests handed to the action",
@@ -257,6 +280,11 @@ const WORKER_COUNTERS: [Reading<WorkerStats, u64>; 11] = [
         "Connections dropped under the socket",
         |s| s.connections_lost,
     ),
+    (
+        "mdp_worker_unreachable",
+        "Stretches of 3 connection attempts in a row on which no broker answered",
+        |s| s.unreachable,
+    ),
 ];
 
 /// The workers of one service in this process, added up.
@@ -266,6 +294,7 @@ struct ServiceRow {
     workers: i64,
     registered: i64,
     busy: i64,
+    unreachable: i64,
 }
 
 impl Collector for Workers {
@@ -279,7 +308,7 @@ impl Collector for Workers {
                 ConstCounter::new(value(&row.stats)).encode(family.encode_family(&label)?)?;
             }
         }
-        let gauges: [Reading<ServiceRow, i64>; 3] = [
+        let gauges: [Reading<ServiceRow, i64>; 4] = [
             ("mdp_worker_in_flight", "Requests in an action now", |r| {
                 r.busy
             }),
@@ -292,6 +321,11 @@ impl Collector for Workers {
                 "mdp_worker_registered",
                 "Workers the broker knows now",
                 |r| r.registered,
+            ),
+            (
+                "mdp_worker_broker_unreachable",
+                "Workers no broker has answered through 3 connection attempts in a row, now",
+                |r| r.unreachable,
             ),
         ];
         for (name, help, value) in gauges {
@@ -323,6 +357,7 @@ fn per_service(workers: Vec<(Arc<str>, WorkerStats, Option<bool>)>) -> Vec<(Arc<
             row.busy += i64::from(stats.in_flight);
             row.workers += 1;
             row.registered += i64::from(registered);
+            row.unreachable += i64::from(stats.broker_unreachable);
         }
     }
     rows

@@ -15,13 +15,19 @@ macro_rules! worker_stats {
             $($(#[doc = $doc])* pub $name: u64,)*
             /// Whether a request is in the action right now.
             pub in_flight: bool,
+            /// Whether no broker has answered through
+            /// [`UNREACHABLE_AFTER`](crate::UNREACHABLE_AFTER) connection attempts in a row,
+            /// now (cleared when one answers).
+            pub broker_unreachable: bool,
         }
 
         impl WorkerStats {
-            /// Adds `other`'s counters to these (`in_flight` becomes "any in flight").
+            /// Adds `other`'s counters to these (`in_flight` becomes "any in flight", and
+            /// `broker_unreachable` "any unreachable").
             pub fn add(&mut self, other: &WorkerStats) {
                 $(self.$name += other.$name;)*
                 self.in_flight |= other.in_flight;
+                self.broker_unreachable |= other.broker_unreachable;
             }
         }
     };
@@ -54,6 +60,9 @@ worker_stats! {
     /// message broke `max_message_size`, or a security handshake failed on a protocol error.
     /// Each is followed by a reconnect on a new socket.
     connections_lost,
+    /// Times no broker answered through [`UNREACHABLE_AFTER`](crate::UNREACHABLE_AFTER)
+    /// connection attempts in a row (one per such stretch).
+    unreachable,
 }
 
 impl WorkerStats {

@@ -78,8 +78,9 @@ fn bind_again(endpoint: &str) -> BrokerHandle {
 }
 
 /// Sends [`REQUESTS_PER_LIFE`] requests through the broker at `endpoint`, each answered with
-/// its own body; returns how long the first answer took (the worker's way back).
-fn serve_one_life(endpoint: &str, service: &str, life: usize) -> Duration {
+/// its own body; returns how long the first answer took (the worker's way back), or which
+/// request got no answer: the worker is wedged.
+fn serve_one_life(endpoint: &str, service: &str, life: usize) -> Result<Duration, String> {
     let config = ClientConfig::new(endpoint).timeout(WEDGED_AFTER).retries(0);
     let mut client = Client::connect(config).expect("client");
     let start = Instant::now();
@@ -88,11 +89,11 @@ fn serve_one_life(endpoint: &str, service: &str, life: usize) -> Duration {
         let body = format!("life {life} request {i}");
         let reply = client
             .request(service, &[body.as_str()])
-            .unwrap_or_else(|e| panic!("life {life}, request {i}: no answer ({e}): wedged"));
+            .map_err(|e| format!("life {life}, request {i}: no answer ({e}): wedged"))?;
         assert_eq!(reply, vec![body.into_bytes()], "life {life}, request {i}");
         back.get_or_insert(start.elapsed());
     }
-    back.unwrap_or_default()
+    Ok(back.unwrap_or_default())
 }
 
 /// How long each life waited for its first answer.
@@ -115,25 +116,15 @@ impl Figures {
 
 /// Runs every life with our broker in this process, stopped (DISCONNECT to its workers) at
 /// the end of each.
-fn churn_stopped(name: &str, endpoint: &str, service: &str) {
+fn churn_stopped(name: &str, endpoint: &str, service: &str) -> Result<(), String> {
     let mut figures = Vec::new();
     for life in 0..lives() {
-        let t0 = Instant::now();
         let broker = bind_again(endpoint);
-        let t1 = Instant::now();
-        figures.push(serve_one_life(endpoint, service, life));
-        let t2 = Instant::now();
+        figures.push(serve_one_life(endpoint, service, life)?);
         broker.stop().expect("broker stops");
-        if life < 10 {
-            println!(
-                "bind {:?} serve {:?} stop {:?}",
-                t1 - t0,
-                t2 - t1,
-                t2.elapsed()
-            );
-        }
     }
     Figures(figures).print(name);
+    Ok(())
 }
 
 fn echo(request: Vec<Message>) -> Vec<Message> {
@@ -144,7 +135,7 @@ fn churn_driver(driver: Driver, name: &str) {
     let endpoint = free_endpoint();
     let service = format!("churn-{name}");
     let worker = RunningWorker::spawn_with(driver, worker_config(&endpoint, &service), echo);
-    churn_stopped(name, &endpoint, &service);
+    churn_stopped(name, &endpoint, &service).unwrap_or_else(|e| panic!("{e}"));
     let _ = worker.stop();
 }
 
@@ -176,7 +167,7 @@ fn a_pool_serves_every_one_of_500_broker_lives() {
         ))
         .start()
         .expect("pool starts");
-    churn_stopped("pool", &endpoint, service);
+    churn_stopped("pool", &endpoint, service).unwrap_or_else(|e| panic!("{e}"));
     pool.shutdown_handle().shutdown();
     let summary = pool.join();
     assert!(summary.total.replies >= (lives() * REQUESTS_PER_LIFE) as u64);
@@ -207,7 +198,9 @@ fn a_worker_process_serves_every_one_of_500_broker_lives() {
     let endpoint = free_endpoint();
     let service = "churn-process";
     let mut worker = ChildWorker::spawn(&child_worker_args(&endpoint, service));
-    churn_stopped("process", &endpoint, service);
+    if let Err(wedged) = churn_stopped("process", &endpoint, service) {
+        panic!("{wedged}\n{}", diagnose(&worker));
+    }
     assert!(
         worker.wait_timeout(Duration::ZERO).is_none(),
         "the worker process died: {:?}",
@@ -220,6 +213,27 @@ fn a_worker_process_serves_every_one_of_500_broker_lives() {
         "{status:?}: {:?}",
         worker.log_tail()
     );
+}
+
+/// What a wedged worker process was doing: its last log lines, and its threads' stacks where
+/// gdb is installed.
+fn diagnose(worker: &ChildWorker) -> String {
+    let stacks = Command::new("gdb")
+        .args([
+            "-p",
+            &worker.pid().to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_else(|e| format!("(no gdb: {e})"));
+    format!(
+        "worker log:\n{}\nworker threads:\n{stacks}",
+        worker.log_tail().join("\n")
+    )
 }
 
 /// A broker process (the `broker` example) that is SIGKILLed when dropped.
@@ -263,7 +277,10 @@ fn a_worker_process_serves_every_one_of_500_lives_of_a_sigkilled_broker() {
         let broker = BrokerProcess::spawn(&broker_binary, &endpoint);
         // The first request may reach the port before the new broker listens: the client's
         // socket connects when it can, so the request waits in it meanwhile.
-        figures.push(serve_one_life(&endpoint, service, life));
+        match serve_one_life(&endpoint, service, life) {
+            Ok(back) => figures.push(back),
+            Err(wedged) => panic!("{wedged}\n{}", diagnose(&worker)),
+        }
         broker.kill();
     }
     Figures(figures).print("sigkilled broker");

@@ -272,3 +272,59 @@ fn a_pool_and_an_async_worker_report_their_services_too() {
     pool.stop();
     broker.stop().expect("broker");
 }
+
+#[test]
+fn a_worker_no_broker_answers_is_reported_unreachable_until_one_does() {
+    // A port that was just ours: nothing listens there until the broker below binds it.
+    let endpoint = {
+        let broker = Broker::bind(broker_config()).expect("bind");
+        broker.endpoint().to_string()
+    };
+    let metrics = Metrics::new();
+    let http = metrics.serve("127.0.0.1:0").expect("serve");
+    let events = majordomo_worker::Events::bounded(64);
+    let config = WorkerConfig::new(&endpoint, "lonely")
+        .heartbeat(Duration::from_millis(20))
+        .liveness(3)
+        .reconnect(Duration::from_millis(10))
+        .reconnect_max(Duration::from_millis(40))
+        .metrics(&metrics)
+        .events(&events);
+    let mut worker = Worker::new(config, |r: Vec<Message>| r).expect("worker");
+    let stop = worker.shutdown_handle();
+    let running = thread::spawn(move || worker.run());
+    let next = |wanted: fn(&majordomo_worker::Event) -> bool| loop {
+        let event = events.receiver().recv_timeout(WAIT).expect("event in time");
+        if wanted(&event) {
+            return event;
+        }
+    };
+    let unreachable = next(|e| matches!(e, majordomo_worker::Event::BrokerUnreachable { .. }));
+    let majordomo_worker::Event::BrokerUnreachable { attempts, .. } = unreachable else {
+        unreachable!()
+    };
+    assert_eq!(attempts, majordomo_worker::UNREACHABLE_AFTER);
+    let (status, body) = get(http.addr(), "/healthz");
+    assert_eq!(status, 503);
+    assert!(body.contains("1 worker(s) heard no broker"), "{body}");
+    let text = get(http.addr(), "/metrics").1;
+    let gauge = r#"mdp_worker_broker_unreachable{service="lonely"}"#;
+    assert_eq!(sample(&text, gauge), Some(1.0), "{text}");
+    let counter = r#"mdp_worker_unreachable_total{service="lonely"}"#;
+    assert_eq!(sample(&text, counter), Some(1.0), "{text}");
+    // A broker comes up there: the worker registers, and says so.
+    let broker = Broker::bind(BrokerConfig::new(&endpoint).heartbeat(Duration::from_millis(20)))
+        .expect("bind again")
+        .spawn()
+        .expect("spawn");
+    next(|e| matches!(e, majordomo_worker::Event::BrokerReachable { .. }));
+    wait_until("ready once a broker answers", || {
+        get(http.addr(), "/healthz") == (200, "ready\n".into())
+    });
+    let text = get(http.addr(), "/metrics").1;
+    assert_eq!(sample(&text, gauge), Some(0.0), "{text}");
+    assert_eq!(sample(&text, counter), Some(1.0), "{text}");
+    stop.shutdown();
+    running.join().expect("worker thread").expect("run");
+    broker.stop().expect("broker");
+}

@@ -67,8 +67,10 @@ fn serve(server: &Server, metrics: &Metrics) {
         };
         let response = match (request.method().as_str(), request.url()) {
             ("GET", "/metrics") => text(200, metrics.encode(), OPENMETRICS),
-            ("GET", "/healthz") if metrics.is_ready() => text(200, "ready\n".into(), "text/plain"),
-            ("GET", "/healthz") => text(503, "not ready\n".into(), "text/plain"),
+            ("GET", "/healthz") => match metrics.not_ready_reason() {
+                None => text(200, "ready\n".into(), "text/plain"),
+                Some(reason) => text(503, format!("{reason}\n"), "text/plain"),
+            },
             _ => text(
                 404,
                 "not found: try /metrics or /healthz\n".into(),

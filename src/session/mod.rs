@@ -50,6 +50,13 @@ use crate::stats::WorkerStats;
 use backoff::Backoff;
 use timer::{Timer, TimerTable};
 
+/// Connection attempts in a row on which no broker answered before a worker reports it
+/// unreachable ([`Event::BrokerUnreachable`], [`WorkerStats::broker_unreachable`], a warning
+/// in the log). Three: one attempt can fail for a broker restarting, two for one that takes
+/// its time; a third in a row, each a liveness window or a failed connect long, is a fault an
+/// operator wants to hear about rather than a worker polling quietly for ever.
+pub const UNREACHABLE_AFTER: u32 = 3;
+
 /// The session's settings, taken from a validated [`WorkerConfig`](crate::WorkerConfig).
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -198,6 +205,10 @@ pub struct Session<F> {
     endpoint: usize,
     connection: u64,
     heard: bool,
+    /// When the current connection was asked for.
+    connected_at: Option<Instant>,
+    /// Connections in a row on which the broker was never heard, and when the first began.
+    unanswered: (u32, Option<Instant>),
     in_flight: Option<InFlight<F>>,
     held: Option<Held<F>>,
     stopping: Option<Stop>,
@@ -221,6 +232,8 @@ impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
             endpoint: 0,
             connection: 0,
             heard: false,
+            connected_at: None,
+            unanswered: (0, None),
             in_flight: None,
             held: None,
             stopping: None,
@@ -412,7 +425,7 @@ impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
             return;
         }
         self.backoff.reset();
-        self.heard = true;
+        self.mark_heard();
         if self.state == State::Idle {
             self.reset_broker_expiry(now);
         }
@@ -829,6 +842,7 @@ impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
         self.endpoint = endpoint;
         self.connection += 1;
         self.heard = false;
+        self.connected_at = Some(now);
         self.state = State::Idle;
         self.actions.push_back(Action::Connect {
             endpoint: self.endpoint,
@@ -850,7 +864,48 @@ impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
         self.emit(|worker| Event::Disconnected { worker, reason });
     }
 
+    /// The broker answered on this connection: a stretch of unanswered attempts ends.
+    fn mark_heard(&mut self) {
+        self.heard = true;
+        self.unanswered = (0, None);
+        if std::mem::take(&mut self.stats.broker_unreachable) {
+            let broker = self.endpoint_address().to_string();
+            info!(%broker, "a broker answers again");
+            self.emit(|worker| Event::BrokerReachable { worker, broker });
+        }
+    }
+
+    /// Counts a connection that ends without the broker ever heard on it, and says so once
+    /// when [`UNREACHABLE_AFTER`] of them come in a row.
+    fn count_unanswered(&mut self, now: Instant) {
+        if self.heard {
+            return;
+        }
+        let (count, since) = &mut self.unanswered;
+        *count = count.saturating_add(1);
+        let since = *since.get_or_insert(self.connected_at.unwrap_or(now));
+        let attempts = *count;
+        if attempts != UNREACHABLE_AFTER {
+            return;
+        }
+        let silent_for = now.saturating_duration_since(since);
+        self.stats.unreachable += 1;
+        self.stats.broker_unreachable = true;
+        warn!(
+            attempts,
+            ?silent_for,
+            brokers = ?self.config.endpoints,
+            "no broker answered through several connection attempts in a row; still trying"
+        );
+        self.emit(|worker| Event::BrokerUnreachable {
+            worker,
+            attempts,
+            silent_for,
+        });
+    }
+
     fn disconnect(&mut self, now: Instant, reason: DisconnectReason) {
+        self.count_unanswered(now);
         self.close(reason, false);
         self.timers.stop_all();
         if self.held.take().is_some() {

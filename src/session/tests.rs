@@ -554,6 +554,111 @@ fn connect_failure_backs_off_and_tries_the_next_endpoint() {
     assert_eq!(s.next_deadline(), backoff_until);
 }
 
+// --- Unreachable ---------------------------------------------------------------------------
+
+/// The `BrokerUnreachable` and `BrokerReachable` events queued, without the others.
+fn reachability(s: &mut Session<Vec<u8>>) -> Vec<Event> {
+    events(s)
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::BrokerUnreachable { .. } | Event::BrokerReachable { .. }
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_broker_silent_through_three_connections_is_reported_unreachable_once() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    let mut connected = t0;
+    for attempt in 1..=UNREACHABLE_AFTER + 3 {
+        let (closed, _) = expire(&mut s, connected);
+        let reported = reachability(&mut s);
+        if attempt == UNREACHABLE_AFTER {
+            assert_eq!(
+                reported,
+                vec![Event::BrokerUnreachable {
+                    worker: s.id().clone(),
+                    attempts: UNREACHABLE_AFTER,
+                    silent_for: closed - t0,
+                }]
+            );
+        } else {
+            assert_eq!(reported, vec![], "attempt {attempt}");
+        }
+        assert_eq!(s.stats().broker_unreachable, attempt >= UNREACHABLE_AFTER);
+        connected = reconnect(&mut s).0;
+    }
+    assert_eq!(s.stats().unreachable, 1, "one stretch, counted once");
+    // A broker answers: said once, the flag clears, the next stretch counts anew.
+    s.handle_message(connected + MS, WorkerMessage::Heartbeat);
+    assert_eq!(
+        reachability(&mut s),
+        vec![Event::BrokerReachable {
+            worker: s.id().clone(),
+            broker: "tcp://broker-0:5555".to_string(),
+        }]
+    );
+    assert!(!s.stats().broker_unreachable);
+    // That connection was answered: its end does not count, the three after it do.
+    expire(&mut s, connected + MS);
+    let mut connected = reconnect(&mut s).0;
+    for _ in 0..UNREACHABLE_AFTER - 1 {
+        expire(&mut s, connected);
+        connected = reconnect(&mut s).0;
+    }
+    assert_eq!(
+        s.stats().unreachable,
+        1,
+        "two unanswered connections are not yet a fault"
+    );
+    expire(&mut s, connected);
+    assert_eq!(s.stats().unreachable, 2);
+    assert!(s.stats().broker_unreachable);
+}
+
+#[test]
+fn connections_the_broker_answered_on_never_count_as_unreachable() {
+    // A broker restarting again and again: DISCONNECT (or a dropped connection) after it was
+    // heard on every connection. Each costs a reconnect, none is a fault to report.
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    let mut connected = t0;
+    for i in 0..10u32 {
+        s.handle_message(connected + MS, WorkerMessage::Heartbeat);
+        let at = connected + 2 * MS;
+        match i % 2 {
+            0 => s.handle_message(at, WorkerMessage::Disconnect),
+            _ => s.handle_connection_lost(at, DisconnectReason::ConnectionLost),
+        }
+        drain(&mut s);
+        connected = reconnect(&mut s).0;
+    }
+    assert_eq!(reachability(&mut s), vec![]);
+    assert_eq!(s.stats().unreachable, 0);
+    assert!(!s.stats().broker_unreachable);
+}
+
+#[test]
+fn failed_connects_count_towards_unreachable_like_silent_brokers() {
+    let t0 = Instant::now();
+    let mut s = started(3, t0);
+    let mut now = t0;
+    for _ in 0..UNREACHABLE_AFTER {
+        s.handle_connect_failed(now);
+        drain(&mut s);
+        now = reconnect(&mut s).0;
+    }
+    assert!(matches!(
+        reachability(&mut s).as_slice(),
+        [Event::BrokerUnreachable { attempts, .. }] if *attempts == UNREACHABLE_AFTER
+    ));
+    assert_eq!(s.stats().unreachable, 1);
+}
+
 // --- Requests and replies ----------------------------------------------------------------
 
 #[test]
