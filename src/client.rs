@@ -441,6 +441,7 @@ pub(crate) fn open_dealer(
         max_message_size: config.max_message_size,
         plain: config.plain.clone(),
         curve: config.curve.clone(),
+        retry: None,
     };
     Ok(transport::connect_dealer(
         context,

@@ -16,7 +16,7 @@ use crate::pool::PoolService;
 use crate::security::check_curve;
 use crate::session::SessionConfig;
 use crate::shutdown::{DrainHandle, ShutdownHandle};
-use crate::transport::SocketOptions;
+use crate::transport::{self, SocketOptions};
 
 /// Where a worker's action runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +84,10 @@ pub(crate) fn worker_settings(
             max_message_size: config.max_message_size,
             plain: config.plain.clone(),
             curve: config.curve.clone(),
+            // A broker back after a crash is found within the worker's own reconnect
+            // delay: libzmq retries a refused connect every 100 ms, which would be the
+            // floor of every failover otherwise.
+            retry: Some(config.reconnect.min(transport::MAX_RETRY)),
         },
         context: config.context.clone(),
         shutdown: config.shutdown.clone().unwrap_or_default(),

@@ -35,7 +35,13 @@ pub(crate) struct SocketOptions {
     pub(crate) max_message_size: u64,
     pub(crate) plain: Option<PlainCredentials>,
     pub(crate) curve: Option<CurveClient>,
+    /// libzmq's own TCP reconnect interval under the socket (`ZMQ_RECONNECT_IVL`), when it
+    /// should be shorter than libzmq's 100 ms.
+    pub(crate) retry: Option<Duration>,
 }
+
+/// The longest `ZMQ_RECONNECT_IVL` a worker sets: libzmq's default.
+pub(crate) const MAX_RETRY: Duration = Duration::from_millis(100);
 
 /// A socket of `kind` with `options` applied, not yet connected.
 pub(crate) fn open_socket(
@@ -51,6 +57,11 @@ pub(crate) fn open_socket(
         .set_sndtimeo(millis_i32(options.send_timeout))
         .map_err(failed("setsockopt(ZMQ_SNDTIMEO)"))?;
     set_max_message_size(&socket, options.max_message_size)?;
+    if let Some(retry) = options.retry {
+        socket
+            .set_reconnect_ivl(millis_i32(retry).max(1))
+            .map_err(failed("setsockopt(ZMQ_RECONNECT_IVL)"))?;
+    }
     if let Some(plain) = &options.plain {
         plain.apply(&socket).map_err(from_pair)?;
     }

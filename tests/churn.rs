@@ -215,6 +215,19 @@ fn a_worker_process_serves_every_one_of_500_broker_lives() {
     );
 }
 
+/// Waits until something accepts TCP connections at `endpoint` (`tcp://HOST:PORT`).
+fn wait_listening(endpoint: &str) {
+    let address = endpoint.trim_start_matches("tcp://");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(address).is_err() {
+        assert!(
+            start.elapsed() < WEDGED_AFTER,
+            "nothing listens at {endpoint}"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// What a wedged worker process was doing: its last log lines, and its threads' stacks where
 /// gdb is installed.
 fn diagnose(worker: &ChildWorker) -> String {
@@ -275,8 +288,9 @@ fn a_worker_process_serves_every_one_of_500_lives_of_a_sigkilled_broker() {
     let mut figures = Vec::new();
     for life in 0..lives() {
         let broker = BrokerProcess::spawn(&broker_binary, &endpoint);
-        // The first request may reach the port before the new broker listens: the client's
-        // socket connects when it can, so the request waits in it meanwhile.
+        // Timed from when the new broker listens: a client connecting before would wait
+        // libzmq's 100 ms retry of its own, which says nothing about the worker.
+        wait_listening(&endpoint);
         match serve_one_life(&endpoint, service, life) {
             Ok(back) => figures.push(back),
             Err(wedged) => panic!("{wedged}\n{}", diagnose(&worker)),

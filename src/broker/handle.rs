@@ -6,20 +6,29 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use super::{BrokerError, BrokerStats};
+use crate::wake::{Waker, Wakers};
 
 /// Stops a running [`Broker`](super::Broker): `Clone + Send + Sync`, cheap to hand around.
 ///
-/// The broker checks it at least every 50 ms, sends DISCONNECT to its workers (unless
+/// [`stop`](Self::stop) wakes the broker's loop at once (a signal is seen within 50 ms); it
+/// then sends DISCONNECT to its workers (unless
 /// [`disconnect_on_stop`](super::BrokerConfig::disconnect_on_stop) is off) and closes.
 #[derive(Debug, Clone, Default)]
 pub struct StopHandle {
     stopped: Arc<AtomicBool>,
+    wakers: Arc<Wakers>,
 }
 
 impl StopHandle {
     /// Asks the broker to stop; returns at once.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
+        self.wakers.wake_all();
+    }
+
+    /// Makes [`stop`](Self::stop) wake `waker` (the broker's loop waits on it).
+    pub(crate) fn register_waker(&self, waker: &Arc<Waker>) {
+        self.wakers.register(waker);
     }
 
     /// Whether [`stop`](Self::stop) was called (or a registered signal arrived).
@@ -83,8 +92,7 @@ impl BrokerHandle {
         self.stop.clone()
     }
 
-    /// Stops the broker and waits for its thread: about one poll interval plus the socket's
-    /// linger at most. Returns the final statistics.
+    /// Stops the broker and waits for its thread: the socket's linger at most. Returns the final statistics.
     ///
     /// # Errors
     ///

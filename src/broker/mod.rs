@@ -37,6 +37,7 @@ mod stats;
 mod zap;
 
 use std::fmt;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,7 @@ use tracing::{debug, info, info_span, warn};
 use crate::checks::ConfigError;
 use crate::millis::millis_i32;
 use crate::transport::{self, TransportError};
+use crate::wake::Waker;
 pub use config::{
     BrokerConfig, DEFAULT_LINGER, DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUED_TOTAL, DEFAULT_MAX_SERVICES,
 };
@@ -54,7 +56,8 @@ use state::BrokerState;
 pub use stats::BrokerStats;
 use zap::{Verdict, ZapHandler, ZAP_ENDPOINT};
 
-/// Longest single poll wait: bounds how long a stop request waits to be seen.
+/// Longest single poll wait: bounds how long a stop by signal (which sets a flag and wakes
+/// nothing) and a metrics snapshot query wait to be seen.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Messages read per loop turn before timers run again, so a flood cannot starve heartbeats.
 const MAX_READS_PER_TURN: usize = 1000;
@@ -125,6 +128,9 @@ pub struct Broker {
     config: BrokerConfig,
     state: BrokerState,
     stop: StopHandle,
+    /// Woken by the stop handle, so that a stop is seen at once; none if no socket pair
+    /// could be made (a stop then waits for the next poll interval).
+    waker: Option<Arc<Waker>>,
     stats: SharedStats,
     /// Snapshot queries of the metrics (feature `metrics`), answered between loop turns.
     #[cfg(feature = "metrics")]
@@ -172,6 +178,11 @@ impl Broker {
             metrics.register_broker(source);
             queries
         });
+        let stop = StopHandle::default();
+        let waker = Waker::new().ok();
+        if let Some(waker) = &waker {
+            stop.register_waker(waker);
+        }
         Ok(Broker {
             socket,
             zap,
@@ -179,7 +190,8 @@ impl Broker {
             endpoint,
             state: BrokerState::new(settings, Instant::now()),
             config,
-            stop: StopHandle::default(),
+            stop,
+            waker,
             stats,
             #[cfg(feature = "metrics")]
             snapshots,
@@ -276,10 +288,16 @@ impl Broker {
         if let Some((zap, _)) = &self.zap {
             items.push(zap.as_poll_item(zmq::POLLIN));
         }
+        if let Some(waker) = &self.waker {
+            items.push(zmq::PollItem::from_fd(waker.fd(), zmq::POLLIN));
+        }
         transport::poll(&mut items, i64::from(timeout)).map_err(zmq_error("poll"))?;
+        if let Some(waker) = &self.waker {
+            waker.clear();
+        }
         Ok((
             items[0].is_readable(),
-            items.get(1).is_some_and(|i| i.is_readable()),
+            self.zap.is_some() && items[1].is_readable(),
         ))
     }
 

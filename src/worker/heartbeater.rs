@@ -232,6 +232,7 @@ mod tests {
             max_message_size: u64::MAX,
             plain: None,
             curve: None,
+            retry: None,
         };
         let dealer = transport::open_dealer(&context, &endpoint, &options).expect("dealer");
         (context, router, dealer)
