@@ -17,7 +17,8 @@
 //! - `mdp services`: 0 the list was printed (possibly empty); 1 no answer within
 //!   `--timeout`, or the broker answered 501 (no `mmi.services`: "mmi.services is not
 //!   supported by this broker" on stderr); 2 usage; 3 other failures.
-//! - `mdp top`: on a terminal, 0 when quit with q, Esc or Ctrl-C (a broker that does not
+//! - `mdp top`: on a terminal, 0 when quit with q, Esc or Ctrl-C, or stopped by SIGINT,
+//!   SIGTERM or SIGHUP (the terminal restored first) (a broker that does not
 //!   answer, or answers 501, is shown on the screen, not an exit); with `--once` or without
 //!   a terminal, as `mdp services`, the frame printed on stdout in every case but a failure.
 //! - `mdp worker` and `mdp broker`: 0 after a graceful stop (SIGINT/SIGTERM); 2 a refused
