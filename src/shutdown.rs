@@ -105,7 +105,8 @@ impl ShutdownHandle {
     /// returned guard is dropped. A second signal while stopping exits the process at once with
     /// status 1, so an impatient operator is never stuck.
     ///
-    /// The library installs no signal handler unless this is called.
+    /// The library installs no signal handler unless this is called. Keep the guard: once it
+    /// is dropped SIGINT and SIGTERM do nothing (see [`SignalGuard`]).
     ///
     /// # Errors
     ///
@@ -224,7 +225,34 @@ impl DrainHandle {
 }
 
 /// Keeps SIGINT/SIGTERM wired to a [`ShutdownHandle`]; dropping it unregisters the handlers.
+///
+/// Keep it alive for as long as the signals should stop the worker, typically in a variable
+/// of `main` (`let _signals = ...`, not `let _ = ...`, which drops it at once). Once it is
+/// dropped, SIGINT and SIGTERM do **nothing**: signal-hook's handler stays installed with no
+/// action left, the default action (ending the process) does not come back, and only SIGKILL
+/// stops the process. Hence `#[must_use]`: a discarded guard is a warning.
+///
+/// ```
+/// # fn main() -> std::io::Result<()> {
+/// let shutdown = majordomo_worker::ShutdownHandle::new();
+/// let _signals = shutdown.shutdown_on_signals()?; // wired until the end of this scope
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Discarding it is a warning (here made an error):
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// # fn main() -> std::io::Result<()> {
+/// let shutdown = majordomo_worker::ShutdownHandle::new();
+/// shutdown.shutdown_on_signals()?; // warning: unused `SignalGuard` that must be used
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
+#[must_use = "dropping the SignalGuard un-wires SIGINT/SIGTERM, which then do nothing at all: \
+              keep it in a variable (`let _signals = ...`) for as long as signals should stop"]
 pub struct SignalGuard {
     close: signal_hook::iterator::Handle,
     ids: Vec<signal_hook::SigId>,

@@ -55,6 +55,7 @@ pub const REGISTER_WAIT: Duration = Duration::from_secs(5);
 
 /// Our broker on a thread, bound to a unique endpoint, with the context to share with the
 /// workers and clients of a test. Stops when dropped.
+#[must_use = "dropping the TestBroker stops its broker at once"]
 pub struct TestBroker {
     // Declared before the context: the broker closes its socket before the context goes.
     handle: BrokerHandle,
@@ -256,6 +257,7 @@ type Outcome = (Result<(), Error>, WorkerStats);
 
 /// A [`Worker`] running [`run`](Worker::run) on a thread of its own. Stops gracefully when
 /// dropped: the request in hand is answered, then DISCONNECT.
+#[must_use = "dropping the WorkerThread stops its worker at once (and waits for it)"]
 pub struct WorkerThread {
     shutdown: ShutdownHandle,
     thread: Option<JoinHandle<Outcome>>,
@@ -337,6 +339,7 @@ impl fmt::Debug for WorkerThread {
 /// [`TestBroker::spawn_async_worker`]. Dropping it asks the worker to stop.
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+#[must_use = "dropping the AsyncWorkerTask asks its worker to stop at once"]
 pub struct AsyncWorkerTask {
     shutdown: ShutdownHandle,
     task: Option<tokio::task::JoinHandle<Result<crate::AsyncSummary, Error>>>,

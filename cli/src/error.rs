@@ -17,10 +17,14 @@
 //! - `mdp services`: 0 the list was printed (possibly empty); 1 no answer within
 //!   `--timeout`, or the broker answered 501 (no `mmi.services`: "mmi.services is not
 //!   supported by this broker" on stderr); 2 usage; 3 other failures.
-//! - `mdp top`: on a terminal, 0 when quit with q, Esc or Ctrl-C (a broker that does not
+//! - `mdp top`: on a terminal, 0 when quit with q, Esc or Ctrl-C, or stopped by SIGINT,
+//!   SIGTERM or SIGHUP (the terminal restored first) (a broker that does not
 //!   answer, or answers 501, is shown on the screen, not an exit); with `--once` or without
 //!   a terminal, as `mdp services`, the frame printed on stdout in every case but a failure.
-//! - `mdp worker` and `mdp broker`: 0 after a graceful stop (SIGINT/SIGTERM); 2 a refused
+//! - `mdp check broker`: 0 every check passed; 1 a check failed, or nothing answered at the
+//!   endpoint (the first check got no answer: the rest is skipped); 2 a bad endpoint or flag.
+//! - `mdp worker` and `mdp broker`: 0 after a graceful stop (SIGINT/SIGTERM; `mdp worker`
+//!   exits 1 on a second signal, after killing the running commands); 2 a refused
 //!   setting (the library's `ConfigError` message), a command that cannot be run or a
 //!   `--metrics-addr` that is not an IP:PORT; 3 a bind (the endpoint's or `--metrics-addr`'s),
 //!   socket or runtime failure.

@@ -51,6 +51,9 @@ enum Command {
     Services(services::Args),
     /// Watch the load of every service, refreshed like `top`.
     Top(top::Args),
+    /// `mdp worker`'s reaper (see `worker/groups.rs`): not for people.
+    #[command(name = worker::REAPER_COMMAND, hide = true)]
+    Reap,
 }
 
 fn main() -> ExitCode {
@@ -83,5 +86,9 @@ fn run(command: Command) -> CliResult {
         Command::Broker(args) => broker::run(args),
         Command::Services(args) => services::run(args),
         Command::Top(args) => top::run(args),
+        Command::Reap => {
+            worker::reap(std::io::stdin().lock());
+            Ok(())
+        }
     }
 }

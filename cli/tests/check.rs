@@ -7,7 +7,7 @@
 use std::net::TcpListener;
 use std::process::{Child, Command as Process, Output, Stdio};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use majordomo_worker::broker::{Broker, BrokerConfig};
@@ -127,12 +127,75 @@ fn check_broker_fails_against_a_router_that_answers_nothing() {
     assert_eq!(output.status.code(), Some(1));
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("FAIL registration: no REQUEST"), "{text}");
-    assert!(text.contains("FAIL heartbeat-idle"), "{text}");
-    assert!(
-        text.contains("SKIP malformed-worker: the broker stopped answering after second-ready"),
+    assert_nothing_answered(&output, &endpoint);
+}
+
+/// Exit 1, the first check failed, every other skipped because nothing answered, and the
+/// error says so.
+fn assert_nothing_answered(output: &Output, endpoint: &str) {
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let said = format!("nothing answered at {endpoint}: is a broker running there?");
+    assert_eq!(text.matches("FAIL").count(), 1, "{text}");
+    assert!(text.contains("FAIL registration"), "{text}");
+    assert_eq!(
+        text.matches(&format!("SKIP heartbeat-idle: {said}"))
+            .count(),
+        1,
         "{text}"
     );
-    assert!(String::from_utf8_lossy(&output.stderr).contains("checks failed"));
+    assert!(
+        text.contains(&format!("SKIP malformed-client: {said}")),
+        "{text}"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim(), format!("mdp: {said}"));
+}
+
+#[test]
+fn check_broker_stops_at_once_and_says_nothing_answered_where_nothing_listens() {
+    let endpoint = free_endpoint();
+    let started = Instant::now();
+    let output = mdp()
+        .args(["check", "broker", "--wait-ms", "300", &endpoint])
+        .timeout(Duration::from_secs(30))
+        .output()
+        .expect("run");
+    let took = started.elapsed();
+    assert_nothing_answered(&output, &endpoint);
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}
+
+#[test]
+fn check_broker_leaves_no_queued_request_and_no_worker_behind() {
+    // Workers are not expired during the run (liveness 100 × 100 ms): what is left is left.
+    let config = BrokerConfig::new("tcp://127.0.0.1:*")
+        .heartbeat(HEARTBEAT)
+        .liveness(100);
+    let broker = Broker::bind(config).expect("bind").spawn().expect("spawn");
+    let output = mdp()
+        .args([
+            "check",
+            "broker",
+            "--heartbeat-ms",
+            "100",
+            "--wait-ms",
+            "500",
+        ])
+        .args(["--json", broker.endpoint()])
+        .output()
+        .expect("run");
+    let report = json(&output);
+    assert_eq!(output.status.code(), Some(0), "{:#?}", results(&report));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut stats = broker.stats();
+    while (stats.workers, stats.queued_requests) != (0, 0) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+        stats = broker.stats();
+    }
+    assert_eq!((stats.workers, stats.queued_requests), (0, 0), "{stats:?}");
+    assert_eq!(stats.workers_expired, 0);
+    assert!(report["dialect"]["workers_disconnected_at_end"].as_u64() > Some(0));
 }
 
 /// `mdp check worker --bind endpoint ARGS…`, started in the background.

@@ -11,6 +11,7 @@ use super::Metrics;
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The metrics endpoint; stops (and frees its port) when dropped.
+#[must_use = "dropping the MetricsServer stops it at once: keep it for as long as it should serve"]
 pub struct MetricsServer {
     server: std::sync::Arc<Server>,
     thread: Option<JoinHandle<()>>,

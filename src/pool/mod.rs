@@ -371,6 +371,8 @@ fn parse_open_file_limit(limits: &str) -> Option<u64> {
 
 /// Several services, N supervised workers each. Stop it with
 /// [`stop`](Self::stop), or with its [`ShutdownHandle`] and then [`join`](Self::join).
+/// Dropping it stops every worker and waits for them.
+#[must_use = "dropping the WorkerPool stops all its workers at once (and waits for them)"]
 pub struct WorkerPool {
     slots: Vec<Arc<Slot>>,
     threads: Vec<JoinHandle<()>>,

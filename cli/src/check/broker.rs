@@ -6,8 +6,17 @@
 //! message from a worker it does not know, the Node broker on a client message without a
 //! service) run last, each followed by a liveness probe; once the broker stops answering,
 //! the rest is skipped and the report says after which check.
+//!
+//! When a check gets no answer at all (nothing was received on any of its sockets), nothing
+//! is checked further: the report says that nothing answered at the endpoint, and the exit
+//! code is 1. The run leaves nothing behind on a broker that answers: each request it sends
+//! is served by one of its workers, and, once the broker has shown that it handles a
+//! worker's DISCONNECT (the `worker-disconnect` check), each worker it registered and that
+//! is still registered sends DISCONNECT at the end; otherwise they are left to the broker's
+//! expiry, and a note says so.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use clap::Args as ClapArgs;
@@ -55,7 +64,29 @@ pub fn run(args: Args) -> CliResult {
     check_skips(&args.skip)?;
     let lab = Lab::new(&args);
     let report = lab.run_all()?;
+    if report
+        .observed
+        .iter()
+        .any(|(k, v)| *k == NOTHING_ANSWERED && v == true)
+    {
+        super::print(&report, args.json);
+        return Err(crate::error::CliError::NoAnswer(nothing_answered(
+            &args.endpoint,
+        )));
+    }
     super::finish(&report, args.json)
+}
+
+/// The observation set when a check got no answer at all.
+const NOTHING_ANSWERED: &str = "nothing_answered";
+
+fn nothing_answered(endpoint: &str) -> String {
+    format!("nothing answered at {endpoint}: is a broker running there?")
+}
+
+/// A failed check that received nothing on any socket: nothing answers at the endpoint.
+fn got_no_answer(check: &Check) -> bool {
+    check.outcome == Outcome::Fail && check.seen.iter().all(|seen| seen.sent)
 }
 
 /// Refuses a `--skip` that names no check (a typo would silently run the check).
@@ -95,6 +126,8 @@ pub(super) struct Lab {
     skip: Vec<String>,
     prefix: String,
     names: Cell<u32>,
+    /// Every worker registered, to DISCONNECT at the end.
+    workers: RefCell<Vec<Rc<Peer>>>,
 }
 
 impl Lab {
@@ -114,6 +147,7 @@ impl Lab {
             skip: args.skip.clone(),
             prefix: format!("mdp-check-{}-{nanos:x}", std::process::id()),
             names: Cell::new(0),
+            workers: RefCell::new(Vec::new()),
         }
     }
 
@@ -137,10 +171,58 @@ impl Lab {
             } else {
                 check(self, &mut report.observed)?
             };
+            let silent = got_no_answer(&result);
             report.checks.push(result);
+            if silent {
+                self.skip_the_rest(&mut report);
+                return Ok(report);
+            }
         }
         self.run_risky(&mut report)?;
+        self.disconnect_workers(&mut report)?;
         Ok(report)
+    }
+
+    /// After a check that got no answer at all: every other check is skipped, and why.
+    fn skip_the_rest(&self, report: &mut Report) {
+        let why = nothing_answered(&self.endpoint);
+        let safe = checks::SAFE.iter().map(|(name, _)| *name);
+        let risky = super::broker_risky::risky(self.long).into_iter();
+        for name in safe.chain(risky.map(|(name, _)| name)) {
+            if report.checks.iter().all(|c| c.name != name) {
+                report.checks.push(Check::skipped(name, why.clone()));
+            }
+        }
+        report.observe(NOTHING_ANSWERED, true);
+        report.notes.push(why);
+    }
+
+    /// The workers still registered send DISCONNECT, if the broker is known to handle it.
+    fn disconnect_workers(&self, report: &mut Report) -> Result<(), crate::error::CliError> {
+        let handled = report
+            .checks
+            .iter()
+            .any(|c| c.name == "worker-disconnect" && c.outcome == Outcome::Pass);
+        let stopped = report
+            .observed
+            .iter()
+            .any(|(k, v)| *k == "stopped_answering_after" && !v.is_null());
+        let workers: Vec<Rc<Peer>> = self.workers.take();
+        let registered: Vec<&Rc<Peer>> = workers.iter().filter(|w| !w.disconnected()).collect();
+        if !handled || stopped {
+            report.notes.push(format!(
+                "{} worker(s) of this run were left for the broker to expire: without a passed \
+                 worker-disconnect check, a DISCONNECT might bring it down",
+                registered.len()
+            ));
+            return Ok(());
+        }
+        let mut t = self.transcript();
+        for worker in &registered {
+            worker.send(&mut t, &worker_frames(WorkerMessage::Disconnect))?;
+        }
+        report.observe("workers_disconnected_at_end", registered.len());
+        Ok(())
     }
 
     /// The checks that can bring a fragile broker down, each followed by a liveness probe.
@@ -255,19 +337,41 @@ impl Lab {
         Peer::connect(&self.context, zmq::DEALER, &self.endpoint, name, None)
     }
 
-    /// A DEALER worker that sent READY for `service` and waited [`SETTLE`].
+    /// A DEALER worker that sent READY for `service` and waited [`SETTLE`]; kept until the
+    /// end of the run, to DISCONNECT then.
     pub(super) fn worker(
         &self,
         t: &mut Transcript,
         service: &[u8],
-    ) -> Result<Peer, crate::error::CliError> {
-        let worker = self.dealer("worker")?;
+    ) -> Result<Rc<Peer>, crate::error::CliError> {
+        let worker = Rc::new(self.dealer("worker")?);
         let ready = WorkerMessage::Ready {
             service: service.to_vec(),
         };
         worker.send(t, &worker_frames(ready))?;
+        self.workers.borrow_mut().push(Rc::clone(&worker));
         std::thread::sleep(SETTLE);
         Ok(worker)
+    }
+
+    /// A new worker for `service` answers the requests still queued for it (at most `count`,
+    /// each within [`quiet`](Self::quiet)), so that the run leaves none behind.
+    pub(super) fn serve_leftovers(
+        &self,
+        t: &mut Transcript,
+        service: &[u8],
+        count: usize,
+    ) -> Result<usize, crate::error::CliError> {
+        let worker = self.worker(t, service)?;
+        let mut served = 0;
+        while served < count {
+            let Some((envelope, body)) = self.take_request(t, &worker, self.quiet)? else {
+                break;
+            };
+            worker.send(t, &worker_frames(WorkerMessage::Reply { envelope, body }))?;
+            served += 1;
+        }
+        Ok(served)
     }
 
     /// A DEALER client with a known identity, which a REQUEST's envelope should carry.

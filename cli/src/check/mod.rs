@@ -43,13 +43,18 @@ pub fn run(args: Args) -> CliResult {
     }
 }
 
-/// Prints the report; any failed check makes the exit code 1.
-fn finish(report: &Report, json: bool) -> CliResult {
+/// Prints the report, as JSON or text.
+fn print(report: &Report, json: bool) {
     if json {
         println!("{}", report.to_json());
     } else {
         print!("{}", report.to_text());
     }
+}
+
+/// Prints the report; any failed check makes the exit code 1.
+fn finish(report: &Report, json: bool) -> CliResult {
+    print(report, json);
     match report.failures() {
         0 => Ok(()),
         n => Err(CliError::NoAnswer(format!(

@@ -2,6 +2,7 @@
 //! Frames are built and read with the library's codec; only malformed messages are made here,
 //! by breaking a well-formed one.
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use majordomo_worker::protocol::{ClientMessage, WorkerMessage};
@@ -32,6 +33,8 @@ pub struct Peer {
     /// Shown in the transcript: `worker-1`, `client-2`, `broker`.
     pub name: String,
     socket: zmq::Socket,
+    /// Whether a worker DISCONNECT went either way on this socket.
+    disconnected: Cell<bool>,
 }
 
 impl Peer {
@@ -70,7 +73,11 @@ impl Peer {
         socket
             .set_sndtimeo(1000)
             .map_err(zmq_failed("send timeout"))?;
-        Ok(Peer { name, socket })
+        Ok(Peer {
+            name,
+            socket,
+            disconnected: Cell::new(false),
+        })
     }
 
     /// The endpoint bound last, with the port a `*` or `0` resolved to.
@@ -83,8 +90,20 @@ impl Peer {
         &self.socket
     }
 
+    /// Whether a worker DISCONNECT was sent or received on this socket.
+    pub fn disconnected(&self) -> bool {
+        self.disconnected.get()
+    }
+
+    fn note_disconnect(&self, frames: &[Frame]) {
+        if matches!(decode_worker(frames), Some(WorkerMessage::Disconnect)) {
+            self.disconnected.set(true);
+        }
+    }
+
     /// Sends `frames` as one message.
     pub fn send(&self, t: &mut Transcript, frames: &[Frame]) -> Result<(), CliError> {
+        self.note_disconnect(frames);
         if t.heartbeats || !is_heartbeat(frames) {
             t.record(&self.name, true, frames);
         }
@@ -108,6 +127,7 @@ impl Peer {
     /// A message known to be waiting.
     pub fn recv_now(&self, t: &mut Transcript) -> Result<Vec<Frame>, CliError> {
         let frames = self.socket.recv_multipart(0).map_err(zmq_failed("recv"))?;
+        self.note_disconnect(&frames);
         if t.heartbeats || !is_heartbeat(&frames) {
             t.record(&self.name, false, &frames);
         }

@@ -1,11 +1,16 @@
 //! The live screen of `mdp top`: ratatui draws the frame and redraws only what changed;
 //! crossterm (ratatui's backend) gives raw mode, the alternate screen and the keys.
 //!
-//! The terminal is restored however the loop ends: by [`Screen`]'s `Drop` on a quit key or
+//! The terminal is restored however the loop ends: by [`Screen`]'s `Drop` on a quit key, on
+//! SIGINT, SIGTERM or SIGHUP from outside (the loop sees the flag within [`KEY_WAIT`]) or on
 //! an error, by the panic hook `ratatui::try_init` installs on a panic.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
 use std::time::Duration;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout};
@@ -21,8 +26,9 @@ use crate::error::{CliError, CliResult};
 /// How long the loop waits for a key before it looks for a new sample.
 const KEY_WAIT: Duration = Duration::from_millis(100);
 
-/// Shows every sample until q, Esc or Ctrl-C.
+/// Shows every sample until q, Esc or Ctrl-C, or a stopping signal.
 pub fn run(endpoint: &str, samples: Receiver<Sample>) -> CliResult {
+    let signalled = stop_on_signals()?;
     let mut screen = Screen::enter()?;
     let mut rates = Rates::default();
     let mut shown: Option<Frame> = None;
@@ -39,10 +45,20 @@ pub fn run(endpoint: &str, samples: Receiver<Sample>) -> CliResult {
         screen
             .0
             .draw(|canvas| draw(canvas, endpoint, shown.as_ref()))?;
-        if quit_pressed(KEY_WAIT)? {
+        if signalled.load(Ordering::SeqCst) || quit_pressed(KEY_WAIT)? {
             return Ok(());
         }
     }
+}
+
+/// A flag set by SIGINT, SIGTERM or SIGHUP, instead of their default action (ending the
+/// process at once, the terminal left raw on the alternate screen).
+fn stop_on_signals() -> std::io::Result<Arc<AtomicBool>> {
+    let signalled = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM, SIGHUP] {
+        signal_hook::flag::register(signal, Arc::clone(&signalled))?;
+    }
+    Ok(signalled)
 }
 
 /// The terminal in raw mode on the alternate screen, restored when dropped.
@@ -69,8 +85,12 @@ impl Drop for Screen {
 
 /// Waits up to `wait` for a key; true for q, Esc or Ctrl-C (raw mode turns Ctrl-C into a key).
 fn quit_pressed(wait: Duration) -> std::io::Result<bool> {
-    if !event::poll(wait)? {
-        return Ok(false);
+    match event::poll(wait) {
+        Ok(true) => {}
+        Ok(false) => return Ok(false),
+        // A signal: the caller looks at its flag.
+        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => return Ok(false),
+        Err(error) => return Err(error),
     }
     Ok(match event::read()? {
         Event::Key(key) if key.kind == KeyEventKind::Press => is_quit(key),

@@ -4,6 +4,7 @@
 //! reconnects, deadlines, graceful shutdown) is the library's [`AsyncWorker`]; this module
 //! only turns flags into a [`WorkerConfig`] and runs the command ([`process`]).
 
+mod groups;
 mod process;
 
 use std::ffi::{OsStr, OsString};
@@ -17,10 +18,12 @@ use clap::Args as ClapArgs;
 use majordomo_worker::config::{
     DEFAULT_HEARTBEAT, DEFAULT_LIVENESS, DEFAULT_RECONNECT, DEFAULT_RECONNECT_MAX,
 };
-use majordomo_worker::{AsyncWorker, Message, WorkerConfig};
+use majordomo_worker::{AsyncWorker, Message, ShutdownHandle, WorkerConfig};
 
 use crate::error::{CliError, CliResult};
 use crate::frames::Framing;
+use groups::Groups;
+pub use groups::{reap, REAPER_COMMAND};
 use process::{ErrorReply, Runner};
 
 /// The broker `mdp` talks to unless told otherwise.
@@ -38,6 +41,8 @@ process group is killed; past --timeout (or --grace on shutdown) the whole group
 killed with SIGKILL and the request gets the --timeout-reply. A reply that is not valid
 for --frames len is answered with 'error: malformed output: ...'.
 SIGINT/SIGTERM: no new requests; running ones get --grace to finish, then DISCONNECT.
+A second SIGINT/SIGTERM kills the running commands' process groups and exits 1. If mdp
+worker itself is killed (even SIGKILL), its commands and their process groups die too.
 
 Example:
   mdp worker echo -- cat
@@ -130,12 +135,13 @@ pub fn run(args: Args) -> CliResult {
         Some(serving) => config(&args).metrics(&serving.metrics),
         None => config(&args),
     };
-    let worker = AsyncWorker::new(config, action(&args))?;
+    let groups = Groups::with_reaper();
+    let worker = AsyncWorker::new(config, action(&args, &groups))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let summary = runtime.block_on(async {
-        let signals = worker.shutdown_handle().shutdown_on_tokio_signals()?;
+        let signals = stop_on_signals(worker.shutdown_handle(), groups, args.grace)?;
         if std::io::stderr().is_terminal() {
             eprintln!(
                 "mdp worker: serving {} on {} ({} at once) with {}; Ctrl-C stops",
@@ -165,6 +171,45 @@ pub fn run(args: Args) -> CliResult {
     Ok(())
 }
 
+/// SIGINT/SIGTERM: the first stops the worker gracefully and says how long it waits for how
+/// many requests; the second kills the running commands' process groups and exits 1.
+fn stop_on_signals(
+    shutdown: ShutdownHandle,
+    groups: Groups,
+    grace: Duration,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(tokio::spawn(async move {
+        for round in 0.. {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            if round == 0 {
+                eprintln!("mdp worker: {}", first_signal_message(groups.len(), grace));
+                shutdown.shutdown();
+                continue;
+            }
+            let killed = groups.kill_all();
+            eprintln!("mdp worker: second signal: killed {killed} running command(s), exiting");
+            std::process::exit(1);
+        }
+    }))
+}
+
+/// What the first Ctrl-C says.
+fn first_signal_message(running: usize, grace: Duration) -> String {
+    if running == 0 {
+        return "stopping (no request running); a second Ctrl-C exits at once".into();
+    }
+    format!(
+        "stopping: waiting up to {} for {running} running request(s); a second Ctrl-C kills them",
+        humantime::format_duration(grace)
+    )
+}
+
 /// The library's configuration from the flags; the library validates it.
 fn config(args: &Args) -> WorkerConfig {
     let config = WorkerConfig::new(&args.broker, &args.service)
@@ -183,7 +228,10 @@ fn config(args: &Args) -> WorkerConfig {
 }
 
 /// The async action: each request runs the command once.
-fn action(args: &Args) -> impl Fn(Vec<Message>) -> process::ServeFuture + Send + Sync + 'static {
+fn action(
+    args: &Args,
+    groups: &Groups,
+) -> impl Fn(Vec<Message>) -> process::ServeFuture + Send + Sync + 'static {
     let runner = Arc::new(Runner {
         program: args.command[0].clone(),
         args: args.command[1..].to_vec(),
@@ -194,6 +242,7 @@ fn action(args: &Args) -> impl Fn(Vec<Message>) -> process::ServeFuture + Send +
             stderr_tail: args.stderr_tail,
         },
         slots: process::Slots::new(args.concurrency),
+        groups: groups.clone(),
     });
     move |request| Box::pin(Arc::clone(&runner).serve(request))
 }
@@ -248,6 +297,18 @@ mod tests {
         assert_eq!(args.grace, DEFAULT_SHUTDOWN_GRACE);
         assert_eq!(args.timeout_reply.as_bytes(), DEFAULT_TIMEOUT_REPLY);
         assert_eq!(args.heartbeat_ms, 2500);
+    }
+
+    #[test]
+    fn the_first_signal_says_how_long_it_waits_for_how_many_requests() {
+        assert_eq!(
+            first_signal_message(2, Duration::from_secs(10)),
+            "stopping: waiting up to 10s for 2 running request(s); a second Ctrl-C kills them"
+        );
+        assert_eq!(
+            first_signal_message(0, Duration::from_secs(10)),
+            "stopping (no request running); a second Ctrl-C exits at once"
+        );
     }
 
     #[test]

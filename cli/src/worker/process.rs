@@ -10,12 +10,11 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use majordomo_worker::Message;
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{ChildStdin, Command};
 use tracing::{debug, warn};
 
+use super::groups::Groups;
 use crate::frames::Framing;
 
 /// The future of one request's reply.
@@ -30,6 +29,7 @@ pub struct Runner {
     pub framing: Framing,
     pub error_reply: ErrorReply,
     pub slots: Slots,
+    pub groups: Groups,
 }
 
 /// The `--error-reply` template and how much stderr it may quote.
@@ -86,7 +86,8 @@ impl Runner {
     }
 
     async fn run(&self, slot: usize, frames: usize, input: Vec<u8>) -> io::Result<Outcome> {
-        let mut child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        command
             .args(&self.args)
             .env("MDP_SERVICE", &self.service)
             .env("MDP_WORKER_ID", slot.to_string())
@@ -94,14 +95,13 @@ impl Runner {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()?;
+            .process_group(0);
+        die_with_this_thread(&mut command);
+        let mut child = command.spawn()?;
         // Declared after the child, so dropped (the group killed) before it.
-        let mut group = ProcessGroup(
-            child
-                .id()
-                .and_then(|id| i32::try_from(id).ok())
-                .map(Pid::from_raw),
+        let mut group = ProcessGroup::new(
+            child.id().and_then(|id| i32::try_from(id).ok()),
+            &self.groups,
         );
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
@@ -190,22 +190,63 @@ async fn read_tail(pipe: Option<impl AsyncRead + Unpin>, keep: usize) -> io::Res
     Ok(bytes.split_off(start))
 }
 
+/// Has the kernel SIGKILL the command when the thread that forks it ends
+/// (`PR_SET_PDEATHSIG`): `mdp worker` killed with SIGKILL takes its commands with it.
+///
+/// The kernel sends the signal when the *thread* that forked the child ends, not the
+/// process. That thread is one of tokio's runtime threads (the action's future is polled
+/// there; `tokio::process` forks in `spawn`, on the polling thread): they live as long as the
+/// runtime, which lives as long as `mdp worker`, and nothing here calls `block_in_place`,
+/// which could retire one. A runtime thread ending early would kill a command early, never
+/// leave one running.
+fn die_with_this_thread(command: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only makes two
+    // async-signal-safe system calls (prctl, getppid), allocating nothing.
+    let parent = std::process::id();
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The worker died between fork and prctl: the signal will never come.
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                return Err(io::Error::other(
+                    "mdp worker ended while starting the command",
+                ));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The command's process group (its pid: it was spawned with `process_group(0)`), killed
-/// with SIGKILL when the request ends, however it ends.
-struct ProcessGroup(Option<Pid>);
+/// with SIGKILL when the request ends, however it ends. Listed in [`Groups`] while it runs.
+struct ProcessGroup {
+    group: Option<i32>,
+    groups: Groups,
+}
 
 impl ProcessGroup {
+    fn new(group: Option<i32>, groups: &Groups) -> ProcessGroup {
+        if let Some(group) = group {
+            groups.add(group);
+        }
+        ProcessGroup {
+            group,
+            groups: groups.clone(),
+        }
+    }
+
     fn kill(&mut self) {
-        if let Some(group) = self.0.take() {
-            // ESRCH: every process of the group already exited.
-            let _ = killpg(group, Signal::SIGKILL);
+        if let Some(group) = self.group.take() {
+            self.groups.kill(group);
         }
     }
 }
 
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
-        if self.0.is_some() {
+        if self.group.is_some() {
             debug!("request cancelled, killing its process group");
         }
         self.kill();
