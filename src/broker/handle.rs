@@ -68,6 +68,7 @@ impl SharedStats {
 /// [`Broker::spawn`](super::Broker::spawn). Dropping the handle stops the broker and waits
 /// for its thread.
 #[derive(Debug)]
+#[must_use = "dropping the BrokerHandle stops the broker at once (and waits for its thread)"]
 pub struct BrokerHandle {
     pub(crate) endpoint: String,
     pub(crate) stop: StopHandle,
