@@ -213,15 +213,26 @@ impl Load {
                         self.given_up.store(true, Ordering::Relaxed);
                     }
                 }
-                Err(error @ ClientError::NoWorker { .. }) => {
+                // Before any reply: the broker (list) is down, or nobody serves the service,
+                // and the load stops. After one, a broker of the list went away mid-load: the
+                // request goes on to the next, as after a timeout.
+                Err(error @ (ClientError::NoWorker { .. } | ClientError::Unreachable { .. }))
+                    if c.replies.load(Ordering::Relaxed) == 0 =>
+                {
                     c.other_errors.fetch_add(1, Ordering::Relaxed);
-                    self.stop(Stop::NoWorker(error.to_string()));
+                    self.stop(match error {
+                        ClientError::NoWorker { .. } => Stop::NoWorker(error.to_string()),
+                        _ => Stop::Unreachable(error.to_string()),
+                    });
                     return None;
                 }
-                Err(error @ ClientError::Unreachable { .. }) => {
-                    c.other_errors.fetch_add(1, Ordering::Relaxed);
-                    self.stop(Stop::Unreachable(error.to_string()));
-                    return None;
+                Err(ClientError::NoWorker { .. } | ClientError::Unreachable { .. })
+                    if attempt < self.plan.retries =>
+                {
+                    c.retried.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(ClientError::NoWorker { .. } | ClientError::Unreachable { .. }) => {
+                    c.timeouts.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(ClientError::Protocol(_) | ClientError::WrongService { .. }) => {
                     c.replies.fetch_add(1, Ordering::Relaxed);
