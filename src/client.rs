@@ -98,7 +98,8 @@ impl ClientConfig {
         }
     }
 
-    /// How long each attempt waits for the reply. Must not be zero. Defaults to 2500 ms.
+    /// How long each attempt waits, for a connection to the broker and then for the reply.
+    /// Must not be zero. Defaults to 2500 ms.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
