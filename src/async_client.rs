@@ -12,8 +12,9 @@ use zmq::Message;
 
 use crate::async_socket::AsyncSocket;
 use crate::client::{
-    check_reply, check_service, lookup_answer, lookup_frames, mmi_answer, open_dealer, zmq_error,
-    ClientConfig, ClientError, Exchange, Lookup, Miss, Routes, Step, LOOKUP_WAIT,
+    ask_again, check_reply, check_service, lookup_answer, lookup_frames, mmi_answer, open_dealer,
+    zmq_error, ClientConfig, ClientError, Exchange, Lookup, Miss, Routes, Step, LOOKUP_INTERVAL,
+    LOOKUP_WAIT,
 };
 use crate::protocol::ClientMessage;
 use crate::transport;
@@ -258,23 +259,29 @@ impl Inner {
         }
     }
 
-    /// Asks broker number `broker` whether the service has workers.
+    /// Asks broker number `broker` whether the service has workers; while the answer is
+    /// "none", asks again every [`LOOKUP_INTERVAL`] until the timeout has passed.
     async fn look_up(
         &self,
         socket: &mut Option<(usize, AsyncSocket)>,
         broker: usize,
         frames: &[Vec<u8>],
     ) -> Result<Lookup, ClientError> {
-        Ok(
-            match self.exchange(socket, broker, frames, LOOKUP_WAIT).await? {
+        let deadline = std::time::Instant::now() + self.config.reply_timeout();
+        loop {
+            let answer = match self.exchange(socket, broker, frames, LOOKUP_WAIT).await? {
                 Exchange::Reply((kept, reply)) => {
                     *socket = Some((broker, kept));
                     lookup_answer(reply.iter().map(|frame| frame.to_vec()).collect())
                 }
                 Exchange::NotConnected => Lookup::NotConnected,
                 Exchange::NoReply => Lookup::NoReply,
-            },
-        )
+            };
+            if !ask_again(answer, std::time::Instant::now(), deadline) {
+                return Ok(answer);
+            }
+            tokio::time::sleep(LOOKUP_INTERVAL).await;
+        }
     }
 
     /// Sends `frames` to broker number `broker` on the request's socket (taken from the pool

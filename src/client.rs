@@ -19,9 +19,11 @@
 //!
 //! **Failing fast.** Before its first request for a service on a broker, and again after an
 //! attempt that got no reply, the client asks the broker whether the service has workers
-//! (8/MMI `mmi.service`; see [`ClientConfig::lookups`]). With none, the request fails at once
-//! with [`ClientError::NoWorker`] and is not sent (again): nothing is left queued in the
-//! broker for a client that stopped waiting. A broker that does not answer such lookups (not
+//! (8/MMI `mmi.service`; see [`ClientConfig::lookups`]). With none, it asks again every
+//! [`LOOKUP_INTERVAL`] (a worker may be starting with the client) and sends the request once
+//! one is there; if none came within the attempt's timeout, the request fails with
+//! [`ClientError::NoWorker`] without being sent (again): nothing is left queued in the broker
+//! for a client that stopped waiting. A broker that does not answer such lookups (not
 //! every broker supports 8/MMI) is not asked again, and its requests are simply sent. The
 //! socket sends only over a connection that is up (`ZMQ_IMMEDIATE`): when no connection came
 //! up within the timeout, nothing was sent, and the request fails with
@@ -64,6 +66,9 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 /// timeout. Brokers with 8/MMI answer at once, from their own tables; brokers without it
 /// never do, and cost a first request at most this much once per client.
 pub const LOOKUP_WAIT: Duration = Duration::from_secs(1);
+/// How often a lookup that found no worker asks again, within the attempt's timeout: a worker
+/// that registers meanwhile (one starting with the client) is found this fast.
+pub const LOOKUP_INTERVAL: Duration = Duration::from_millis(25);
 
 /// How a [`Client`] reaches its broker.
 #[derive(Clone)]
@@ -131,8 +136,9 @@ impl ClientConfig {
 
     /// Whether the client asks the broker (8/MMI `mmi.service`) whether a service has
     /// workers before its first request for it on that broker, and again after an attempt
-    /// that got no reply; with none, the request fails with [`ClientError::NoWorker`] instead
-    /// of being sent. A broker that gives no answer within [`LOOKUP_WAIT`], or one other than
+    /// that got no reply; with none, it asks again every [`LOOKUP_INTERVAL`] and sends the
+    /// request once one is there, or fails with [`ClientError::NoWorker`] after the attempt's
+    /// timeout, the request unsent. A broker that gives no answer within [`LOOKUP_WAIT`], or one other than
     /// `200`/`404` (`400` for the JeroMQ broker), is not asked again. Turn it off to put
     /// nothing but the requests themselves on the wire. Defaults to `true`.
     pub fn lookups(mut self, lookups: bool) -> Self {
@@ -477,14 +483,22 @@ impl Client {
         crate::mmi::parse_stats(self.request("mmi.stats", names)?)
     }
 
-    /// Asks broker number `broker` whether the service has workers; waits at most
-    /// [`LOOKUP_WAIT`] for the answer.
+    /// Asks broker number `broker` whether the service has workers, waiting at most
+    /// [`LOOKUP_WAIT`] for each answer; while the answer is "none", asks again every
+    /// [`LOOKUP_INTERVAL`] until the timeout has passed.
     fn look_up(&mut self, broker: usize, frames: &[Vec<u8>]) -> Result<Lookup, ClientError> {
-        Ok(match self.exchange(broker, frames, LOOKUP_WAIT)? {
-            Exchange::Reply(reply) => lookup_answer(reply),
-            Exchange::NotConnected => Lookup::NotConnected,
-            Exchange::NoReply => Lookup::NoReply,
-        })
+        let deadline = Instant::now() + self.config.timeout;
+        loop {
+            let answer = match self.exchange(broker, frames, LOOKUP_WAIT)? {
+                Exchange::Reply(reply) => lookup_answer(reply),
+                Exchange::NotConnected => Lookup::NotConnected,
+                Exchange::NoReply => Lookup::NoReply,
+            };
+            if !ask_again(answer, Instant::now(), deadline) {
+                return Ok(answer);
+            }
+            std::thread::sleep(LOOKUP_INTERVAL);
+        }
     }
 
     /// Sends `frames` to broker number `broker` and waits for one message: the send waits up
@@ -553,6 +567,12 @@ pub(crate) fn open_dealer(
         curve: config.curve.clone(),
     };
     Ok(transport::connect_dealer(context, endpoint, &options)?)
+}
+
+/// Whether a lookup that answered `answer` at `now` is asked again: only "no worker", and only
+/// if another answer can come before `deadline`.
+pub(crate) fn ask_again(answer: Lookup, now: Instant, deadline: Instant) -> bool {
+    answer == Lookup::NoWorkers && now + LOOKUP_INTERVAL < deadline
 }
 
 /// The frames of an `mmi.service` lookup for `service`.

@@ -236,7 +236,7 @@ async fn no_reply_is_a_timeout_after_retries_plus_one_attempts_each_on_a_new_soc
 #[tokio::test]
 async fn a_service_without_workers_fails_fast_with_no_worker_and_leaves_nothing_queued() {
     let broker = TestBroker::tcp().expect("broker");
-    let timeout = Duration::from_secs(2);
+    let timeout = Duration::from_millis(300);
     let config = broker.client_config().timeout(timeout).retries(3);
     let client = AsyncClient::connect(config).expect("connect");
     let started = Instant::now();
@@ -244,11 +244,16 @@ async fn a_service_without_workers_fails_fast_with_no_worker_and_leaves_nothing_
         Err(ClientError::NoWorker { service }) => assert_eq!(service, "nobody"),
         other => panic!("expected NoWorker, got {other:?}"),
     }
-    assert!(started.elapsed() < timeout, "{:?}", started.elapsed());
+    // One attempt's timeout of lookups (a worker may have been starting), not four attempts.
+    let took = started.elapsed();
+    assert!(
+        took >= timeout - Duration::from_millis(30) && took < timeout * 2,
+        "{took:?}"
+    );
     let stats = broker.stats();
-    // One request reached the broker: the lookup, which it answered itself.
+    // Only lookups reached the broker, which it answered itself.
     assert_eq!(stats.queued_requests, 0);
-    assert_eq!((stats.requests_received, stats.mmi_requests), (1, 1));
+    assert_eq!(stats.requests_received, stats.mmi_requests);
     let off = broker
         .client_config()
         .lookups(false)
