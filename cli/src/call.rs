@@ -18,8 +18,8 @@ const AFTER_HELP: &str =
 line per frame; json writes one line per reply, an array whose items are the frames as
 strings when they are UTF-8, else {\"hex\": \"...\"}.
 Before sending, mdp call asks the broker whether SERVICE has workers (brokers that cannot
-tell are simply sent the request): with none it says \"no worker for `SERVICE`\" at once and
-sends nothing, so no request is left queued for a worker started later. With a list of
+tell are simply sent the request): if none comes within --timeout it says \"no worker for
+`SERVICE`\" and sends nothing, so no request is left queued for a worker started later. With a list of
 brokers (a,b), each attempt that gets no reply moves on to the next one.
 Exit status: 0 a reply came (an error reply from a worker is a reply), 1 no worker for the
 service, or no reply within --timeout after --retries (or a reply that is not valid MDP),

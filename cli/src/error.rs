@@ -10,7 +10,7 @@
 //!
 //! Per subcommand:
 //! - `mdp call`: 0 a reply came (an error reply from a worker is a reply); 1 no worker for
-//!   the service ("no worker for `SERVICE`", said at once, before anything is sent), no reply
+//!   the service ("no worker for `SERVICE`" after one `--timeout`, nothing sent), no reply
 //!   within `--timeout` after `--retries`, or a reply that is not valid MDP; 2 a bad flag,
 //!   service name or stdin (a malformed `--frames len` stream); 3 a socket or I/O failure;
 //!   4 "nothing answers at ENDPOINT" after one `--timeout` per broker.
@@ -24,7 +24,7 @@
 //!   answer, or answers 501, is shown on the screen, not an exit); with `--once` or without
 //!   a terminal, as `mdp services`, the frame printed on stdout in every case but a failure.
 //! - `mdp bench`: 0 every request got exactly one correct reply; 1 otherwise (no worker for
-//!   the service is said at once); 2 usage; 3 the load could not run; 4 nothing answers.
+//!   the service is said after one `--timeout`); 2 usage; 3 the load could not run; 4 nothing answers.
 //! - `mdp worker` and `mdp broker`: 0 after a graceful stop (SIGINT/SIGTERM); 2 a refused
 //!   setting (the library's `ConfigError` message), a command that cannot be run or a
 //!   `--metrics-addr` that is not an IP:PORT; 3 a bind (the endpoint's or `--metrics-addr`'s),
