@@ -24,7 +24,8 @@
 //!   answer, or answers 501, is shown on the screen, not an exit); with `--once` or without
 //!   a terminal, as `mdp services`, the frame printed on stdout in every case but a failure.
 //! - `mdp bench`: 0 every request got exactly one correct reply; 1 otherwise (no worker for
-//!   the service is said after one `--timeout`); 2 usage; 3 the load could not run; 4 nothing answers.
+//!   the service is said after one `--timeout`); 2 usage; 3 the load could not run; 4 nothing
+//!   answers.
 //! - `mdp worker` and `mdp broker`: 0 after a graceful stop (SIGINT/SIGTERM); 2 a refused
 //!   setting (the library's `ConfigError` message), a command that cannot be run or a
 //!   `--metrics-addr` that is not an IP:PORT; 3 a bind (the endpoint's or `--metrics-addr`'s),
