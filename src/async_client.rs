@@ -12,7 +12,9 @@ use zmq::Message;
 
 use crate::async_socket::AsyncSocket;
 use crate::client::{
-    check_reply, check_service, mmi_answer, open_dealer, zmq_error, ClientConfig, ClientError,
+    ask_again, check_reply, check_service, lookup_answer, lookup_frames, mmi_answer, open_dealer,
+    zmq_error, ClientConfig, ClientError, Exchange, Lookup, Miss, Routes, Step, LOOKUP_INTERVAL,
+    LOOKUP_WAIT,
 };
 use crate::protocol::ClientMessage;
 use crate::transport;
@@ -47,6 +49,11 @@ use crate::transport;
 /// the sync [`Client`](crate::client::Client): a late reply can never reach another request.
 /// A request future dropped before its reply closes its socket likewise.
 ///
+/// It fails fast and fails over as the sync client does (see the [`client`](crate::client)
+/// module): service lookups, [`ClientError::NoWorker`], [`ClientError::Unreachable`], and a
+/// list of brokers, which all clones share: an attempt that gets no reply moves every later
+/// request on to the next broker.
+///
 /// At most [`max_in_flight`](ClientConfig::max_in_flight) requests are in flight; more wait
 /// for a turn. The pool keeps at most as many idle sockets, so the client never holds more
 /// sockets than it once needed at the same time. A first burst opens one TCP connection
@@ -63,16 +70,20 @@ pub struct AsyncClient {
 
 struct Inner {
     // Before the context: the sockets close before the client's own context is dropped.
-    idle: Mutex<Vec<AsyncSocket>>,
+    /// Idle sockets, each with the number of the broker it is connected to.
+    idle: Mutex<Vec<(usize, AsyncSocket)>>,
+    routes: Mutex<Routes>,
     permits: Semaphore,
     config: ClientConfig,
     context: zmq::Context,
 }
 
-/// A request ready to send: the service it addresses and its encoded frames.
+/// A request ready to send: the service it addresses, its encoded frames, and those of the
+/// lookup of its service.
 struct Request {
     service: String,
     frames: Vec<Vec<u8>>,
+    lookup: Vec<Vec<u8>>,
 }
 
 impl AsyncClient {
@@ -89,12 +100,13 @@ impl AsyncClient {
         let permits = config.in_flight_limit().min(Semaphore::MAX_PERMITS);
         let inner = Inner {
             idle: Mutex::new(Vec::new()),
+            routes: Mutex::new(config.routes()?),
             permits: Semaphore::new(permits),
             context: config.context_or_new(),
             config,
         };
-        let first = inner.open_socket()?;
-        inner.idle().push(first);
+        let first = inner.open_socket(0)?;
+        inner.idle().push((0, first));
         Ok(AsyncClient {
             inner: Arc::new(inner),
         })
@@ -203,78 +215,158 @@ impl Request {
         Ok(Request {
             service: service.to_string(),
             frames: message.encode(),
+            lookup: lookup_frames(service),
         })
     }
 }
 
 impl Inner {
-    /// Waits for a turn, then makes up to `retries + 1` attempts, each on a socket of its own.
+    /// Waits for a turn, then takes the steps the routes give (lookups, attempts, each
+    /// attempt on a socket of its own) until a reply or a failure.
     async fn request(&self, request: Request) -> Result<Vec<Vec<u8>>, ClientError> {
         let _permit = self.permits.acquire().await.map_err(|e| ClientError::Io {
             operation: "wait for a request permit",
             source: io::Error::other(e),
         })?;
-        let attempts = self.config.attempts();
         let service = request.service.as_str();
-        for attempt in 1..=attempts {
-            // Owned by this future: dropped (closed) on a timeout, an error or cancellation.
-            let mut socket = self.take_socket()?;
-            let exchange = exchange(&mut socket, &request);
-            match tokio::time::timeout(self.config.reply_timeout(), exchange).await {
-                Ok(reply) => return self.accept(service, socket, reply?),
-                Err(_) => warn!(service, attempt, attempts, "no reply, closing the socket"),
-            }
+        let (mut attempt, mut step) = self.routes().start(service, self.config.attempts());
+        // Owned by this future: dropped (closed) on a timeout, an error or cancellation.
+        let mut socket = None;
+        loop {
+            step = match step {
+                Step::LookUp { broker } => {
+                    let answer = self.look_up(&mut socket, broker, &request.lookup).await?;
+                    debug!(service, broker, ?answer, "lookup");
+                    self.routes().handle_lookup(&mut attempt, answer)
+                }
+                Step::Send { broker } => {
+                    let timeout = self.config.reply_timeout();
+                    let miss = match self
+                        .exchange(&mut socket, broker, &request.frames, timeout)
+                        .await?
+                    {
+                        Exchange::Reply((socket, frames)) => {
+                            return self.accept(service, broker, socket, frames)
+                        }
+                        Exchange::NotConnected => Miss::NotConnected,
+                        Exchange::NoReply => Miss::NoReply,
+                    };
+                    warn!(service, broker, ?miss, "no reply, closing the socket");
+                    self.routes().handle_miss(&mut attempt, miss)
+                }
+                Step::Fail(error) => return Err(error),
+            };
         }
-        Err(ClientError::Timeout {
-            service: request.service,
-            attempts,
-        })
+    }
+
+    /// Asks broker number `broker` whether the service has workers; while the answer is
+    /// "none", asks again every [`LOOKUP_INTERVAL`] until the timeout has passed.
+    async fn look_up(
+        &self,
+        socket: &mut Option<(usize, AsyncSocket)>,
+        broker: usize,
+        frames: &[Vec<u8>],
+    ) -> Result<Lookup, ClientError> {
+        let deadline = std::time::Instant::now() + self.config.reply_timeout();
+        loop {
+            let answer = match self.exchange(socket, broker, frames, LOOKUP_WAIT).await? {
+                Exchange::Reply((kept, reply)) => {
+                    *socket = Some((broker, kept));
+                    lookup_answer(reply.iter().map(|frame| frame.to_vec()).collect())
+                }
+                Exchange::NotConnected => Lookup::NotConnected,
+                Exchange::NoReply => Lookup::NoReply,
+            };
+            if !ask_again(answer, std::time::Instant::now(), deadline) {
+                return Ok(answer);
+            }
+            tokio::time::sleep(LOOKUP_INTERVAL).await;
+        }
+    }
+
+    /// Sends `frames` to broker number `broker` on the request's socket (taken from the pool
+    /// or opened when it has none for that broker) and waits for one message: the send up to
+    /// the timeout for a connection, the reply up to `reply_wait` within what is left of it.
+    /// A reply hands the socket back with it; otherwise the socket is closed.
+    async fn exchange(
+        &self,
+        socket: &mut Option<(usize, AsyncSocket)>,
+        broker: usize,
+        frames: &[Vec<u8>],
+        reply_wait: std::time::Duration,
+    ) -> Result<Exchange<(AsyncSocket, Vec<Message>)>, ClientError> {
+        let mut current = match socket.take() {
+            Some((b, current)) if b == broker => current,
+            _ => self.take_socket(broker)?,
+        };
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.config.reply_timeout();
+        match tokio::time::timeout_at(deadline, current.send_mut(frames)).await {
+            Err(_) => return Ok(Exchange::NotConnected),
+            Ok(sent) => sent.map_err(zmq_error("send"))?,
+        }
+        debug!(broker, "sent");
+        let reply_deadline = deadline.min(tokio::time::Instant::now() + reply_wait);
+        match tokio::time::timeout_at(reply_deadline, current.recv()).await {
+            Err(_) => Ok(Exchange::NoReply),
+            Ok(reply) => Ok(Exchange::Reply((
+                current,
+                reply.map_err(zmq_error("recv"))?,
+            ))),
+        }
     }
 
     /// Checks a reply; the socket goes back to the pool only if the reply is valid.
     fn accept(
         &self,
         service: &str,
+        broker: usize,
         socket: AsyncSocket,
         frames: Vec<Message>,
     ) -> Result<Vec<Vec<u8>>, ClientError> {
         let frames = frames.iter().map(|frame| frame.to_vec()).collect();
         trace!(?frames, "reply received");
         let body = check_reply(service, frames)?;
-        self.put_back(socket);
+        self.put_back(broker, socket);
         Ok(body)
     }
 
-    /// An idle socket with nothing waiting on it, or a new one.
-    fn take_socket(&self) -> Result<AsyncSocket, ClientError> {
-        while let Some(socket) = self.pop_idle() {
+    /// An idle socket to broker number `broker` with nothing waiting on it, or a new one.
+    /// Idle sockets to other brokers met on the way are closed: the client moved on.
+    fn take_socket(&self, broker: usize) -> Result<AsyncSocket, ClientError> {
+        while let Some((b, socket)) = self.pop_idle() {
+            if b != broker {
+                continue;
+            }
             if is_quiet(&socket) {
                 return Ok(socket);
             }
             warn!("unexpected message on an idle socket, closing it");
         }
-        self.open_socket()
+        self.open_socket(broker)
     }
 
-    fn pop_idle(&self) -> Option<AsyncSocket> {
+    fn pop_idle(&self) -> Option<(usize, AsyncSocket)> {
         self.idle().pop()
     }
 
     /// Keeps `socket` for a later request, unless the pool is full.
-    fn put_back(&self, socket: AsyncSocket) {
+    fn put_back(&self, broker: usize, socket: AsyncSocket) {
         let mut idle = self.idle();
         if idle.len() < self.config.in_flight_limit() {
-            idle.push(socket);
+            idle.push((broker, socket));
         }
     }
 
-    /// A new DEALER with the sync client's options, registered with the current runtime.
-    fn open_socket(&self) -> Result<AsyncSocket, ClientError> {
+    /// A new DEALER to broker number `broker` with the sync client's options, registered
+    /// with the current runtime.
+    fn open_socket(&self, broker: usize) -> Result<AsyncSocket, ClientError> {
         tokio::runtime::Handle::try_current().map_err(|e| ClientError::Io {
             operation: "find the tokio runtime",
             source: io::Error::other(e),
         })?;
-        let socket = open_dealer(&self.context, &self.config)?;
+        let endpoint = self.routes().endpoint(broker).to_string();
+        let socket = open_dealer(&self.context, &self.config, &endpoint)?;
         AsyncSocket::new(socket).map_err(|source| ClientError::Io {
             operation: "register the socket with tokio",
             source,
@@ -282,22 +374,14 @@ impl Inner {
     }
 
     /// The idle pool; a panic elsewhere while it was locked leaves it usable.
-    fn idle(&self) -> MutexGuard<'_, Vec<AsyncSocket>> {
+    fn idle(&self) -> MutexGuard<'_, Vec<(usize, AsyncSocket)>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
 
-/// Sends the request on `socket` and waits for the one message that comes back.
-async fn exchange(
-    socket: &mut AsyncSocket,
-    request: &Request,
-) -> Result<Vec<Message>, ClientError> {
-    socket
-        .send_mut(&request.frames)
-        .await
-        .map_err(zmq_error("send"))?;
-    debug!(service = request.service, "request sent");
-    socket.recv().await.map_err(zmq_error("recv"))
+    /// The routes, shared by every request of the client (held only to decide a step).
+    fn routes(&self) -> MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Whether nothing is waiting on an idle socket: a message there (a broker that answered

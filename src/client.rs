@@ -17,13 +17,29 @@
 //! opens a new one (a new routing identity) before each retry: a reply that arrives late can
 //! never be taken for the answer to a later request.
 //!
+//! **Failing fast.** Before its first request for a service on a broker, and again after an
+//! attempt that got no reply, the client asks the broker whether the service has workers
+//! (8/MMI `mmi.service`; see [`ClientConfig::lookups`]). With none, it asks again every
+//! [`LOOKUP_INTERVAL`] (a worker may be starting with the client) and sends the request once
+//! one is there; if none came within the attempt's timeout, the request fails with
+//! [`ClientError::NoWorker`] without being sent (again): nothing is left queued in the broker
+//! for a client that stopped waiting. A broker that does not answer such lookups (not
+//! every broker supports 8/MMI) is not asked again, and its requests are simply sent. The
+//! socket sends only over a connection that is up (`ZMQ_IMMEDIATE`): when no connection came
+//! up within the timeout, nothing was sent, and the request fails with
+//! [`ClientError::Unreachable`] once every broker was tried that way.
+//!
+//! **Failover.** The broker address may be a comma-separated list, as for workers. Each
+//! attempt that gets no reply (or no connection) moves the client on to the next broker in the
+//! list, for this request and the ones after it.
+//!
 //! **A retried request may run twice**: the first worker may have done the work and only its
 //! reply been lost or late. Make the actions behind a service idempotent, or use no retries.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::ops::Deref;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, trace, warn};
 
@@ -32,6 +48,10 @@ use crate::config::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::protocol::{check_service_name, ClientMessage, ProtocolError};
 use crate::security::{check_curve, CurveClient, CurveKeys, PlainCredentials};
 use crate::transport::{self, SocketOptions, TransportError};
+
+mod route;
+
+pub(crate) use route::{Lookup, Miss, Routes, Step};
 
 /// Reply timeout of the reference client (zguide `mdcliapi`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(2500);
@@ -42,6 +62,13 @@ pub const DEFAULT_RETRIES: u32 = 3;
 /// half of them leaves room for the rest of the process (a broker or workers sharing the
 /// context) and keeps the client from ever failing on the context's limit.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
+/// Longest wait for the answer to a service lookup (`mmi.service`), within the attempt's
+/// timeout. Brokers with 8/MMI answer at once, from their own tables; brokers without it
+/// never do, and cost a first request at most this much once per client.
+pub const LOOKUP_WAIT: Duration = Duration::from_secs(1);
+/// How often a lookup that found no worker asks again, within the attempt's timeout: a worker
+/// that registers meanwhile (one starting with the client) is found this fast.
+pub const LOOKUP_INTERVAL: Duration = Duration::from_millis(25);
 
 /// How a [`Client`] reaches its broker.
 #[derive(Clone)]
@@ -51,6 +78,7 @@ pub struct ClientConfig {
     retries: u32,
     max_message_size: u64,
     max_in_flight: usize,
+    lookups: bool,
     plain: Option<PlainCredentials>,
     curve: Option<CurveClient>,
     context: Option<zmq::Context>,
@@ -58,7 +86,9 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// A configuration for the broker at `broker` (`tcp://host:port`, `ipc://…`,
-    /// `inproc://…`). Everything else has its default.
+    /// `inproc://…`), or a comma-separated list of brokers, checked as a worker's
+    /// `broker_address` is: the client starts with the first and moves on to the next after
+    /// each attempt that gets no reply. Everything else has its default.
     pub fn new(broker: impl Into<String>) -> Self {
         ClientConfig {
             broker: broker.into(),
@@ -66,13 +96,15 @@ impl ClientConfig {
             retries: DEFAULT_RETRIES,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            lookups: true,
             plain: None,
             curve: None,
             context: None,
         }
     }
 
-    /// How long each attempt waits for the reply. Must not be zero. Defaults to 2500 ms.
+    /// How long each attempt waits, for a connection to the broker and then for the reply.
+    /// Must not be zero. Defaults to 2500 ms.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -102,9 +134,21 @@ impl ClientConfig {
         self
     }
 
+    /// Whether the client asks the broker (8/MMI `mmi.service`) whether a service has
+    /// workers before its first request for it on that broker, and again after an attempt
+    /// that got no reply; with none, it asks again every [`LOOKUP_INTERVAL`] and sends the
+    /// request once one is there, or fails with [`ClientError::NoWorker`] after the attempt's
+    /// timeout, the request unsent. A broker that gives no answer within [`LOOKUP_WAIT`], or one other than
+    /// `200`/`404` (`400` for the JeroMQ broker), is not asked again. Turn it off to put
+    /// nothing but the requests themselves on the wire. Defaults to `true`.
+    pub fn lookups(mut self, lookups: bool) -> Self {
+        self.lookups = lookups;
+        self
+    }
+
     /// Presents these ZMQ PLAIN credentials to the broker, whose ZAP handler accepts or
-    /// refuses them; a refused client gets no reply (its requests end in
-    /// [`ClientError::Timeout`]). PLAIN sends both **in clear text**. The username must not be
+    /// refuses them; a refused client never gets a connection up (its requests end in
+    /// [`ClientError::Unreachable`]). PLAIN sends both **in clear text**. The username must not be
     /// empty; both must be at most 255 bytes. Defaults to none (no authentication).
     pub fn plain_credentials(
         mut self,
@@ -134,9 +178,14 @@ impl ClientConfig {
         self
     }
 
-    /// The broker endpoint as given.
+    /// The broker endpoint, or comma-separated list, as given.
     pub fn broker_endpoint(&self) -> &str {
         &self.broker
+    }
+
+    /// The routes over the broker list.
+    pub(crate) fn routes(&self) -> Result<Routes, ConfigError> {
+        Ok(Routes::new(parse_endpoints(&self.broker)?, self.lookups))
     }
 
     /// Attempts per request: the first and `retries` more.
@@ -166,13 +215,7 @@ impl ClientConfig {
     ///
     /// The first [`ConfigError`] found, naming the field and the value.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if parse_endpoints(&self.broker)?.len() != 1 {
-            return Err(invalid(
-                "broker",
-                &self.broker,
-                "must be exactly one endpoint",
-            ));
-        }
+        parse_endpoints(&self.broker)?;
         positive("timeout", self.timeout)?;
         check_max_message_size(self.max_message_size)?;
         if self.max_in_flight == 0 {
@@ -196,6 +239,7 @@ impl fmt::Debug for ClientConfig {
             .field("retries", &self.retries)
             .field("max_message_size", &self.max_message_size)
             .field("max_in_flight", &self.max_in_flight)
+            .field("lookups", &self.lookups)
             .field("plain", &self.plain)
             .field("curve", &self.curve)
             .field("shared_context", &self.context.is_some())
@@ -224,8 +268,23 @@ pub enum ClientError {
     Timeout {
         /// The service addressed.
         service: String,
-        /// Attempts made, each on a new socket: `retries + 1`.
+        /// Attempts made, each on a new socket: at most `retries + 1`.
         attempts: u32,
+    },
+    /// The broker said that no worker serves the service (`mmi.service` 404), or every broker
+    /// of the list said so or could not be reached. The request was not sent again after
+    /// that answer; if the answer came before the first attempt, it was not sent at all.
+    #[error("no worker for `{service}`")]
+    NoWorker {
+        /// The service addressed.
+        service: String,
+    },
+    /// No connection to any broker came up within the timeout of any attempt: nothing
+    /// listens there, or it refused the security handshake. Nothing was sent.
+    #[error("nothing answers at {}", endpoints.join(", "))]
+    Unreachable {
+        /// The broker endpoints tried.
+        endpoints: Vec<String>,
     },
     /// The reply was not a valid MDP/0.1 client message.
     #[error("malformed reply: {0}")]
@@ -285,17 +344,30 @@ impl From<TransportError> for ClientError {
     }
 }
 
-/// An MDP/0.1 client connected to one broker.
+/// An MDP/0.1 client of one broker, or of a list of brokers it fails over between.
 pub struct Client {
     // Declared before the context: the socket must close before the context is dropped.
-    socket: Option<zmq::Socket>,
+    /// The open socket, and the number of the broker it is connected to.
+    socket: Option<(usize, zmq::Socket)>,
+    routes: Routes,
     config: ClientConfig,
     context: zmq::Context,
 }
 
+/// How one exchange (a request or a lookup) on a socket ended.
+#[derive(Debug)]
+pub(crate) enum Exchange<F> {
+    /// A message came back.
+    Reply(F),
+    /// No connection came up within the timeout: nothing was sent.
+    NotConnected,
+    /// Sent, and nothing came back in time.
+    NoReply,
+}
+
 impl Client {
-    /// Validates `config` and connects a socket (ZeroMQ connects in the background: a broker
-    /// that is not up yet is not an error).
+    /// Validates `config` and connects a socket to the first broker (ZeroMQ connects in the
+    /// background: a broker that is not up yet is not an error).
     ///
     /// # Errors
     ///
@@ -304,16 +376,19 @@ impl Client {
     pub fn connect(config: ClientConfig) -> Result<Client, ClientError> {
         config.validate()?;
         let context = config.context_or_new();
-        let socket = open_dealer(&context, &config)?;
+        let routes = config.routes()?;
+        let socket = open_dealer(&context, &config, routes.endpoint(0))?;
         Ok(Client {
-            socket: Some(socket),
+            socket: Some((0, socket)),
+            routes,
             config,
             context,
         })
     }
 
     /// Sends `body` to `service` and returns the reply body frames. Waits up to the timeout
-    /// for the reply, then retries on a new socket, `retries` times.
+    /// for the reply, then retries on a new socket, at the next broker of the list, up to
+    /// `retries` times. Looks the service up first (see [`ClientConfig::lookups`]).
     ///
     /// Body frames are anything that dereferences to bytes or text: `&str`, `String`,
     /// `&[u8]`, `Vec<u8>`, [`zmq::Message`].
@@ -322,27 +397,57 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`ClientError::Timeout`] when no attempt got a reply; [`ClientError::Protocol`] or
-    /// [`ClientError::WrongService`] for a reply that does not answer this request;
-    /// [`ClientError::InvalidService`] for a name that cannot be sent; [`ClientError::Zmq`].
+    /// [`ClientError::NoWorker`] when the broker says nobody serves `service`;
+    /// [`ClientError::Unreachable`] when no connection came up; [`ClientError::Timeout`] when
+    /// no attempt got a reply; [`ClientError::Protocol`] or [`ClientError::WrongService`] for
+    /// a reply that does not answer this request; [`ClientError::InvalidService`] for a name
+    /// that cannot be sent; [`ClientError::Zmq`].
     pub fn request<B>(&mut self, service: &str, body: &[B]) -> Result<Vec<Vec<u8>>, ClientError>
     where
         B: Deref,
         B::Target: AsRef<[u8]>,
     {
         check_service(service)?;
-        let attempts = self.config.attempts();
-        for attempt in 1..=attempts {
-            if let Some(reply) = self.try_request(service, body)? {
-                return Ok(reply);
-            }
-            warn!(service, attempt, attempts, "no reply, closing the socket");
-            self.socket = None;
+        let frames = ClientMessage {
+            service: service.as_bytes().to_vec(),
+            body: body
+                .iter()
+                .map(|frame| frame.deref().as_ref().to_vec())
+                .collect(),
         }
-        Err(ClientError::Timeout {
-            service: service.to_string(),
-            attempts,
-        })
+        .encode();
+        let lookup = lookup_frames(service);
+        let (mut attempt, mut step) = self.routes.start(service, self.config.attempts());
+        loop {
+            step = match step {
+                Step::LookUp { broker } => {
+                    let answer = self.look_up(broker, &lookup)?;
+                    debug!(
+                        service,
+                        broker = self.routes.endpoint(broker),
+                        ?answer,
+                        "lookup"
+                    );
+                    self.routes.handle_lookup(&mut attempt, answer)
+                }
+                Step::Send { broker } => {
+                    let miss = match self.exchange(broker, &frames, self.config.timeout)? {
+                        Exchange::Reply(reply) => return check_reply(service, reply),
+                        Exchange::NotConnected => Miss::NotConnected,
+                        Exchange::NoReply => Miss::NoReply,
+                    };
+                    let endpoint = self.routes.endpoint(broker);
+                    warn!(
+                        service,
+                        broker = endpoint,
+                        ?miss,
+                        "no reply, closing the socket"
+                    );
+                    self.routes.handle_miss(&mut attempt, miss)
+                }
+                Step::Fail(error) => return Err(error),
+            };
+        }
     }
 
     /// Asks the broker whether `service` has workers (the 8/MMI `mmi.service` lookup).
@@ -378,45 +483,62 @@ impl Client {
         crate::mmi::parse_stats(self.request("mmi.stats", names)?)
     }
 
-    /// One attempt: `None` when no reply came in time.
-    fn try_request<B>(
-        &mut self,
-        service: &str,
-        body: &[B],
-    ) -> Result<Option<Vec<Vec<u8>>>, ClientError>
-    where
-        B: Deref,
-        B::Target: AsRef<[u8]>,
-    {
-        let timeout = self.config.reply_timeout();
-        let socket = self.socket()?;
-        let message = ClientMessage {
-            service: service.as_bytes().to_vec(),
-            body: body
-                .iter()
-                .map(|frame| frame.deref().as_ref().to_vec())
-                .collect(),
-        };
-        match socket.send_multipart(message.encode(), 0) {
-            Err(zmq::Error::EAGAIN) => return Ok(None),
-            sent => sent.map_err(zmq_error("send"))?,
+    /// Asks broker number `broker` whether the service has workers, waiting at most
+    /// [`LOOKUP_WAIT`] for each answer; while the answer is "none", asks again every
+    /// [`LOOKUP_INTERVAL`] until the timeout has passed.
+    fn look_up(&mut self, broker: usize, frames: &[Vec<u8>]) -> Result<Lookup, ClientError> {
+        let deadline = Instant::now() + self.config.timeout;
+        loop {
+            let answer = match self.exchange(broker, frames, LOOKUP_WAIT)? {
+                Exchange::Reply(reply) => lookup_answer(reply),
+                Exchange::NotConnected => Lookup::NotConnected,
+                Exchange::NoReply => Lookup::NoReply,
+            };
+            if !ask_again(answer, Instant::now(), deadline) {
+                return Ok(answer);
+            }
+            std::thread::sleep(LOOKUP_INTERVAL);
         }
-        debug!(service, frames = body.len(), "request sent");
-        if !transport::wait_readable(socket, timeout).map_err(zmq_error("poll"))? {
-            return Ok(None);
-        }
-        let frames = socket.recv_multipart(0).map_err(zmq_error("recv"))?;
-        trace!(?frames, "reply received");
-        check_reply(service, frames).map(Some)
     }
 
-    /// The current socket, or a new one if the last attempt timed out.
-    fn socket(&mut self) -> Result<&zmq::Socket, ClientError> {
+    /// Sends `frames` to broker number `broker` and waits for one message: the send waits up
+    /// to the timeout for a connection, the reply up to `reply_wait` within what is left of
+    /// it. The socket is closed unless a message came back.
+    fn exchange(
+        &mut self,
+        broker: usize,
+        frames: &[Vec<u8>],
+        reply_wait: Duration,
+    ) -> Result<Exchange<Vec<Vec<u8>>>, ClientError> {
+        let timeout = self.config.reply_timeout();
+        let started = Instant::now();
+        let socket = self.socket(broker)?;
+        let messages = frames.iter().map(|f| zmq::Message::from(&f[..])).collect();
+        match transport::send_frames(socket, messages) {
+            Err(zmq::Error::EAGAIN) => {
+                self.socket = None;
+                return Ok(Exchange::NotConnected);
+            }
+            sent => sent.map_err(zmq_error("send"))?,
+        }
+        debug!(frames = frames.len(), "sent");
+        let wait = reply_wait.min(timeout.saturating_sub(started.elapsed()));
+        if !transport::wait_readable(socket, wait).map_err(zmq_error("poll"))? {
+            self.socket = None;
+            return Ok(Exchange::NoReply);
+        }
+        let reply = socket.recv_multipart(0).map_err(zmq_error("recv"))?;
+        trace!(?reply, "reply received");
+        Ok(Exchange::Reply(reply))
+    }
+
+    /// The socket connected to broker number `broker`: the current one, or a new one.
+    fn socket(&mut self, broker: usize) -> Result<&zmq::Socket, ClientError> {
         let socket = match self.socket.take() {
-            Some(socket) => socket,
-            None => open_dealer(&self.context, &self.config)?,
+            Some((b, socket)) if b == broker => socket,
+            _ => open_dealer(&self.context, &self.config, self.routes.endpoint(broker))?,
         };
-        Ok(self.socket.insert(socket))
+        Ok(&self.socket.insert((broker, socket)).1)
     }
 }
 
@@ -424,16 +546,18 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("config", &self.config)
+            .field("routes", &self.routes)
             .field("connected", &self.socket.is_some())
             .finish()
     }
 }
 
-/// A DEALER with linger 0 (a client only cares about replies) and a send timeout of one
-/// attempt, so that a send can never block for ever.
+/// A DEALER to `endpoint` with linger 0 (a client only cares about replies), that sends only
+/// over a connection that is up, and waits at most one attempt's timeout for one.
 pub(crate) fn open_dealer(
     context: &zmq::Context,
     config: &ClientConfig,
+    endpoint: &str,
 ) -> Result<zmq::Socket, ClientError> {
     let options = SocketOptions {
         linger: Duration::ZERO,
@@ -443,11 +567,34 @@ pub(crate) fn open_dealer(
         curve: config.curve.clone(),
         retry: None,
     };
-    Ok(transport::connect_dealer(
-        context,
-        &config.broker,
-        &options,
-    )?)
+    Ok(transport::connect_dealer(context, endpoint, &options)?)
+}
+
+/// Whether a lookup that answered `answer` at `now` is asked again: only "no worker", and only
+/// if another answer can come before `deadline`.
+pub(crate) fn ask_again(answer: Lookup, now: Instant, deadline: Instant) -> bool {
+    answer == Lookup::NoWorkers && now + LOOKUP_INTERVAL < deadline
+}
+
+/// The frames of an `mmi.service` lookup for `service`.
+pub(crate) fn lookup_frames(service: &str) -> Vec<Vec<u8>> {
+    ClientMessage {
+        service: b"mmi.service".to_vec(),
+        body: vec![service.as_bytes().to_vec()],
+    }
+    .encode()
+}
+
+/// What an answer to a lookup says; anything but a clear yes or no is "cannot tell".
+pub(crate) fn lookup_answer(frames: Vec<Vec<u8>>) -> Lookup {
+    let Ok(body) = check_reply("mmi.service", frames) else {
+        return Lookup::CannotTell;
+    };
+    match body.first().map(Vec::as_slice) {
+        Some(b"200") => Lookup::Workers,
+        Some(b"404" | b"400") => Lookup::NoWorkers,
+        _ => Lookup::CannotTell,
+    }
 }
 
 /// Checks that `service` was a valid name to send.
@@ -503,14 +650,13 @@ mod tests {
     #[test]
     fn bad_values_are_refused_with_their_field() {
         let zero = ClientConfig::new("tcp://a:1").timeout(Duration::ZERO);
-        let two = ClientConfig::new("tcp://a:1,tcp://b:2");
+        let two = ClientConfig::new("tcp://a:1,");
         let size = ClientConfig::new("tcp://a:1").max_message_size(0);
         let user = ClientConfig::new("tcp://a:1").plain_credentials("", "pw");
         let in_flight = ClientConfig::new("tcp://a:1").max_in_flight(0);
         for (c, field) in [
             (in_flight, "max_in_flight"),
             (zero, "timeout"),
-            (two, "broker"),
             (size, "max_message_size"),
             (user, "plain_username"),
         ] {
@@ -523,6 +669,11 @@ mod tests {
             ClientConfig::new("nope").validate(),
             Err(ConfigError::InvalidEndpoint { .. })
         ));
+        assert!(matches!(
+            two.validate(),
+            Err(ConfigError::EmptyBrokerAddress { position: 1, .. })
+        ));
+        assert_eq!(ClientConfig::new("tcp://a:1, tcp://b:2").validate(), Ok(()));
     }
 
     #[test]

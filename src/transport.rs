@@ -155,13 +155,19 @@ pub(crate) fn stop_monitor(socket: &mut zmq::Socket, monitor: &zmq::Socket) {
     let _ = unsafe { zmq_sys::zmq_socket_monitor(socket, std::ptr::null(), 0) };
 }
 
-/// A DEALER with `options`, connected to `endpoint` (the client's: no monitor).
+/// A DEALER with `options`, connected to `endpoint` (the client's: no monitor). It queues
+/// messages only on a connection that is up and past its handshake (`ZMQ_IMMEDIATE`): until
+/// then a send waits, and one that times out tells that no connection came up, with nothing
+/// sent. This tells the client what a monitor would, with no monitor socket to manage.
 pub(crate) fn connect_dealer(
     context: &zmq::Context,
     endpoint: &str,
     options: &SocketOptions,
 ) -> Result<zmq::Socket, TransportError> {
     let socket = open_socket(context, zmq::DEALER, options)?;
+    socket
+        .set_immediate(true)
+        .map_err(failed("setsockopt(ZMQ_IMMEDIATE)"))?;
     socket.connect(endpoint).map_err(failed("connect"))?;
     Ok(socket)
 }

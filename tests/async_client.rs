@@ -205,7 +205,10 @@ async fn two_hundred_concurrent_requests_are_answered_on_a_current_thread_runtim
 async fn no_reply_is_a_timeout_after_retries_plus_one_attempts_each_on_a_new_socket() {
     let (router, endpoint) = raw_broker();
     let timeout = Duration::from_millis(100);
-    let config = ClientConfig::new(endpoint).timeout(timeout).retries(2);
+    let config = ClientConfig::new(endpoint)
+        .lookups(false)
+        .timeout(timeout)
+        .retries(2);
     let client = AsyncClient::connect(config).expect("connect");
     within(async {
         let started = Instant::now();
@@ -231,17 +234,52 @@ async fn no_reply_is_a_timeout_after_retries_plus_one_attempts_each_on_a_new_soc
 }
 
 #[tokio::test]
-async fn a_service_without_workers_times_out_at_our_broker() {
+async fn a_service_without_workers_fails_fast_with_no_worker_and_leaves_nothing_queued() {
     let broker = TestBroker::tcp().expect("broker");
-    let config = broker
-        .client_config()
-        .timeout(Duration::from_millis(50))
-        .retries(1);
+    let timeout = Duration::from_millis(300);
+    let config = broker.client_config().timeout(timeout).retries(3);
     let client = AsyncClient::connect(config).expect("connect");
+    let started = Instant::now();
     match within(client.request("nobody", &["x"])).await {
-        Err(ClientError::Timeout { attempts: 2, .. }) => {}
-        other => panic!("expected Timeout after 2 attempts, got {other:?}"),
+        Err(ClientError::NoWorker { service }) => assert_eq!(service, "nobody"),
+        other => panic!("expected NoWorker, got {other:?}"),
     }
+    // One attempt's timeout of lookups (a worker may have been starting), not four attempts.
+    let took = started.elapsed();
+    assert!(
+        took >= timeout - Duration::from_millis(30) && took < timeout * 2,
+        "{took:?}"
+    );
+    let stats = broker.stats();
+    // Only lookups reached the broker, which it answered itself.
+    assert_eq!(stats.queued_requests, 0);
+    assert_eq!(stats.requests_received, stats.mmi_requests);
+    let off = broker
+        .client_config()
+        .lookups(false)
+        .timeout(Duration::from_millis(100));
+    let off = AsyncClient::connect(off).expect("connect");
+    match within(off.request("nobody", &["x"])).await {
+        Err(ClientError::Timeout { attempts: 1, .. }) => {}
+        other => panic!("without lookups: expected Timeout, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn nothing_listening_is_unreachable_after_one_attempt() {
+    let (router, endpoint) = raw_broker();
+    drop(router);
+    let timeout = Duration::from_millis(200);
+    let config = ClientConfig::new(endpoint.as_str())
+        .timeout(timeout)
+        .retries(3);
+    let client = AsyncClient::connect(config).expect("connect");
+    let started = Instant::now();
+    match within(client.request("echo", &["x"])).await {
+        Err(ClientError::Unreachable { endpoints }) => assert_eq!(endpoints, [endpoint]),
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    assert!(started.elapsed() < timeout * 2, "{:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,7 +355,8 @@ async fn max_in_flight_bounds_the_requests_outstanding_at_the_workers() {
 #[tokio::test]
 async fn a_reply_naming_another_service_is_a_wrong_service_error_and_its_socket_is_closed() {
     let (router, endpoint) = raw_broker();
-    let client = AsyncClient::connect(ClientConfig::new(endpoint).retries(0)).expect("connect");
+    let client = AsyncClient::connect(ClientConfig::new(endpoint).lookups(false).retries(0))
+        .expect("connect");
     within(async {
         let request = tokio::spawn(client.request("echo", &["hello"]));
         let (router, received) = recv_raw(router, 1).await;
@@ -424,7 +463,7 @@ fn connecting_outside_a_tokio_runtime_is_an_error_not_a_panic() {
 #[tokio::test]
 async fn invalid_service_names_are_refused_before_anything_is_sent() {
     let (_router, endpoint) = raw_broker();
-    let client = AsyncClient::connect(ClientConfig::new(endpoint)).expect("connect");
+    let client = AsyncClient::connect(ClientConfig::new(endpoint).lookups(false)).expect("connect");
     let long = "s".repeat(256);
     for service in ["", long.as_str()] {
         assert!(matches!(

@@ -132,7 +132,7 @@ fn a_worker_without_credentials_is_refused_by_a_plain_broker() {
 }
 
 #[test]
-fn a_client_with_a_wrong_password_gets_no_reply() {
+fn a_client_with_a_wrong_password_gets_no_connection_and_sends_nothing() {
     let broker = plain_broker();
     let worker = RunningWorker::spawn(
         config(broker.endpoint(), "echo").plain_credentials("worker", "w0rker-pass"),
@@ -142,7 +142,7 @@ fn a_client_with_a_wrong_password_gets_no_reply() {
     let mut c = client(&broker, "guess");
     assert!(matches!(
         c.request("echo", &["hello"]),
-        Err(ClientError::Timeout { .. })
+        Err(ClientError::Unreachable { .. })
     ));
     assert_eq!(broker.stats().requests_received, 0);
     assert!(broker.stats().auth_denied >= 1);

@@ -78,7 +78,7 @@ fn the_client_puts_the_exact_mdp_frames_on_the_wire_and_returns_the_reply_body()
     let (router, endpoint) = raw_broker();
     let binary: &[u8] = &[0x00, 0xff, 0x80];
     let result = request_in_thread(
-        ClientConfig::new(endpoint),
+        ClientConfig::new(endpoint).lookups(false),
         "echo",
         frames(&[b"hello", binary, b""]),
     );
@@ -95,7 +95,7 @@ fn the_client_puts_the_exact_mdp_frames_on_the_wire_and_returns_the_reply_body()
 #[test]
 fn a_reply_naming_another_service_is_a_wrong_service_error() {
     let (router, endpoint) = raw_broker();
-    let config = ClientConfig::new(endpoint).retries(0);
+    let config = ClientConfig::new(endpoint).lookups(false).retries(0);
     match answer(config, &router, &[b"", b"MDPC01", b"other", b"x"]) {
         Err(ClientError::WrongService { expected, found }) => {
             assert_eq!((expected.as_str(), found.as_str()), ("echo", "other"))
@@ -110,7 +110,7 @@ type BadReply = (&'static [&'static [u8]], fn(&ProtocolError) -> bool);
 #[test]
 fn a_reply_with_a_wrong_header_is_a_protocol_error() {
     let (router, endpoint) = raw_broker();
-    let config = ClientConfig::new(endpoint).retries(0);
+    let config = ClientConfig::new(endpoint).lookups(false).retries(0);
     let cases: [BadReply; 3] = [
         (&[b"", b"MDPC02", b"echo", b"x"], |e| {
             matches!(e, ProtocolError::UnsupportedVersion { .. })
@@ -133,7 +133,10 @@ fn a_reply_with_a_wrong_header_is_a_protocol_error() {
 #[test]
 fn no_reply_is_a_timeout_after_retries_plus_one_attempts_each_on_a_new_socket() {
     let (router, endpoint) = raw_broker();
-    let config = ClientConfig::new(endpoint).timeout(TIMEOUT).retries(2);
+    let config = ClientConfig::new(endpoint)
+        .lookups(false)
+        .timeout(TIMEOUT)
+        .retries(2);
     let started = Instant::now();
     let result = request_in_thread(config, "echo", frames(&[b"hello"]));
     let requests: Vec<Frames> = (0..3).map(|_| recv(&router)).collect();
@@ -159,7 +162,10 @@ fn no_reply_is_a_timeout_after_retries_plus_one_attempts_each_on_a_new_socket() 
 #[test]
 fn a_late_reply_to_an_abandoned_attempt_never_reaches_the_retry() {
     let (router, endpoint) = raw_broker();
-    let config = ClientConfig::new(endpoint).timeout(TIMEOUT).retries(1);
+    let config = ClientConfig::new(endpoint)
+        .lookups(false)
+        .timeout(TIMEOUT)
+        .retries(1);
     let result = request_in_thread(config, "echo", frames(&[b"hello"]));
     let first = recv(&router);
     let second = recv(&router);
@@ -173,7 +179,7 @@ fn a_late_reply_to_an_abandoned_attempt_never_reaches_the_retry() {
 #[test]
 fn invalid_service_names_are_refused_before_anything_is_sent() {
     let (_router, endpoint) = raw_broker();
-    let mut client = Client::connect(ClientConfig::new(endpoint)).expect("connect");
+    let mut client = Client::connect(ClientConfig::new(endpoint).lookups(false)).expect("connect");
     let long = "s".repeat(256);
     for service in ["", long.as_str()] {
         assert!(matches!(
@@ -265,7 +271,10 @@ fn services_and_service_stats_read_our_brokers_mmi_extensions() {
 #[test]
 fn a_broker_answering_501_to_the_extensions_is_unsupported_not_a_failure() {
     let (router, endpoint) = raw_broker();
-    let config = ClientConfig::new(endpoint).timeout(WAIT).retries(0);
+    let config = ClientConfig::new(endpoint)
+        .lookups(false)
+        .timeout(WAIT)
+        .retries(0);
     let (done, result) = mpsc::channel();
     thread::spawn(move || {
         let mut client = Client::connect(config).expect("client");
@@ -290,4 +299,93 @@ fn a_broker_answering_501_to_the_extensions_is_unsupported_not_a_failure() {
         services.unwrap_err().to_string(),
         "mmi.services is not supported by this broker (501)"
     );
+}
+
+#[test]
+fn a_service_without_workers_fails_fast_with_no_worker_and_is_never_sent() {
+    let broker = Broker::bind(BrokerConfig::new("tcp://127.0.0.1:*"))
+        .expect("bind")
+        .spawn()
+        .expect("spawn");
+    let timeout = Duration::from_millis(300);
+    let config = ClientConfig::new(broker.endpoint()).timeout(timeout);
+    let started = Instant::now();
+    let result = request_in_thread(config, "nosuch", frames(&[b"hello"]));
+    match outcome(result) {
+        Err(ClientError::NoWorker { service }) => assert_eq!(service, "nosuch"),
+        other => panic!("expected NoWorker, got {other:?}"),
+    }
+    let took = started.elapsed();
+    assert!(took < timeout * 2, "{took:?}");
+    let stats = broker.stats();
+    assert_eq!(stats.queued_requests, 0);
+    assert_eq!(stats.requests_received, stats.mmi_requests, "only lookups");
+}
+
+#[test]
+fn a_worker_that_registers_within_the_timeout_gets_the_request() {
+    let broker = Broker::bind(BrokerConfig::new("tcp://127.0.0.1:*"))
+        .expect("bind")
+        .spawn()
+        .expect("spawn");
+    let config = ClientConfig::new(broker.endpoint()).timeout(Duration::from_secs(2));
+    let result = request_in_thread(config, "late", frames(&[b"hello"]));
+    thread::sleep(Duration::from_millis(100));
+    let worker = zmq::Context::new().socket(zmq::DEALER).expect("socket");
+    worker.set_linger(0).expect("linger");
+    worker.connect(broker.endpoint()).expect("connect");
+    worker
+        .send_multipart([&b""[..], b"MDPW01", &[0x01], b"late"], 0)
+        .expect("ready");
+    let request = recv(&worker);
+    let reply = [&b""[..], b"MDPW01", &[0x03], &request[3], b"", b"hi"];
+    worker.send_multipart(reply.iter(), 0).expect("reply");
+    assert_eq!(outcome(result).expect("reply"), frames(&[b"hi"]));
+}
+
+#[test]
+fn nothing_listening_is_unreachable_after_one_attempt_naming_the_endpoint() {
+    let (router, endpoint) = raw_broker();
+    drop(router);
+    let config = ClientConfig::new(endpoint.as_str())
+        .timeout(TIMEOUT)
+        .retries(3);
+    let started = Instant::now();
+    match outcome(request_in_thread(config, "echo", frames(&[b"x"]))) {
+        Err(error @ ClientError::Unreachable { .. }) => {
+            assert_eq!(error.to_string(), format!("nothing answers at {endpoint}"))
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    assert!(started.elapsed() < TIMEOUT * 2, "{:?}", started.elapsed());
+}
+
+#[test]
+fn a_service_that_loses_its_worker_after_a_timed_out_attempt_is_not_sent_again() {
+    let (router, endpoint) = raw_broker();
+    let config = ClientConfig::new(endpoint).timeout(TIMEOUT).retries(3);
+    let result = request_in_thread(config, "echo", frames(&[b"hello"]));
+    let answer_lookup = |code: &[u8]| {
+        let lookup = recv(&router);
+        assert_eq!(
+            lookup[1..],
+            frames(&[b"", b"MDPC01", b"mmi.service", b"echo"])[..]
+        );
+        let reply = [&lookup[0][..], b"", b"MDPC01", b"mmi.service", code];
+        router.send_multipart(reply.iter(), 0).expect("send");
+    };
+    answer_lookup(b"200");
+    let request = recv(&router);
+    assert_eq!(request[3..], frames(&[b"echo", b"hello"])[..]);
+    // From now on only lookups, each answered 404, until the client gives up.
+    let mut lookups = 0;
+    while router.poll(zmq::POLLIN, 200).expect("poll") > 0 {
+        answer_lookup(b"404");
+        lookups += 1;
+    }
+    match outcome(result) {
+        Err(ClientError::NoWorker { .. }) => {}
+        other => panic!("expected NoWorker, got {other:?}"),
+    }
+    assert!(lookups >= 2, "asked again while no worker: {lookups}");
 }

@@ -221,7 +221,8 @@ fn stream_requests(index: usize, endpoint: &str, stop: &AtomicBool, out: &Mutex<
         let sent = Instant::now();
         let answered = match client.request("slow", &body) {
             Ok(reply) => Some((Instant::now(), reply)),
-            Err(ClientError::Timeout { .. }) => None,
+            // After the worker left, the client's lookup finds none and sends nothing.
+            Err(ClientError::Timeout { .. } | ClientError::NoWorker { .. }) => None,
             Err(error) => panic!("client {index}: {error}"),
         };
         out.lock().unwrap().push(Outcome {

@@ -17,15 +17,21 @@ const AFTER_HELP: &str =
     "Output: raw writes the frames as --frames maps them (raw: concatenated); hex writes one
 line per frame; json writes one line per reply, an array whose items are the frames as
 strings when they are UTF-8, else {\"hex\": \"...\"}.
-Exit status: 0 a reply came (an error reply from a worker is a reply), 1 no reply within
---timeout after --retries (or a reply that is not valid MDP), 2 usage error (bad flag,
-service name or input), 3 any other failure (socket, I/O).
+Before sending, mdp call asks the broker whether SERVICE has workers (brokers that cannot
+tell are simply sent the request): if none comes within --timeout it says \"no worker for
+`SERVICE`\" and sends nothing, so no request is left queued for a worker started later. With a list of
+brokers (a,b), each attempt that gets no reply moves on to the next one.
+Exit status: 0 a reply came (an error reply from a worker is a reply), 1 no worker for the
+service, or no reply within --timeout after --retries (or a reply that is not valid MDP),
+2 usage error (bad flag, service name or input), 3 any other failure (socket, I/O),
+4 nothing answers at the broker endpoint(s) (no connection within --timeout).
 
 Example:
   mdp call echo hello world            # two frames; prints helloworld
   echo hi | mdp call echo              # stdin is the body (one frame with --frames raw)
   printf 'a\\nb\\n' | mdp call echo --frames lines --output json   # [\"a\",\"b\"]
-  mdp call echo --output hex -- -x     # a frame that starts with '-'";
+  mdp call echo --output hex -- -x     # a frame that starts with '-'
+  mdp call echo hi --broker tcp://b1:5555,tcp://b2:5555   # fails over to b2";
 
 /// Send one request to SERVICE and print the reply.
 #[derive(Debug, ClapArgs)]
@@ -38,7 +44,7 @@ pub struct Args {
     #[arg(value_name = "FRAME")]
     pub body: Vec<OsString>,
 
-    /// Broker endpoint.
+    /// Broker endpoint, or a comma-separated list to fail over between.
     #[arg(long, env = "MDP_BROKER", default_value = DEFAULT_BROKER)]
     pub broker: String,
 
@@ -140,18 +146,36 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Exit 1 for no (valid) reply, 2 for what the user gave, 3 for the rest.
+/// Exit 1 for no (valid) reply or no worker, 2 for what the user gave, 4 for no connection,
+/// 3 for the rest.
 pub fn client_error(error: ClientError) -> CliError {
     match error {
         ClientError::Config(_) | ClientError::InvalidService { .. } => {
             CliError::Usage(error.to_string())
         }
+        ClientError::Unreachable { .. } => CliError::Unreachable(error.to_string()),
         ClientError::Timeout { .. }
+        | ClientError::NoWorker { .. }
         | ClientError::Protocol(_)
         | ClientError::WrongService { .. }
         | ClientError::UnexpectedMmiCode { .. }
         | ClientError::Unsupported { .. } => CliError::NoAnswer(error.to_string()),
         _ => CliError::Failed(error.to_string()),
+    }
+}
+
+/// An error from asking the broker itself (a lookup, the service list, the load), in the
+/// user's words: no internal service name, and the broker that did not answer.
+pub fn broker_error(error: ClientError, broker: &str, timeout: Duration) -> CliError {
+    match error {
+        ClientError::Timeout { .. } => CliError::NoAnswer(format!(
+            "no answer from the broker at {broker} within {}",
+            humantime::format_duration(timeout)
+        )),
+        ClientError::Unsupported { .. } => CliError::NoAnswer(format!(
+            "this broker does not list its services (only `mdp broker` does): {broker}"
+        )),
+        other => client_error(other),
     }
 }
 
@@ -183,6 +207,26 @@ mod tests {
             attempts: 1,
         };
         assert!(matches!(client_error(timeout), CliError::NoAnswer(_)));
+        let none = ClientError::NoWorker {
+            service: "s".into(),
+        };
+        assert!(matches!(client_error(none), CliError::NoAnswer(m) if m == "no worker for `s`"));
+        let nothing = ClientError::Unreachable {
+            endpoints: vec!["tcp://a:1".into(), "tcp://b:2".into()],
+        };
+        assert!(matches!(
+            client_error(nothing),
+            CliError::Unreachable(m) if m == "nothing answers at tcp://a:1, tcp://b:2"
+        ));
+        let mmi = ClientError::Timeout {
+            service: "mmi.services".into(),
+            attempts: 1,
+        };
+        let said = broker_error(mmi, "tcp://a:1", Duration::from_millis(2500)).to_string();
+        assert_eq!(
+            said,
+            "no answer from the broker at tcp://a:1 within 2s 500ms"
+        );
         let mut client = Client::connect(ClientConfig::new("tcp://127.0.0.1:1")).unwrap();
         let error = client.request("", &["x"]).unwrap_err();
         assert!(matches!(client_error(error), CliError::Usage(_)));

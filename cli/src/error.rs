@@ -6,23 +6,29 @@
 //! | 1 | no reply in time, the service has no worker, or a check failed |
 //! | 2 | usage error: a bad flag or value (clap's own code too) |
 //! | 3 | anything else: a socket, process or I/O failure |
+//! | 4 | nothing answers at the broker endpoint(s): no connection ever came up |
 //!
 //! Per subcommand:
-//! - `mdp call`: 0 a reply came (an error reply from a worker is a reply); 1 no reply within
-//!   `--timeout` after `--retries`, or a reply that is not valid MDP; 2 a bad flag, service
-//!   name or stdin (a malformed `--frames len` stream); 3 a socket or I/O failure.
+//! - `mdp call`: 0 a reply came (an error reply from a worker is a reply); 1 no worker for
+//!   the service ("no worker for `SERVICE`" after one `--timeout`, nothing sent), no reply
+//!   within `--timeout` after `--retries`, or a reply that is not valid MDP; 2 a bad flag,
+//!   service name or stdin (a malformed `--frames len` stream); 3 a socket or I/O failure;
+//!   4 "nothing answers at ENDPOINT" after one `--timeout` per broker.
 //! - `mdp ping`: 0 the service has workers; 1 it has none, no answer came, or the broker
-//!   answered 501 (no `mmi.service`: it cannot say yes, reported as "not supported by this
-//!   broker"); 2 usage; 3 other failures.
+//!   cannot tell (no 8/MMI: "this broker does not answer service lookups"); 2 usage; 3 other
+//!   failures; 4 nothing answers.
 //! - `mdp services`: 0 the list was printed (possibly empty); 1 no answer within
-//!   `--timeout`, or the broker answered 501 (no `mmi.services`: "mmi.services is not
-//!   supported by this broker" on stderr); 2 usage; 3 other failures.
+//!   `--timeout`, or the broker does not list its services ("this broker does not list its
+//!   services" on stderr: only ours does); 2 usage; 3 other failures; 4 nothing answers.
 //! - `mdp top`: on a terminal, 0 when quit with q, Esc or Ctrl-C, or stopped by SIGINT,
 //!   SIGTERM or SIGHUP (the terminal restored first) (a broker that does not
 //!   answer, or answers 501, is shown on the screen, not an exit); with `--once` or without
 //!   a terminal, as `mdp services`, the frame printed on stdout in every case but a failure.
-//! - `mdp check broker`: 0 every check passed; 1 a check failed, or nothing answered at the
-//!   endpoint (the first check got no answer: the rest is skipped); 2 a bad endpoint or flag.
+//! - `mdp bench`: 0 every request got exactly one correct reply; 1 otherwise (no worker for
+//!   the service is said after one `--timeout`); 2 usage; 3 the load could not run; 4 nothing
+//!   answers.
+//! - `mdp check broker`: 0 every check passed; 1 a check failed; 2 a bad endpoint or flag;
+//!   4 nothing answered at the endpoint (the first check got no answer: the rest is skipped).
 //! - `mdp worker` and `mdp broker`: 0 after a graceful stop (SIGINT/SIGTERM; `mdp worker`
 //!   exits 1 on a second signal, after killing the running commands); 2 a refused
 //!   setting (the library's `ConfigError` message), a command that cannot be run or a
@@ -41,6 +47,8 @@ pub enum CliError {
     NoAnswer(String),
     /// Anything else (exit 3).
     Failed(String),
+    /// No connection to the broker (or any broker of the list) ever came up (exit 4).
+    Unreachable(String),
 }
 
 impl CliError {
@@ -50,6 +58,7 @@ impl CliError {
             CliError::NoAnswer(_) => 1,
             CliError::Usage(_) => 2,
             CliError::Failed(_) => 3,
+            CliError::Unreachable(_) => 4,
         })
     }
 }
@@ -57,7 +66,10 @@ impl CliError {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Usage(m) | CliError::NoAnswer(m) | CliError::Failed(m) => f.write_str(m),
+            CliError::Usage(m)
+            | CliError::NoAnswer(m)
+            | CliError::Failed(m)
+            | CliError::Unreachable(m) => f.write_str(m),
         }
     }
 }

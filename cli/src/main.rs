@@ -60,7 +60,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MDP_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                // The client's per-attempt warnings name the broker's own services; the
+                // tools say why a request failed in their own words instead.
+                .unwrap_or_else(|_| "warn,majordomo_worker::client=error".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 use clap::Args as ClapArgs;
 use majordomo_worker::client::{Client, ClientConfig, ClientError};
 
-use crate::call::client_error;
+use crate::call::{broker_error, client_error};
 use crate::error::{CliError, CliResult};
 use crate::worker::DEFAULT_BROKER;
 
-const AFTER_HELP: &str = "Exit status: 0 the service has workers; 1 it has none, the broker did not answer, or the
-broker does not support mmi.service (it answered 501: reported as \"not supported by this
-broker\", since it cannot say yes); 2 usage error; 3 any other failure.
+const AFTER_HELP: &str = "Exit status: 0 the service has workers; 1 it has none (\"no worker for `SERVICE`\"), the
+broker did not answer, or it cannot tell (a broker without 8/MMI service lookups: \"this
+broker does not answer service lookups\", since it cannot say yes); 2 usage error; 3 any
+other failure; 4 nothing answers at the broker endpoint(s).
 
 Example:
   mdp ping echo                 # stdout: echo: has workers (round trip 0.31 ms)
@@ -27,7 +28,7 @@ pub struct Args {
     /// The service to look up.
     pub service: String,
 
-    /// Broker endpoint.
+    /// Broker endpoint, or a comma-separated list to fail over between.
     #[arg(long, env = "MDP_BROKER", default_value = DEFAULT_BROKER)]
     pub broker: String,
 
@@ -59,7 +60,8 @@ pub fn run(args: Args) -> CliResult {
         .retries(args.retries);
     let mut client = Client::connect(config).map_err(client_error)?;
     let started = Instant::now();
-    let answer = answer(client.has_service(&args.service))?;
+    let answer = answer(client.has_service(&args.service))
+        .map_err(|error| broker_error(error, &args.broker, args.timeout))?;
     let rtt = started.elapsed();
     let sentence = sentence(&args.service, answer, rtt);
     if args.json {
@@ -82,13 +84,13 @@ pub fn run(args: Args) -> CliResult {
 
 /// The lookup's result: 501 (no MMI) and the JeroMQ broker's 400 (its "not found") are
 /// answers, not failures.
-fn answer(result: Result<bool, ClientError>) -> Result<Answer, CliError> {
+fn answer(result: Result<bool, ClientError>) -> Result<Answer, ClientError> {
     match result {
         Ok(true) => Ok(Answer::Workers),
         Ok(false) => Ok(Answer::NoWorkers),
         Err(ClientError::UnexpectedMmiCode { code }) if code == "400" => Ok(Answer::NoWorkers),
         Err(ClientError::UnexpectedMmiCode { code }) if code == "501" => Ok(Answer::NotSupported),
-        Err(error) => Err(client_error(error)),
+        Err(error) => Err(error),
     }
 }
 
@@ -103,13 +105,15 @@ fn json(service: &str, answer: Answer, rtt: Duration) -> serde_json::Value {
 }
 
 fn sentence(service: &str, answer: Answer, rtt: Duration) -> String {
-    let what = match answer {
-        Answer::Workers => "has workers",
-        Answer::NoWorkers => "has no worker",
-        Answer::NotSupported => "cannot tell: mmi.service is not supported by this broker",
-    };
     let rtt_ms = rtt.as_secs_f64() * 1000.0;
-    format!("{service}: {what} (round trip {rtt_ms:.2} ms)")
+    match answer {
+        Answer::Workers => format!("{service}: has workers (round trip {rtt_ms:.2} ms)"),
+        Answer::NoWorkers => format!("no worker for `{service}` (round trip {rtt_ms:.2} ms)"),
+        Answer::NotSupported => format!(
+            "{service}: cannot tell: this broker does not answer service lookups \
+             (round trip {rtt_ms:.2} ms)"
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -127,6 +131,21 @@ mod tests {
         assert_eq!(answer(Ok(false)).unwrap(), Answer::NoWorkers);
         assert_eq!(answer(code("400")).unwrap(), Answer::NoWorkers);
         assert_eq!(answer(code("501")).unwrap(), Answer::NotSupported);
-        assert!(matches!(answer(code("500")), Err(CliError::NoAnswer(_))));
+        assert!(matches!(
+            answer(code("500")),
+            Err(ClientError::UnexpectedMmiCode { .. })
+        ));
+    }
+
+    #[test]
+    fn no_sentence_names_the_brokers_own_services() {
+        let rtt = Duration::from_micros(310);
+        for answer in [Answer::Workers, Answer::NoWorkers, Answer::NotSupported] {
+            assert!(!sentence("echo", answer, rtt).contains("mmi"), "{answer:?}");
+        }
+        assert_eq!(
+            sentence("nosuch", Answer::NoWorkers, rtt),
+            "no worker for `nosuch` (round trip 0.31 ms)"
+        );
     }
 }

@@ -9,7 +9,7 @@ use clap::Args as ClapArgs;
 use majordomo_worker::client::{Client, ClientConfig, ClientError};
 use majordomo_worker::mmi::ServiceStats;
 
-use crate::call::client_error;
+use crate::call::{broker_error, client_error};
 use crate::error::CliResult;
 use crate::worker::DEFAULT_BROKER;
 
@@ -17,11 +17,11 @@ const AFTER_HELP: &str =
     "Columns: WORKERS registered (busy or idle), WAITING idle, QUEUED requests waiting for a
 worker, SERVED replies routed since the broker (last) created the service, OLDEST age of
 the oldest queued request (- when none is queued). Only our broker (`mdp broker`, the
-library's Broker) answers mmi.services and mmi.stats; others answer 501.
+library's Broker) lists its services and their load; others cannot.
 
 Exit status: 0 the list was printed (possibly empty); 1 no answer within --timeout, or the
-broker answered 501 (\"mmi.services is not supported by this broker\" on stderr); 2 usage
-error; 3 any other failure.
+broker does not list its services (\"this broker does not list its services\" on stderr);
+2 usage error; 3 any other failure; 4 nothing answers at the broker endpoint(s).
 
 Example:
   mdp services                  # SERVICE  WORKERS  WAITING  QUEUED  SERVED  OLDEST
@@ -33,7 +33,7 @@ Example:
 #[derive(Debug, ClapArgs)]
 #[command(after_help = AFTER_HELP)]
 pub struct Args {
-    /// Broker endpoint.
+    /// Broker endpoint, or a comma-separated list to fail over between.
     #[arg(long, env = "MDP_BROKER", default_value = DEFAULT_BROKER)]
     pub broker: String,
 
@@ -49,7 +49,8 @@ pub struct Args {
 /// Asks the broker once and prints what it said.
 pub fn run(args: Args) -> CliResult {
     let mut client = connect(&args.broker, args.timeout)?;
-    let services = load(&mut client).map_err(client_error)?;
+    let services =
+        load(&mut client).map_err(|error| broker_error(error, &args.broker, args.timeout))?;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", json(&args.broker, &services))?;

@@ -124,16 +124,15 @@ fn check_broker_fails_against_a_router_that_answers_nothing() {
         .arg(&endpoint)
         .output()
         .expect("run");
-    assert_eq!(output.status.code(), Some(1));
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("FAIL registration: no REQUEST"), "{text}");
     assert_nothing_answered(&output, &endpoint);
 }
 
-/// Exit 1, the first check failed, every other skipped because nothing answered, and the
-/// error says so.
+/// Exit 4 (nothing answers, as for every tool), the first check failed, every other skipped
+/// because nothing answered, and the error says so.
 fn assert_nothing_answered(output: &Output, endpoint: &str) {
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(4));
     let text = String::from_utf8_lossy(&output.stdout);
     let said = format!("nothing answered at {endpoint}: is a broker running there?");
     assert_eq!(text.matches("FAIL").count(), 1, "{text}");

@@ -120,7 +120,7 @@ fn services_against_a_broker_that_answers_501_says_not_supported_and_exits_1() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
     assert!(
-        stderr.contains("mmi.services is not supported by this broker"),
+        stderr.contains("this broker does not list its services"),
         "{stderr}"
     );
     assert!(output.stdout.is_empty(), "{}", text(&output.stdout));
@@ -179,7 +179,7 @@ fn top_once_against_a_broker_that_answers_501_says_not_supported() {
     assert_eq!(output.status.code(), Some(1));
     let stdout = text(&output.stdout);
     assert!(stdout.contains(&endpoint), "{stdout}");
-    assert!(stdout.contains("not supported by this broker"), "{stdout}");
+    assert!(stdout.contains("does not list its services"), "{stdout}");
     assert!(!stdout.contains("SERVICE"), "{stdout}");
 }
 

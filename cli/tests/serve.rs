@@ -211,7 +211,7 @@ fn call_exits_0_on_a_reply_1_without_a_worker_and_2_on_a_bad_flag() {
 
     let output = mdp_call(&broker, &["nobody", "--timeout", "200ms", "--retries", "0"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("no reply from service nobody"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no worker for `nobody`"));
 
     let output = mdp_call(&broker, &["echo", "--output", "yaml"]);
     assert_eq!(output.status.code(), Some(2));

@@ -6,7 +6,7 @@
 //! would: a late reply to the first attempt goes to a closed socket and is dropped).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -80,6 +80,18 @@ pub(super) struct Load {
     /// Set when a request timed out on every attempt before any reply came: the broker is not
     /// there or the service has no worker, and the lanes stop instead of waiting out every id.
     given_up: AtomicBool,
+    /// Why the lanes stopped, when the client could tell: no worker for the service, or no
+    /// connection to the broker. Nothing more is sent then, so nothing is left queued.
+    stopped: OnceLock<Stop>,
+}
+
+/// What made the load stop before its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Stop {
+    /// The broker said that no worker serves the service.
+    NoWorker(String),
+    /// No connection to the broker came up.
+    Unreachable(String),
 }
 
 impl Load {
@@ -91,12 +103,24 @@ impl Load {
             done: AtomicU64::new(0),
             counters: Counters::default(),
             given_up: AtomicBool::new(false),
+            stopped: OnceLock::new(),
         }
     }
 
     /// Whether the load stopped early because nothing ever answered.
     pub(super) fn given_up(&self) -> bool {
         self.given_up.load(Ordering::Relaxed)
+    }
+
+    /// Why the load stopped early, when the client said why.
+    pub(super) fn stopped(&self) -> Option<&Stop> {
+        self.stopped.get()
+    }
+
+    /// Stops every lane: no more requests are sent.
+    fn stop(&self, why: Stop) {
+        let _ = self.stopped.set(why);
+        self.given_up.store(true, Ordering::Relaxed);
     }
 
     pub(super) fn requests(&self) -> u64 {
@@ -188,6 +212,27 @@ impl Load {
                     if c.replies.load(Ordering::Relaxed) == 0 {
                         self.given_up.store(true, Ordering::Relaxed);
                     }
+                }
+                // Before any reply: the broker (list) is down, or nobody serves the service,
+                // and the load stops. After one, a broker of the list went away mid-load: the
+                // request goes on to the next, as after a timeout.
+                Err(error @ (ClientError::NoWorker { .. } | ClientError::Unreachable { .. }))
+                    if c.replies.load(Ordering::Relaxed) == 0 =>
+                {
+                    c.other_errors.fetch_add(1, Ordering::Relaxed);
+                    self.stop(match error {
+                        ClientError::NoWorker { .. } => Stop::NoWorker(error.to_string()),
+                        _ => Stop::Unreachable(error.to_string()),
+                    });
+                    return None;
+                }
+                Err(ClientError::NoWorker { .. } | ClientError::Unreachable { .. })
+                    if attempt < self.plan.retries =>
+                {
+                    c.retried.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(ClientError::NoWorker { .. } | ClientError::Unreachable { .. }) => {
+                    c.timeouts.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(ClientError::Protocol(_) | ClientError::WrongService { .. }) => {
                     c.replies.fetch_add(1, Ordering::Relaxed);

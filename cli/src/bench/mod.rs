@@ -76,7 +76,8 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     pub retries: u32,
 
-    /// Load this broker instead of an embedded one (its workers are someone else's).
+    /// Load this broker (or comma-separated list to fail over between) instead of an
+    /// embedded one (its workers are someone else's).
     #[arg(long, env = "MDP_BROKER", value_name = "ENDPOINT")]
     pub broker: Option<String>,
 

@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use majordomo_worker::broker::BrokerStats;
 use serde_json::{json, Value};
 
-use super::load::Load;
+use super::load::{Load, Stop};
 use super::Args;
 use crate::error::{CliError, CliResult};
 
@@ -103,6 +103,8 @@ pub(super) struct Report {
     broker: Option<BrokerStats>,
     /// Stopped early: the first request timed out on every attempt and nothing ever answered.
     given_up: bool,
+    /// Why it stopped early, when the client said why.
+    stopped: Option<Stop>,
 }
 
 impl Report {
@@ -141,6 +143,7 @@ impl Report {
             kill,
             broker,
             given_up: load.given_up(),
+            stopped: load.stopped().cloned(),
         }
     }
 
@@ -176,6 +179,13 @@ impl Report {
     pub(super) fn verdict(&self) -> CliResult {
         if self.is_ok() {
             return Ok(());
+        }
+        match &self.stopped {
+            Some(Stop::NoWorker(why)) => return Err(CliError::NoAnswer(format!("bench: {why}"))),
+            Some(Stop::Unreachable(why)) => {
+                return Err(CliError::Unreachable(format!("bench: {why}")))
+            }
+            None => {}
         }
         if self.given_up {
             return Err(CliError::NoAnswer(format!(

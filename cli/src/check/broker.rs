@@ -9,7 +9,7 @@
 //!
 //! When a check gets no answer at all (nothing was received on any of its sockets), nothing
 //! is checked further: the report says that nothing answered at the endpoint, and the exit
-//! code is 1. The run leaves nothing behind on a broker that answers: each request it sends
+//! code is 4, as for every tool where nothing answers. The run leaves nothing behind on a broker that answers: each request it sends
 //! is served by one of its workers, and, once the broker has shown that it handles a
 //! worker's DISCONNECT (the `worker-disconnect` check), each worker it registered and that
 //! is still registered sends DISCONNECT at the end; otherwise they are left to the broker's
@@ -70,7 +70,7 @@ pub fn run(args: Args) -> CliResult {
         .any(|(k, v)| *k == NOTHING_ANSWERED && v == true)
     {
         super::print(&report, args.json);
-        return Err(crate::error::CliError::NoAnswer(nothing_answered(
+        return Err(crate::error::CliError::Unreachable(nothing_answered(
             &args.endpoint,
         )));
     }

@@ -17,7 +17,7 @@ use clap::Args as ClapArgs;
 use majordomo_worker::client::{Client, ClientError};
 use tracing::subscriber::NoSubscriber;
 
-use crate::call::client_error;
+use crate::call::broker_error;
 use crate::error::{CliError, CliResult};
 use crate::services::{self, columns};
 use crate::worker::DEFAULT_BROKER;
@@ -26,11 +26,13 @@ use model::{Frame, Rates, Reading, Sample, HEADER};
 const AFTER_HELP: &str =
     "Columns: as `mdp services`, and RATE/S, replies served per second since the previous
 refresh (\"-\" on the first). Rows: the longest queue first, then the highest rate, then by
-name. Keys: q, Esc or Ctrl-C quit. A broker that answers 501 (any broker but ours) shows
-\"not supported by this broker\"; one that does not answer shows why, and top keeps asking.
+name. Keys: q, Esc or Ctrl-C quit. A broker that cannot list its services (any broker but
+ours) shows \"this broker does not list its services\"; one that does not answer shows why,
+and top keeps asking.
 
 Without a terminal on stdout, or with --once, prints one frame as plain text and exits:
-0 it had the load, 1 no answer or not supported, 2 usage error, 3 any other failure.
+0 it had the load, 1 no answer or not supported, 2 usage error, 3 any other failure,
+4 nothing answers at the broker endpoint(s).
 
 Example:
   mdp top                                 # the broker at $MDP_BROKER or tcp://127.0.0.1:5555
@@ -41,11 +43,12 @@ Example:
 #[derive(Debug, ClapArgs)]
 #[command(after_help = AFTER_HELP)]
 pub struct Args {
-    /// Broker endpoint; wins over --broker and MDP_BROKER.
+    /// Broker endpoint (or a comma-separated list to fail over between); wins over --broker
+    /// and MDP_BROKER.
     #[arg(value_name = "ENDPOINT")]
     pub endpoint: Option<String>,
 
-    /// Broker endpoint, when ENDPOINT is not given.
+    /// Broker endpoint or list, when ENDPOINT is not given.
     #[arg(long, env = "MDP_BROKER", default_value = DEFAULT_BROKER)]
     pub broker: String,
 
@@ -72,29 +75,52 @@ pub fn run(args: Args) -> CliResult {
     }
     let endpoint = args.endpoint.unwrap_or(args.broker);
     let mut client = services::connect(&endpoint, args.timeout)?;
+    let broker = Broker {
+        endpoint: endpoint.clone(),
+        timeout: args.timeout,
+    };
     if args.once || !std::io::stdout().is_terminal() {
-        return once(&endpoint, &mut client);
+        return once(&broker, &mut client);
     }
-    screen::run(&endpoint, spawn_sampler(client, args.interval))
+    screen::run(&endpoint, spawn_sampler(client, broker, args.interval))
+}
+
+/// The broker watched, for the words of a missing answer.
+struct Broker {
+    endpoint: String,
+    timeout: Duration,
+}
+
+impl Broker {
+    fn error(&self, error: ClientError) -> CliError {
+        broker_error(error, &self.endpoint, self.timeout)
+    }
 }
 
 /// One sample printed; the exit status says whether it had the load.
-fn once(endpoint: &str, client: &mut Client) -> CliResult {
+fn once(broker: &Broker, client: &mut Client) -> CliResult {
     let (sample, error) = match services::load(client) {
         Ok(load) => (sample(Reading::Load(load)), None),
-        Err(error @ ClientError::Unsupported { .. }) => (
-            sample(Reading::NotSupported(error.to_string())),
-            Some(error),
-        ),
-        Err(error) => return Err(client_error(error)),
+        Err(error @ ClientError::Unsupported { .. }) => {
+            let error = broker.error(error);
+            (
+                sample(Reading::NotSupported(error.to_string())),
+                Some(error),
+            )
+        }
+        Err(error) => return Err(broker.error(error)),
     };
     let frame = Rates::default().frame(sample);
-    write!(std::io::stdout().lock(), "{}", plain(endpoint, &frame))?;
-    error.map_or(Ok(()), |e| Err(client_error(e)))
+    write!(
+        std::io::stdout().lock(),
+        "{}",
+        plain(&broker.endpoint, &frame)
+    )?;
+    error.map_or(Ok(()), Err)
 }
 
 /// Asks the broker every `interval` on a thread of its own, until the screen loop is gone.
-fn spawn_sampler(mut client: Client, interval: Duration) -> Receiver<Sample> {
+fn spawn_sampler(mut client: Client, broker: Broker, interval: Duration) -> Receiver<Sample> {
     let (sender, receiver) = mpsc::channel();
     thread::spawn(move || {
         // The screen shows why an answer is missing; a log line on stderr would only
@@ -102,7 +128,7 @@ fn spawn_sampler(mut client: Client, interval: Duration) -> Receiver<Sample> {
         let _quiet = tracing::subscriber::set_default(NoSubscriber::default());
         loop {
             let next = Instant::now() + interval;
-            if sender.send(sample(reading(&mut client))).is_err() {
+            if sender.send(sample(reading(&broker, &mut client))).is_err() {
                 return;
             }
             thread::sleep(next.saturating_duration_since(Instant::now()));
@@ -112,11 +138,13 @@ fn spawn_sampler(mut client: Client, interval: Duration) -> Receiver<Sample> {
 }
 
 /// The broker's answer; a missing one is shown, not fatal: the next refresh asks again.
-fn reading(client: &mut Client) -> Reading {
+fn reading(broker: &Broker, client: &mut Client) -> Reading {
     match services::load(client) {
         Ok(load) => Reading::Load(load),
-        Err(error @ ClientError::Unsupported { .. }) => Reading::NotSupported(error.to_string()),
-        Err(error) => Reading::NoAnswer(error.to_string()),
+        Err(error @ ClientError::Unsupported { .. }) => {
+            Reading::NotSupported(broker.error(error).to_string())
+        }
+        Err(error) => Reading::NoAnswer(broker.error(error).to_string()),
     }
 }
 
