@@ -489,11 +489,11 @@ fn take_a_request_and_die(net: &Fixture, client: &zmq::Socket, hb: Duration) -> 
     let worker = net.worker(b"ghost");
     send(client, &[b"MDPC01", b"ghost", b"job"]);
     assert_eq!(recv(&worker), request_frames(b"c", &[b"job"]));
-    for _ in 0..2 {
-        std::thread::sleep(hb);
-        send(&worker, &[b"", b"MDPW01", HEARTBEAT]);
-    }
-    let silent = Instant::now();
+    std::thread::sleep(hb);
+    send(&worker, &[b"", b"MDPW01", HEARTBEAT]);
+    std::thread::sleep(hb);
+    let silent = Instant::now(); // the broker hears the last HEARTBEAT after this
+    send(&worker, &[b"", b"MDPW01", HEARTBEAT]);
     drop(worker);
     silent
 }
@@ -507,7 +507,7 @@ fn a_busy_raw_worker_that_heartbeated_then_fell_silent_is_expired_and_mmi_servic
     net.wait_for("the busy worker expired", |s| s.workers == 0);
     let took = silent.elapsed();
     assert!(
-        took >= hb * 3 - hb / 2 && took < Duration::from_secs(1),
+        took >= hb * 3 && took < Duration::from_secs(1),
         "expired {took:?} after falling silent, liveness {:?}",
         hb * 3
     );
