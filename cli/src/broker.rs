@@ -42,7 +42,8 @@ pub struct Args {
     #[arg(long, default_value_t = millis(DEFAULT_HEARTBEAT), value_name = "MS")]
     pub heartbeat_ms: u64,
 
-    /// Heartbeats of silence after which an idle worker is forgotten.
+    /// Heartbeats of silence after which an idle worker is forgotten (a busy one too, once it
+    /// has heartbeated while busy).
     #[arg(long, default_value_t = DEFAULT_LIVENESS)]
     pub liveness: u32,
 

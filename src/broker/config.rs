@@ -92,8 +92,10 @@ impl BrokerConfig {
         self
     }
 
-    /// How many heartbeat intervals an idle worker may stay silent before it is forgotten.
-    /// Must not be zero, and heartbeat × liveness must be below 100 years. Defaults to 3.
+    /// How many heartbeat intervals an idle worker may stay silent before it is forgotten;
+    /// the same for a busy worker that has shown it heartbeats while busy (see
+    /// [`requeue_on_worker_loss`](Self::requeue_on_worker_loss)). Must not be zero, and
+    /// heartbeat × liveness must be below 100 years. Defaults to 3.
     pub fn liveness(mut self, liveness: u32) -> Self {
         self.liveness = liveness;
         self
