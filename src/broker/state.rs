@@ -277,19 +277,15 @@ impl BrokerState {
     /// Counts a request that was not queued, and says why at warn, once a second at most.
     fn refuse(&mut self, now: Instant, service: &[u8], refusal: Refusal) {
         let s = &self.settings;
-        let (counter, bound, limit) = match refusal {
-            Refusal::TooManyServices => (
-                &mut self.stats.services_refused,
-                "max_services",
-                s.max_services,
-            ),
+        let (counter, limit) = match refusal {
+            Refusal::TooManyServices => (&mut self.stats.services_refused, s.max_services),
             Refusal::TotalFull => (
                 &mut self.stats.requests_dropped_total_bound,
-                "max_queued_total",
                 s.max_queued_total,
             ),
-            Refusal::QueueFull => (&mut self.stats.requests_dropped, "max_queue", s.max_queue),
+            Refusal::QueueFull => (&mut self.stats.requests_dropped, s.max_queue),
         };
+        let bound = refusal.bound();
         *counter += 1;
         self.services.record_dropped(service);
         let service = text(service);
