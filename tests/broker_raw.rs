@@ -465,3 +465,83 @@ fn requests_past_max_queue_age_expire_and_their_services_are_forgotten() {
     assert_eq!(stats.services_forgotten, 2_000);
     echo_round_trips(&net, 10);
 }
+
+/// Sends HEARTBEATs every `every` from `worker` until a message other than HEARTBEAT comes,
+/// as a live worker does, and returns it.
+fn heartbeat_until_a_message(worker: &zmq::Socket, every: Duration) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "nothing but heartbeats within 2 s"
+        );
+        send(worker, &[b"", b"MDPW01", HEARTBEAT]);
+        match recv_within(worker, every) {
+            Some(message) if message != frames(&[b"", b"MDPW01", HEARTBEAT]) => return message,
+            _ => {}
+        }
+    }
+}
+
+/// A raw worker takes a request, heartbeats twice while busy (as our workers do), then falls
+/// silent as a killed process does: its socket closes without a word.
+fn take_a_request_and_die(net: &Fixture, client: &zmq::Socket, hb: Duration) -> Instant {
+    let worker = net.worker(b"ghost");
+    send(client, &[b"MDPC01", b"ghost", b"job"]);
+    assert_eq!(recv(&worker), request_frames(b"c", &[b"job"]));
+    std::thread::sleep(hb);
+    send(&worker, &[b"", b"MDPW01", HEARTBEAT]);
+    std::thread::sleep(hb);
+    let silent = Instant::now(); // the broker hears the last HEARTBEAT after this
+    send(&worker, &[b"", b"MDPW01", HEARTBEAT]);
+    drop(worker);
+    silent
+}
+
+#[test]
+fn a_busy_raw_worker_that_heartbeated_then_fell_silent_is_expired_and_mmi_service_says_404() {
+    let hb = Duration::from_millis(20);
+    let net = Fixture::start(config().heartbeat(hb).liveness(3));
+    let client = net.req(b"c");
+    let silent = take_a_request_and_die(&net, &client, hb);
+    net.wait_for("the busy worker expired", |s| s.workers == 0);
+    let took = silent.elapsed();
+    assert!(
+        took >= hb * 3 && took < Duration::from_secs(1),
+        "expired {took:?} after falling silent, liveness {:?}",
+        hb * 3
+    );
+    let lookup = net.req(b"m");
+    send(&lookup, &[b"MDPC01", b"mmi.service", b"ghost"]);
+    assert_eq!(recv(&lookup), frames(&[b"MDPC01", b"mmi.service", b"404"]));
+    assert_eq!(
+        recv_within(&client, QUIET),
+        None,
+        "nobody answers by default"
+    );
+    let stats = net.broker.stats();
+    assert_eq!(
+        (
+            stats.busy_workers_expired,
+            stats.requests_lost,
+            stats.requests_requeued
+        ),
+        (1, 1, 0)
+    );
+}
+
+#[test]
+fn with_requeue_the_request_of_a_dead_busy_raw_worker_is_served_by_the_next_worker() {
+    let hb = Duration::from_millis(20);
+    let net = Fixture::start(config().heartbeat(hb).liveness(3).requeue_on_worker_loss(1));
+    let client = net.req(b"c");
+    take_a_request_and_die(&net, &client, hb);
+    let next = net.worker(b"ghost");
+    let request = heartbeat_until_a_message(&next, hb / 2);
+    assert_eq!(request, request_frames(b"c", &[b"job"]));
+    send(&next, &[b"", b"MDPW01", REPLY, b"c", b"", b"done"]);
+    assert_eq!(recv(&client), frames(&[b"MDPC01", b"ghost", b"done"]));
+    let stats = net.broker.stats();
+    assert_eq!((stats.requests_requeued, stats.requests_lost), (1, 0));
+    assert_eq!(stats.requests_dispatched, 2);
+}

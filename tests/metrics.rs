@@ -330,3 +330,82 @@ fn a_worker_no_broker_answers_is_reported_unreachable_until_one_does() {
     running.join().expect("worker thread").expect("run");
     broker.stop().expect("broker");
 }
+
+/// A raw DEALER worker of `service` that sent READY.
+fn raw_worker(context: &zmq::Context, endpoint: &str, service: &[u8]) -> zmq::Socket {
+    let worker = context.socket(zmq::DEALER).expect("dealer");
+    worker.set_linger(0).expect("linger");
+    worker.connect(endpoint).expect("connect");
+    let ready: [&[u8]; 4] = [b"", b"MDPW01", &[0x01], service];
+    worker.send_multipart(ready, 0).expect("READY");
+    worker
+}
+
+/// Heartbeats every `every` from `worker` until a REQUEST arrives.
+fn heartbeat_until_a_request(worker: &zmq::Socket, every: Duration) {
+    let heartbeat: [&[u8]; 3] = [b"", b"MDPW01", &[0x04]];
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "no REQUEST within {WAIT:?}");
+        worker.send_multipart(heartbeat, 0).expect("HEARTBEAT");
+        if worker
+            .poll(zmq::POLLIN, every.as_millis() as i64)
+            .expect("poll")
+            > 0
+        {
+            let message = worker.recv_multipart(0).expect("recv");
+            if message.get(2).map(Vec::as_slice) == Some(&[0x02][..]) {
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn lost_requeued_and_expired_requests_are_counted_in_the_broker_metrics() {
+    let metrics = Metrics::new();
+    let hb = Duration::from_millis(20);
+    let config = BrokerConfig::new("tcp://127.0.0.1:*")
+        .heartbeat(hb)
+        .max_queue_age(Duration::from_millis(30))
+        .requeue_on_worker_loss(1)
+        .metrics(&metrics);
+    let broker = Broker::bind(config).expect("bind").spawn().expect("spawn");
+    let context = zmq::Context::new();
+    let client = |service: &[u8]| {
+        let client = context.socket(zmq::REQ).expect("req");
+        client.set_linger(0).expect("linger");
+        client.connect(broker.endpoint()).expect("connect");
+        let request: [&[u8]; 3] = [b"MDPC01", service, b"job"];
+        client.send_multipart(request, 0).expect("request");
+        client
+    };
+    let _waits = client(b"nobody"); // expires after 30 ms in its queue
+    let ghost = raw_worker(&context, broker.endpoint(), b"job");
+    let _client = client(b"job");
+    heartbeat_until_a_request(&ghost, hb);
+    for _ in 0..2 {
+        thread::sleep(hb / 2);
+        let heartbeat: [&[u8]; 3] = [b"", b"MDPW01", &[0x04]];
+        ghost.send_multipart(heartbeat, 0).expect("HEARTBEAT");
+    }
+    drop(ghost); // heartbeated while busy, then silent: expired, its request queued again
+    let next = raw_worker(&context, broker.endpoint(), b"job");
+    heartbeat_until_a_request(&next, hb / 2);
+    let disconnect: [&[u8]; 3] = [b"", b"MDPW01", &[0x05]];
+    next.send_multipart(disconnect, 0).expect("DISCONNECT"); // its requeue is spent: lost
+    let scraped = |series: &str| sample(&metrics.encode(), series);
+    wait_until("the request is lost", || {
+        scraped("mdp_broker_requests_lost_total") == Some(1.0)
+    });
+    for (series, value) in [
+        ("mdp_broker_busy_workers_expired_total", 1.0),
+        ("mdp_broker_workers_expired_total", 1.0),
+        ("mdp_broker_requests_requeued_total", 1.0),
+        ("mdp_broker_requests_expired_total", 1.0),
+        ("mdp_broker_requests_dropped_total", 1.0),
+    ] {
+        assert_eq!(scraped(series), Some(value), "{series}");
+    }
+    broker.stop().expect("broker");
+}

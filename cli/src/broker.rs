@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args as ClapArgs, ValueEnum};
 use majordomo_worker::broker::{
     Broker, BrokerConfig, BrokerError, BrokerStats, DEFAULT_LINGER, DEFAULT_MAX_QUEUE,
-    DEFAULT_MAX_QUEUED_TOTAL, DEFAULT_MAX_SERVICES,
+    DEFAULT_MAX_QUEUED_TOTAL, DEFAULT_MAX_QUEUE_AGE, DEFAULT_MAX_SERVICES,
 };
 use majordomo_worker::config::{DEFAULT_HEARTBEAT, DEFAULT_LIVENESS, DEFAULT_MAX_MESSAGE_SIZE};
 use majordomo_worker::CurveKeys;
@@ -42,7 +42,8 @@ pub struct Args {
     #[arg(long, default_value_t = millis(DEFAULT_HEARTBEAT), value_name = "MS")]
     pub heartbeat_ms: u64,
 
-    /// Heartbeats of silence after which an idle worker is forgotten.
+    /// Heartbeats of silence after which an idle worker is forgotten (a busy one too, once it
+    /// has heartbeated while busy).
     #[arg(long, default_value_t = DEFAULT_LIVENESS)]
     pub liveness: u32,
 
@@ -58,9 +59,15 @@ pub struct Args {
     #[arg(long, default_value_t = DEFAULT_MAX_SERVICES)]
     pub max_services: usize,
 
-    /// Drop a request that waited this long for a worker (e.g. 30s). Defaults to never.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub max_queue_age: Option<Duration>,
+    /// Drop a request that waited this long in a queue for a worker (e.g. 30s, 2m), or
+    /// `off` to keep it until served.
+    #[arg(long, value_parser = parse_queue_age, default_value_t = QueueAge(Some(DEFAULT_MAX_QUEUE_AGE)), value_name = "DURATION|off")]
+    pub max_queue_age: QueueAge,
+
+    /// Times the request of a worker lost while busy (expired, disconnected) is queued again
+    /// for another worker. 0: answered by nobody. Only for idempotent work: it may run twice.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub requeue_on_worker_loss: u32,
 
     /// How long the closing socket may deliver its last messages, in milliseconds.
     #[arg(long, default_value_t = millis(DEFAULT_LINGER), value_name = "MS")]
@@ -104,6 +111,28 @@ pub enum LogFormat {
     Json,
 }
 
+/// The `--max-queue-age`: a duration, or none (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueAge(pub Option<Duration>);
+
+impl std::fmt::Display for QueueAge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(age) => write!(f, "{}", humantime::format_duration(age)),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+/// `off` or a duration; zero and out-of-range ones are left to the library to refuse, so
+/// that the message names the field as everywhere else.
+fn parse_queue_age(text: &str) -> Result<QueueAge, humantime::DurationError> {
+    match text {
+        "off" => Ok(QueueAge(None)),
+        _ => humantime::parse_duration(text).map(|age| QueueAge(Some(age))),
+    }
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -145,8 +174,11 @@ fn log_stats(stats: &BrokerStats) {
         replies_routed = stats.replies_routed,
         requests_dropped = stats.requests_dropped + stats.requests_dropped_total_bound,
         requests_expired = stats.requests_expired,
+        requests_requeued = stats.requests_requeued,
+        requests_lost = stats.requests_lost,
         workers_registered = stats.workers_registered,
         workers_expired = stats.workers_expired,
+        busy_workers_expired = stats.busy_workers_expired,
         malformed_dropped = stats.malformed_dropped,
         auth_denied = stats.auth_denied,
         "stopped"
@@ -161,12 +193,11 @@ fn config(args: &Args) -> Result<BrokerConfig, CliError> {
         .max_queue(args.max_queue)
         .max_queued_total(args.max_queued_total)
         .max_services(args.max_services)
+        .max_queue_age(args.max_queue_age.0)
+        .requeue_on_worker_loss(args.requeue_on_worker_loss)
         .linger(Duration::from_millis(args.linger_ms))
         .max_message_size(args.max_message_size)
         .disconnect_on_stop(!args.no_disconnect_on_stop);
-    if let Some(age) = args.max_queue_age {
-        config = config.max_queue_age(age);
-    }
     if let Some(file) = &args.plain_users {
         for (user, password) in plain_users(&read(file)?, file)? {
             config = config.plain_user(user, password);
@@ -302,7 +333,29 @@ mod tests {
             };
             config(&args)
         };
-        assert!(parse(&["--max-queue-age", "30s"]).is_ok());
+        let defaults = format!("{:?}", parse(&[]).expect("defaults"));
+        assert!(defaults.contains("max_queue_age: Some(30s)"), "{defaults}");
+        assert!(defaults.contains("requeue_on_worker_loss: 0"), "{defaults}");
+        let set = parse(&["--max-queue-age", "2m", "--requeue-on-worker-loss", "2"]);
+        let set = format!("{:?}", set.expect("valid flags"));
+        assert!(set.contains("max_queue_age: Some(120s)"), "{set}");
+        assert!(set.contains("requeue_on_worker_loss: 2"), "{set}");
+        let off = format!("{:?}", parse(&["--max-queue-age", "off"]).expect("off"));
+        assert!(off.contains("max_queue_age: None"), "{off}");
+        let error = parse(&["--max-queue-age", "0s"]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "max_queue_age = 0 ms is invalid: must be greater than zero"
+        );
+        for bad in ["-1", "x", "4294967296"] {
+            let argv = ["mdp", "broker", "--requeue-on-worker-loss", bad];
+            assert!(
+                <crate::Cli as clap::Parser>::try_parse_from(argv).is_err(),
+                "{bad}"
+            );
+        }
+        let argv = ["mdp", "broker", "--max-queue-age", "soon"];
+        assert!(<crate::Cli as clap::Parser>::try_parse_from(argv).is_err());
         let error = parse(&["--liveness", "0"]).unwrap_err();
         assert_eq!(
             error.to_string(),

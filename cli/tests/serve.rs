@@ -245,6 +245,74 @@ fn ping_exits_0_for_a_service_with_workers_and_1_without() {
     );
 }
 
+/// The ghost of issue 15: an `mdp worker` SIGKILLed mid-request used to stay registered for
+/// good, so `mdp ping` said "has workers" and new requests queued behind it.
+#[test]
+fn a_busy_mdp_worker_killed_mid_request_is_expired_and_ping_then_finds_no_worker() {
+    let broker = broker();
+    let pid_file = temp_path("ghost-pgid");
+    let script = format!("echo $$ > {}; exec sleep 30", pid_file.display());
+    let mut worker = worker(&broker, "ghost", &[], &["sh", "-c", &script]);
+    let endpoint = broker.endpoint().to_string();
+    let call = thread::spawn(move || {
+        let config = ClientConfig::new(endpoint)
+            .timeout(Duration::from_secs(2))
+            .retries(0);
+        Client::connect(config)
+            .expect("client")
+            .request("ghost", &["x"])
+    });
+    wait_until("the request runs", || {
+        broker.stats().requests_dispatched >= 1
+    });
+    // Three HEARTBEATs after the dispatch: at least two sent while busy.
+    let beats = broker.stats().heartbeats_received;
+    wait_until("the busy worker heartbeats", || {
+        broker.stats().heartbeats_received >= beats + 3
+    });
+    worker.0.kill().expect("SIGKILL mdp worker");
+    let killed = Instant::now();
+    wait_until("the broker forgets the worker", || {
+        broker.stats().workers == 0
+    });
+    let took = killed.elapsed();
+    eprintln!("a busy worker SIGKILLed at heartbeat 100 ms, liveness 3: expired after {took:?}");
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_secs(1),
+        "expired {took:?} after SIGKILL; liveness 300 ms"
+    );
+    let ping = Command::cargo_bin("mdp")
+        .expect("the mdp binary")
+        .args(["ping", "ghost", "--broker", broker.endpoint(), "--json"])
+        .timeout(WATCHDOG)
+        .output()
+        .expect("run mdp ping");
+    assert_eq!(ping.status.code(), Some(1), "{}", stdout(&ping));
+    assert!(
+        stdout(&ping).contains("\"workers\":false"),
+        "{}",
+        stdout(&ping)
+    );
+    let stats = broker.stats();
+    assert_eq!((stats.busy_workers_expired, stats.requests_lost), (1, 1));
+    kill_group_in(&pid_file);
+    assert!(
+        call.join().expect("call").is_err(),
+        "nobody answers by default"
+    );
+}
+
+/// SIGKILLs the process group whose leader wrote its pid in `pid_file`, and removes it.
+fn kill_group_in(pid_file: &std::path::Path) {
+    let group = std::fs::read_to_string(pid_file).expect("the command wrote its pid");
+    let _ = std::fs::remove_file(pid_file);
+    let status = StdCommand::new("kill")
+        .args(["-KILL", "--", &format!("-{}", group.trim())])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
 #[test]
 fn sigterm_lets_the_running_command_finish_and_reply_then_the_worker_exits_0() {
     let broker = broker();

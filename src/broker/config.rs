@@ -23,6 +23,14 @@ pub const DEFAULT_MAX_SERVICES: usize = 10_000;
 /// out a restart of the busiest workers, while a flood spread over many names holds the
 /// broker to about 20 MB plus the bodies, not ten thousand full queues.
 pub const DEFAULT_MAX_QUEUED_TOTAL: usize = 100_000;
+/// How long a request may wait in a queue for a worker before it is dropped. Our client and
+/// `mdp call` give up after 10 s at their defaults (4 attempts of 2.5 s, each attempt a new
+/// request) and the reference client after 7.5 s, so a request queued three times that long
+/// has nobody waiting for it, and running it later (a worker started minutes after) would do
+/// work for a client long gone. Yet it is long enough to ride out a worker restart: a worker
+/// is back within its reconnect delay (2.5 s), a broker notices a dead one within its
+/// liveness (7.5 s).
+pub const DEFAULT_MAX_QUEUE_AGE: Duration = Duration::from_secs(30);
 /// Linger of the broker's socket on close: long enough for the last replies and DISCONNECTs
 /// to leave over loopback or a LAN, short enough that a stop never hangs on a dead peer.
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(500);
@@ -37,6 +45,7 @@ pub struct BrokerConfig {
     pub(crate) max_queued_total: usize,
     pub(crate) max_services: usize,
     pub(crate) max_queue_age: Option<Duration>,
+    pub(crate) requeue_on_worker_loss: u32,
     pub(crate) linger: Duration,
     pub(crate) disconnect_on_stop: bool,
     pub(crate) max_message_size: u64,
@@ -60,8 +69,10 @@ impl BrokerConfig {
             max_queue: DEFAULT_MAX_QUEUE,
             max_queued_total: DEFAULT_MAX_QUEUED_TOTAL,
             max_services: DEFAULT_MAX_SERVICES,
-            // Off, as in the reference broker: clients time out and retry on their own.
-            max_queue_age: None,
+            max_queue_age: Some(DEFAULT_MAX_QUEUE_AGE),
+            // None, as in the reference broker: a request can have side effects, and running it
+            // a second time is for its owner to allow.
+            requeue_on_worker_loss: 0,
             linger: DEFAULT_LINGER,
             disconnect_on_stop: true,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
@@ -81,8 +92,10 @@ impl BrokerConfig {
         self
     }
 
-    /// How many heartbeat intervals an idle worker may stay silent before it is forgotten.
-    /// Must not be zero, and heartbeat × liveness must be below 100 years. Defaults to 3.
+    /// How many heartbeat intervals an idle worker may stay silent before it is forgotten;
+    /// the same for a busy worker that has shown it heartbeats while busy (see
+    /// [`requeue_on_worker_loss`](Self::requeue_on_worker_loss)). Must not be zero, and
+    /// heartbeat × liveness must be below 100 years. Defaults to 3.
     pub fn liveness(mut self, liveness: u32) -> Self {
         self.liveness = liveness;
         self
@@ -116,10 +129,27 @@ impl BrokerConfig {
 
     /// Drops a request that waited this long in a queue for a worker, counted
     /// (`requests_expired`) and logged: its client has most likely given up or retried
-    /// (the reference client waits 2.5 s). Must be greater than zero and below 2^31 ms.
-    /// Defaults to none: requests wait until served, as in the reference broker.
-    pub fn max_queue_age(mut self, max_queue_age: Duration) -> Self {
-        self.max_queue_age = Some(max_queue_age);
+    /// (the reference client waits 2.5 s per attempt). `None` keeps requests until served, as
+    /// the reference broker does. Must be greater than zero and below 2^31 ms. Defaults to
+    /// 30 s ([`DEFAULT_MAX_QUEUE_AGE`], the reason is written next to it).
+    pub fn max_queue_age(mut self, max_queue_age: impl Into<Option<Duration>>) -> Self {
+        self.max_queue_age = max_queue_age.into();
+        self
+    }
+
+    /// How many times the request of a worker lost while busy is queued again for another
+    /// worker. A worker is lost when it sends DISCONNECT or a second READY while busy, or
+    /// falls silent for `heartbeat × liveness` after it has heartbeated while busy (ours do;
+    /// a worker that never heartbeats while busy is never expired while busy). Each resend is
+    /// counted (`requests_requeued`); a request out of requeues, or with none allowed, is
+    /// answered by nobody (`requests_lost`), and its client times out.
+    ///
+    /// With a count of `n`, a request runs on up to `n + 1` workers: only for idempotent
+    /// work, and a request that kills every worker it reaches takes `n + 1` of them down.
+    /// The broker keeps a copy of each request in hand (one per busy worker). Defaults to 0:
+    /// a lost worker's request is answered by nobody, as in the reference broker.
+    pub fn requeue_on_worker_loss(mut self, requeue_on_worker_loss: u32) -> Self {
+        self.requeue_on_worker_loss = requeue_on_worker_loss;
         self
     }
 
@@ -273,6 +303,7 @@ impl BrokerConfig {
             max_queued_total: self.max_queued_total,
             max_services: self.max_services,
             max_queue_age: self.max_queue_age,
+            requeue_on_worker_loss: self.requeue_on_worker_loss,
         }
     }
 }
@@ -287,6 +318,7 @@ impl fmt::Debug for BrokerConfig {
             .field("max_queued_total", &self.max_queued_total)
             .field("max_services", &self.max_services)
             .field("max_queue_age", &self.max_queue_age)
+            .field("requeue_on_worker_loss", &self.requeue_on_worker_loss)
             .field("linger", &self.linger)
             .field("disconnect_on_stop", &self.disconnect_on_stop)
             .field("max_message_size", &self.max_message_size)
@@ -322,7 +354,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_match_the_reference_broker() {
+    fn defaults_match_the_reference_broker_but_for_the_queue_age() {
         let c = config();
         assert_eq!(c.heartbeat, Duration::from_millis(2500));
         assert_eq!(c.liveness, 3);
@@ -330,7 +362,9 @@ mod tests {
         assert_eq!(c.max_queue, 10_000);
         assert_eq!(c.max_queued_total, 100_000);
         assert_eq!(c.max_services, 10_000);
-        assert_eq!(c.max_queue_age, None);
+        assert_eq!(c.max_queue_age, Some(Duration::from_secs(30)));
+        assert_eq!(config().max_queue_age(None).max_queue_age, None);
+        assert_eq!(c.requeue_on_worker_loss, 0);
         assert!(c.disconnect_on_stop);
         assert_eq!(c.max_message_size, 256 * 1024 * 1024);
         assert!(c.plain_users.is_empty());

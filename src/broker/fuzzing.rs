@@ -8,7 +8,7 @@ use super::BrokerStats;
 
 /// The broker's pure state machine with a simulated clock: 100 ms heartbeats, liveness 3,
 /// queues of 2 requests, 8 requests queued and 4 services at most, requests dropped after
-/// 250 ms in a queue.
+/// 250 ms in a queue, the request of a worker lost while busy queued again once.
 #[derive(Debug)]
 pub struct BrokerMachine {
     state: BrokerState,
@@ -33,6 +33,7 @@ impl BrokerMachine {
             max_queued_total: 8,
             max_services: 4,
             max_queue_age: Some(Duration::from_millis(250)),
+            requeue_on_worker_loss: 1,
         };
         BrokerMachine {
             state: BrokerState::new(settings, now),

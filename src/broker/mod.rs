@@ -48,7 +48,8 @@ use crate::millis::millis_i32;
 use crate::transport::{self, TransportError};
 use crate::wake::Waker;
 pub use config::{
-    BrokerConfig, DEFAULT_LINGER, DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUED_TOTAL, DEFAULT_MAX_SERVICES,
+    BrokerConfig, DEFAULT_LINGER, DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUED_TOTAL,
+    DEFAULT_MAX_QUEUE_AGE, DEFAULT_MAX_SERVICES,
 };
 pub(crate) use handle::SharedStats;
 pub use handle::{BrokerHandle, StopHandle};

@@ -13,7 +13,17 @@
 //! - Requests go to the least recently used waiting worker of their service, or wait in the
 //!   service's bounded queue. A REPLY goes back to the client and makes the worker waiting.
 //! - Every `heartbeat`, waiting workers get a HEARTBEAT, and waiting workers silent for
-//!   `heartbeat × liveness` are forgotten without a word. Busy workers are never expired.
+//!   `heartbeat × liveness` are forgotten without a word.
+//!
+//! Beyond the reference broker, which never expires a busy worker, a busy worker that has
+//! shown that it heartbeats while busy (two HEARTBEATs during one request: one alone may have
+//! crossed the REQUEST on the wire, from a worker that stops heartbeating when busy, as the
+//! zguide workers do) is expired like an idle one once silent for `heartbeat × liveness`:
+//! a killed worker no longer stays registered for good. A worker that never heartbeats while
+//! busy is never expired while busy, as in the reference broker. The request of a worker
+//! forgotten while busy (expired, DISCONNECT, second READY) is answered by nobody
+//! (`requests_lost`), unless `requeue_on_worker_loss` allows it to be queued again for
+//! another worker (`requests_requeued`), at the back of its service's queue like a new one.
 //! - `mmi.service` answers `200` or `404`; any other `mmi.` name answers `501` (8/MMI), but
 //!   for two extensions of ours (8/MMI reserves the namespace for such introspection):
 //!   - `mmi.services`: `200`, then one frame per known service name, sorted bytewise (a
@@ -56,13 +66,43 @@ pub(crate) struct Settings {
     pub(crate) max_queued_total: usize,
     pub(crate) max_services: usize,
     pub(crate) max_queue_age: Option<Duration>,
+    pub(crate) requeue_on_worker_loss: u32,
 }
+
+/// HEARTBEATs during one request that prove a worker heartbeats while busy. One is no proof:
+/// a worker that heartbeats only while idle may have sent it just before the REQUEST reached
+/// it. It cannot send a second one until it has replied.
+const BUSY_BEATS_PROOF: u8 = 2;
 
 #[derive(Debug)]
 struct Worker {
     service: Frame,
     expiry: Instant,
     busy: bool,
+    /// HEARTBEATs received during the request in hand, up to [`BUSY_BEATS_PROOF`].
+    busy_beats: u8,
+    /// Whether it has heartbeated while busy: from then on it is expired when silent, busy
+    /// or idle.
+    beats_while_busy: bool,
+    /// A copy of the request in hand, kept only when `requeue_on_worker_loss` is not zero.
+    in_flight: Option<InFlight>,
+}
+
+impl Worker {
+    /// Whether `heartbeat × liveness` of silence makes the broker forget it now.
+    fn expires_when_silent(&self) -> bool {
+        !self.busy || self.beats_while_busy
+    }
+}
+
+/// The request a busy worker has in hand, kept so that it can be queued again if the worker
+/// is lost.
+#[derive(Debug)]
+struct InFlight {
+    client: Frame,
+    body: Vec<Frame>,
+    /// Times it was queued again already.
+    requeues: u32,
 }
 
 /// The broker's state machine.
@@ -237,19 +277,15 @@ impl BrokerState {
     /// Counts a request that was not queued, and says why at warn, once a second at most.
     fn refuse(&mut self, now: Instant, service: &[u8], refusal: Refusal) {
         let s = &self.settings;
-        let (counter, bound, limit) = match refusal {
-            Refusal::TooManyServices => (
-                &mut self.stats.services_refused,
-                "max_services",
-                s.max_services,
-            ),
+        let (counter, limit) = match refusal {
+            Refusal::TooManyServices => (&mut self.stats.services_refused, s.max_services),
             Refusal::TotalFull => (
                 &mut self.stats.requests_dropped_total_bound,
-                "max_queued_total",
                 s.max_queued_total,
             ),
-            Refusal::QueueFull => (&mut self.stats.requests_dropped, "max_queue", s.max_queue),
+            Refusal::QueueFull => (&mut self.stats.requests_dropped, s.max_queue),
         };
+        let bound = refusal.bound();
         *counter += 1;
         self.services.record_dropped(service);
         let service = text(service);
@@ -355,7 +391,7 @@ impl BrokerState {
             WorkerMessage::Reply { envelope, body } if known => {
                 self.handle_reply(sender, envelope, body)
             }
-            WorkerMessage::Heartbeat if known => debug!(worker = %Id(&sender), "heartbeat"),
+            WorkerMessage::Heartbeat if known => self.handle_heartbeat(&sender),
             WorkerMessage::Reply { .. } | WorkerMessage::Heartbeat => {
                 self.disconnect_unknown(sender, message.command())
             }
@@ -379,6 +415,9 @@ impl BrokerState {
             service,
             expiry: now + self.settings.expiry,
             busy: false,
+            busy_beats: 0,
+            beats_while_busy: false,
+            in_flight: None,
         };
         self.workers.insert(identity.clone(), worker);
         self.make_waiting(identity);
@@ -386,7 +425,7 @@ impl BrokerState {
 
     fn refuse_second_ready(&mut self, identity: Frame, service: Frame) {
         warn!(worker = %Id(&identity), service = %text(&service), "second READY from a worker, disconnecting");
-        self.delete_worker(&identity);
+        self.lose_worker(&identity);
         self.stats.disconnects_sent += 1;
         self.send_worker(identity, WorkerMessage::Disconnect);
     }
@@ -413,7 +452,7 @@ impl BrokerState {
     fn handle_disconnect(&mut self, identity: Frame, known: bool) {
         if known {
             info!(worker = %Id(&identity), "worker disconnected");
-            self.delete_worker(&identity);
+            self.lose_worker(&identity);
         }
     }
 
@@ -421,6 +460,19 @@ impl BrokerState {
         debug!(worker = %Id(&identity), %command, "message from an unknown worker, disconnecting");
         self.stats.disconnects_sent += 1;
         self.send_worker(identity, WorkerMessage::Disconnect);
+    }
+
+    /// Counts a HEARTBEAT of a busy worker towards the proof that it heartbeats while busy.
+    fn handle_heartbeat(&mut self, identity: &[u8]) {
+        debug!(worker = %Id(identity), "heartbeat");
+        let Some(worker) = self.workers.get_mut(identity) else {
+            return;
+        };
+        self.stats.heartbeats_received += 1;
+        if worker.busy {
+            worker.busy_beats = worker.busy_beats.saturating_add(1).min(BUSY_BEATS_PROOF);
+            worker.beats_while_busy |= worker.busy_beats >= BUSY_BEATS_PROOF;
+        }
     }
 
     /// Refreshes the liveness of a known worker: any message proves it alive.
@@ -436,6 +488,7 @@ impl BrokerState {
             return;
         };
         worker.busy = false;
+        worker.in_flight = None;
         let service = worker.service.clone();
         self.services.push_waiting(&service, identity);
         self.dispatch(&service);
@@ -443,9 +496,16 @@ impl BrokerState {
 
     /// Pairs queued requests with waiting workers, oldest with least recently used.
     fn dispatch(&mut self, service: &[u8]) {
+        let keep_copies = self.settings.requeue_on_worker_loss > 0;
         while let Some((identity, request)) = self.services.next_pair(service) {
             if let Some(worker) = self.workers.get_mut(&identity) {
                 worker.busy = true;
+                worker.busy_beats = 0;
+                worker.in_flight = keep_copies.then(|| InFlight {
+                    client: request.client.clone(),
+                    body: request.body.clone(),
+                    requeues: request.requeues,
+                });
             }
             let waited = self.now.saturating_duration_since(request.at);
             self.queue_times.observe(waited);
@@ -458,17 +518,20 @@ impl BrokerState {
         }
     }
 
+    /// Forgets the workers silent for `heartbeat × liveness`: idle ones, and busy ones that
+    /// heartbeat while busy (their request is lost or queued again).
     fn purge_expired(&mut self, now: Instant) {
-        let expired: Vec<Frame> = self
+        let expired: Vec<(Frame, bool)> = self
             .workers
             .iter()
-            .filter(|(_, w)| !w.busy && w.expiry <= now)
-            .map(|(identity, _)| identity.clone())
+            .filter(|(_, w)| w.expires_when_silent() && w.expiry <= now)
+            .map(|(identity, w)| (identity.clone(), w.busy))
             .collect();
-        for identity in expired {
-            info!(worker = %Id(&identity), "worker expired");
+        for (identity, busy) in expired {
+            info!(worker = %Id(&identity), busy, "worker expired");
             self.stats.workers_expired += 1;
-            self.delete_worker(&identity);
+            self.stats.busy_workers_expired += u64::from(busy);
+            self.lose_worker(&identity);
         }
     }
 
@@ -490,6 +553,44 @@ impl BrokerState {
     fn delete_worker(&mut self, identity: &[u8]) {
         if let Some(worker) = self.workers.remove(identity) {
             self.services.remove_worker(&worker.service, identity);
+        }
+    }
+
+    /// Forgets a worker that will not reply; the request it had in hand, if any, is queued
+    /// again (while the worker still keeps its service known) or counted lost.
+    fn lose_worker(&mut self, identity: &[u8]) {
+        let Some(worker) = self.workers.remove(identity) else {
+            return;
+        };
+        if worker.busy {
+            self.handle_lost_request(identity, &worker.service, worker.in_flight);
+        }
+        self.services.remove_worker(&worker.service, identity);
+        self.dispatch(&worker.service);
+    }
+
+    /// The request of a worker lost while busy: queued again while its requeues last
+    /// (`requeue_on_worker_loss`) and the queue bounds allow, otherwise answered by nobody.
+    fn handle_lost_request(&mut self, worker: &[u8], service: &[u8], request: Option<InFlight>) {
+        let limit = self.settings.requeue_on_worker_loss;
+        let Some(request) = request.filter(|r| r.requeues < limit) else {
+            self.stats.requests_lost += 1;
+            warn!(worker = %Id(worker), service = %text(service), requeue_on_worker_loss = limit, "worker lost while busy, its request is not answered");
+            return;
+        };
+        let requeues = request.requeues + 1;
+        match self
+            .services
+            .requeue(self.now, service, request.client, request.body, requeues)
+        {
+            Ok(()) => {
+                self.stats.requests_requeued += 1;
+                info!(worker = %Id(worker), service = %text(service), requeues, "worker lost while busy, its request queued again");
+            }
+            Err(refusal) => {
+                self.stats.requests_lost += 1;
+                warn!(worker = %Id(worker), service = %text(service), bound = refusal.bound(), "worker lost while busy, its request is not answered: queue bound reached");
+            }
         }
     }
 
@@ -551,6 +652,8 @@ impl fmt::Display for Id<'_> {
 mod services;
 mod throttle;
 
+#[cfg(test)]
+mod lost_workers;
 #[cfg(test)]
 mod properties;
 #[cfg(test)]

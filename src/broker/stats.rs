@@ -29,12 +29,25 @@ pub struct BrokerStats {
     pub unexpected_dropped: u64,
     /// Workers registered by a READY.
     pub workers_registered: u64,
-    /// Idle workers forgotten after `heartbeat × liveness` of silence.
+    /// Workers forgotten after `heartbeat × liveness` of silence: idle ones, and busy ones
+    /// that had heartbeated while busy (`busy_workers_expired` of them).
     pub workers_expired: u64,
+    /// Of `workers_expired`, the busy ones: each one's request was queued again
+    /// (`requests_requeued`) or is answered by nobody (`requests_lost`).
+    pub busy_workers_expired: u64,
+    /// Requests of workers lost while busy (expired, DISCONNECT, second READY) queued again
+    /// for another worker, under `requeue_on_worker_loss`: each one is a resend, so the
+    /// request may run twice.
+    pub requests_requeued: u64,
+    /// Requests of workers lost while busy that nobody answers: `requeue_on_worker_loss` is
+    /// zero (the default), their requeues are spent, or a queue bound refused the requeue.
+    pub requests_lost: u64,
     /// DISCONNECTs sent for a protocol reason (second READY, unknown worker, `mmi.` READY).
     pub disconnects_sent: u64,
     /// HEARTBEATs sent to idle workers.
     pub heartbeats_sent: u64,
+    /// HEARTBEATs received from registered workers, busy or idle.
+    pub heartbeats_received: u64,
     /// Messages that could not be sent (peer gone or pipe full), dropped.
     pub send_failures: u64,
     /// Connections whose PLAIN credentials the ZAP handler accepted.

@@ -120,7 +120,7 @@ impl Brokers {
 /// A metric: its name, its help, and how to read it from `T`.
 type Reading<T> = (&'static str, &'static str, fn(&T) -> u64);
 
-const BROKER_COUNTERS: [Reading<BrokerStats>; 10] = [
+const BROKER_COUNTERS: [Reading<BrokerStats>; 14] = [
     (
         "mdp_broker_requests_received",
         "Client requests received",
@@ -142,6 +142,21 @@ const BROKER_COUNTERS: [Reading<BrokerStats>; 10] = [
         },
     ),
     (
+        "mdp_broker_requests_expired",
+        "Requests dropped after max_queue_age in a queue (also in requests_dropped)",
+        |s| s.requests_expired,
+    ),
+    (
+        "mdp_broker_requests_requeued",
+        "Requests of workers lost while busy queued again for another worker",
+        |s| s.requests_requeued,
+    ),
+    (
+        "mdp_broker_requests_lost",
+        "Requests of workers lost while busy that nobody answers",
+        |s| s.requests_lost,
+    ),
+    (
         "mdp_broker_malformed_dropped",
         "Malformed messages dropped",
         |s| s.malformed_dropped,
@@ -153,8 +168,13 @@ const BROKER_COUNTERS: [Reading<BrokerStats>; 10] = [
     ),
     (
         "mdp_broker_workers_expired",
-        "Idle workers forgotten after their liveness",
+        "Workers forgotten after their liveness: idle, or busy that heartbeat while busy",
         |s| s.workers_expired,
+    ),
+    (
+        "mdp_broker_busy_workers_expired",
+        "Busy workers forgotten after their liveness, having heartbeated while busy",
+        |s| s.busy_workers_expired,
     ),
     (
         "mdp_broker_heartbeats_sent",
@@ -289,6 +309,9 @@ fn add_stats(sum: &mut BrokerStats, s: &BrokerStats) {
     sum.malformed_dropped += s.malformed_dropped;
     sum.unexpected_dropped += s.unexpected_dropped;
     sum.workers_expired += s.workers_expired;
+    sum.busy_workers_expired += s.busy_workers_expired;
+    sum.requests_requeued += s.requests_requeued;
+    sum.requests_lost += s.requests_lost;
     sum.heartbeats_sent += s.heartbeats_sent;
     sum.send_failures += s.send_failures;
     sum.auth_accepted += s.auth_accepted;

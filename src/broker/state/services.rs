@@ -25,6 +25,8 @@ pub(super) struct Request {
     pub(super) at: Instant,
     pub(super) client: Frame,
     pub(super) body: Vec<Frame>,
+    /// Times it was queued again after its worker was lost while busy.
+    pub(super) requeues: u32,
 }
 
 #[derive(Debug, Default)]
@@ -73,6 +75,17 @@ pub(super) enum Refusal {
     TotalFull,
     /// Its service's queue holds `max_queue` requests already.
     QueueFull,
+}
+
+impl Refusal {
+    /// The name of the bound that refused.
+    pub(super) fn bound(self) -> &'static str {
+        match self {
+            Refusal::TooManyServices => "max_services",
+            Refusal::TotalFull => "max_queued_total",
+            Refusal::QueueFull => "max_queue",
+        }
+    }
 }
 
 /// Every known service, and the totals over all of them.
@@ -136,17 +149,44 @@ impl Services {
         client: Frame,
         body: Vec<Frame>,
     ) -> Result<(), Refusal> {
+        self.push(now, name, client, body, 0)?;
+        self.service(name).received += 1;
+        Ok(())
+    }
+
+    /// Queues again the request of a worker of `name` lost while busy, `requeues` times now:
+    /// at the back, as a new request (its queue age starts again), under the same bounds.
+    /// Call it while the lost worker still counts, so that the service is not forgotten.
+    pub(super) fn requeue(
+        &mut self,
+        now: Instant,
+        name: &[u8],
+        client: Frame,
+        body: Vec<Frame>,
+        requeues: u32,
+    ) -> Result<(), Refusal> {
+        self.push(now, name, client, body, requeues)
+    }
+
+    fn push(
+        &mut self,
+        now: Instant,
+        name: &[u8],
+        client: Frame,
+        body: Vec<Frame>,
+        requeues: u32,
+    ) -> Result<(), Refusal> {
         self.admit(name)?;
         let id = self.next_id;
         self.next_id += 1;
         let service = self.service(name);
-        service.received += 1;
         let waits = service.waiting.is_empty();
         service.requests.push_back(Request {
             id,
             at: now,
             client,
             body,
+            requeues,
         });
         self.queued += 1;
         if waits && self.settings.max_queue_age.is_some() {

@@ -3,22 +3,22 @@ use super::*;
 const HB: Duration = Duration::from_millis(100);
 const LIVENESS: u32 = 3;
 
-fn f(bytes: &[u8]) -> Frame {
+pub(super) fn f(bytes: &[u8]) -> Frame {
     bytes.to_vec()
 }
 
-fn frames(parts: &[&[u8]]) -> Vec<Frame> {
+pub(super) fn frames(parts: &[&[u8]]) -> Vec<Frame> {
     parts.iter().map(|p| f(p)).collect()
 }
 
 /// A broker at time `t0` with a queue bound of 2, and helpers that speak for its peers.
-struct Scenario {
-    state: BrokerState,
+pub(super) struct Scenario {
+    pub(super) state: BrokerState,
     t0: Instant,
 }
 
 /// Settings of a [`Scenario`]: a queue bound of 2, generous other bounds, no age limit.
-fn settings() -> Settings {
+pub(super) fn settings() -> Settings {
     Settings {
         heartbeat: HB,
         expiry: HB * LIVENESS,
@@ -26,15 +26,16 @@ fn settings() -> Settings {
         max_queued_total: 1000,
         max_services: 1000,
         max_queue_age: None,
+        requeue_on_worker_loss: 0,
     }
 }
 
 impl Scenario {
-    fn new() -> Scenario {
+    pub(super) fn new() -> Scenario {
         Scenario::with(settings())
     }
 
-    fn with(settings: Settings) -> Scenario {
+    pub(super) fn with(settings: Settings) -> Scenario {
         let t0 = Instant::now();
         Scenario {
             state: BrokerState::new(settings, t0),
@@ -42,50 +43,50 @@ impl Scenario {
         }
     }
 
-    fn at(&self, ms: u64) -> Instant {
+    pub(super) fn at(&self, ms: u64) -> Instant {
         self.t0 + Duration::from_millis(ms)
     }
 
-    fn worker(&mut self, ms: u64, id: &[u8], parts: &[&[u8]]) {
+    pub(super) fn worker(&mut self, ms: u64, id: &[u8], parts: &[&[u8]]) {
         let mut message = frames(&[id, b"", b"MDPW01"]);
         message.extend(frames(parts));
         self.state.handle_message(self.at(ms), message);
     }
 
-    fn ready(&mut self, ms: u64, id: &[u8], service: &[u8]) {
+    pub(super) fn ready(&mut self, ms: u64, id: &[u8], service: &[u8]) {
         self.worker(ms, id, &[&[0x01], service]);
     }
 
-    fn reply(&mut self, ms: u64, id: &[u8], client: &[u8], body: &[u8]) {
+    pub(super) fn reply(&mut self, ms: u64, id: &[u8], client: &[u8], body: &[u8]) {
         self.worker(ms, id, &[&[0x03], client, b"", body]);
     }
 
-    fn request(&mut self, ms: u64, client: &[u8], service: &[u8], body: &[&[u8]]) {
+    pub(super) fn request(&mut self, ms: u64, client: &[u8], service: &[u8], body: &[&[u8]]) {
         let mut message = frames(&[client, b"", b"MDPC01", service]);
         message.extend(frames(body));
         self.state.handle_message(self.at(ms), message);
     }
 
-    fn tick(&mut self, ms: u64) {
+    pub(super) fn tick(&mut self, ms: u64) {
         self.state.handle_timeout(self.at(ms));
     }
 
-    fn sent(&mut self) -> Vec<Vec<Frame>> {
+    pub(super) fn sent(&mut self) -> Vec<Vec<Frame>> {
         std::iter::from_fn(|| self.state.poll_send()).collect()
     }
 }
 
-fn request_to(worker: &[u8], client: &[u8], body: &[&[u8]]) -> Vec<Frame> {
+pub(super) fn request_to(worker: &[u8], client: &[u8], body: &[&[u8]]) -> Vec<Frame> {
     let mut message = frames(&[worker, b"", b"MDPW01", &[0x02], client, b""]);
     message.extend(frames(body));
     message
 }
 
-fn to_worker(worker: &[u8], command: u8) -> Vec<Frame> {
+pub(super) fn to_worker(worker: &[u8], command: u8) -> Vec<Frame> {
     frames(&[worker, b"", b"MDPW01", &[command]])
 }
 
-fn to_client(client: &[u8], service: &[u8], body: &[&[u8]]) -> Vec<Frame> {
+pub(super) fn to_client(client: &[u8], service: &[u8], body: &[&[u8]]) -> Vec<Frame> {
     let mut message = frames(&[client, b"", b"MDPC01", service]);
     message.extend(frames(body));
     message
@@ -198,7 +199,7 @@ fn any_message_from_a_worker_refreshes_its_liveness() {
 }
 
 #[test]
-fn busy_workers_are_never_expired() {
+fn busy_workers_that_never_heartbeat_while_busy_are_never_expired() {
     let mut s = Scenario::new();
     s.ready(0, b"W", b"echo");
     s.request(0, b"C", b"echo", &[]);
@@ -529,7 +530,7 @@ fn heartbeats_reach_every_idle_worker_however_many_services_wait_unserved() {
 }
 
 /// The body of the one reply the broker sent to `client` for `service`.
-fn mmi_reply(sent: &[Vec<Frame>], client: &[u8], service: &[u8]) -> Vec<Frame> {
+pub(super) fn mmi_reply(sent: &[Vec<Frame>], client: &[u8], service: &[u8]) -> Vec<Frame> {
     let reply = sent
         .iter()
         .find(|m| m[0] == client)
