@@ -339,6 +339,44 @@ pub(crate) fn send_frames(socket: &zmq::Socket, frames: Vec<Message>) -> Result<
     Ok(())
 }
 
+/// Why a [`send_routed`] failed.
+#[derive(Debug)]
+pub(crate) enum RoutedSendError {
+    /// No peer has the identity of the first frame (`EHOSTUNREACH` on a ROUTER with
+    /// `ZMQ_ROUTER_MANDATORY`): nothing was sent, and the frames come back whole.
+    Unroutable(Vec<Vec<u8>>),
+    /// Any other failure (a full pipe: `EAGAIN`); nothing was sent.
+    Failed(zmq::Error),
+}
+
+/// Sends `frames` (the peer's identity first) on a ROUTER without waiting. The identity
+/// frame goes first on its own, borrowed: a ROUTER refuses a message for a gone peer at its
+/// first frame, so on `EHOSTUNREACH` the caller gets the message back instead of losing it;
+/// the others are handed to ZeroMQ without a copy.
+pub(crate) fn send_routed(
+    socket: &zmq::Socket,
+    frames: Vec<Vec<u8>>,
+) -> Result<(), RoutedSendError> {
+    let last = frames.len().saturating_sub(1);
+    let Some(identity) = frames.first() else {
+        return Ok(());
+    };
+    let flags = if last > 0 { zmq::SNDMORE } else { 0 };
+    match socket.send(&identity[..], flags | zmq::DONTWAIT) {
+        Ok(()) => {}
+        Err(zmq::Error::EHOSTUNREACH) => return Err(RoutedSendError::Unroutable(frames)),
+        Err(error) => return Err(RoutedSendError::Failed(error)),
+    }
+    // The rest of a message whose first part was accepted is accepted too.
+    for (i, frame) in frames.into_iter().enumerate().skip(1) {
+        let flags = if i < last { zmq::SNDMORE } else { 0 };
+        socket
+            .send(frame, flags | zmq::DONTWAIT)
+            .map_err(RoutedSendError::Failed)?;
+    }
+    Ok(())
+}
+
 /// Sends frames as one multipart message without waiting: a full pipe is an `EAGAIN`.
 pub(crate) fn send_frames_now(
     socket: &zmq::Socket,

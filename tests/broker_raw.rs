@@ -545,3 +545,23 @@ fn with_requeue_the_request_of_a_dead_busy_raw_worker_is_served_by_the_next_work
     assert_eq!((stats.requests_requeued, stats.requests_lost), (1, 0));
     assert_eq!(stats.requests_dispatched, 2);
 }
+
+#[test]
+fn a_request_is_not_sent_into_the_connection_of_a_worker_that_died_idle() {
+    // A worker process that crashed while idle stays listed until its expiry (seconds at
+    // real heartbeats); a request dispatched to it meanwhile used to vanish into its dead
+    // connection. The broker's socket now refuses it, and the next worker gets it.
+    let net = Fixture::start(config());
+    let dead = net.worker(b"echo");
+    let live = net.worker(b"echo");
+    drop(dead); // closed without DISCONNECT; its connection goes with it
+    std::thread::sleep(QUIET); // the broker's socket has seen the connection close
+    let client = net.req(b"c");
+    send(&client, &[b"MDPC01", b"echo", b"1"]);
+    let request = recv_within(&live, WAIT).expect("the live worker gets the request");
+    assert_eq!(request, request_frames(b"c", &[b"1"]));
+    send(&live, &[b"", b"MDPW01", REPLY, b"c", b"", b"r1"]);
+    assert_eq!(recv(&client), frames(&[b"MDPC01", b"echo", b"r1"]));
+    let stats = net.wait_for("the dead worker forgotten", |s| s.workers == 1);
+    assert_eq!((stats.workers_gone, stats.requests_undelivered), (1, 1));
+}

@@ -160,6 +160,11 @@ impl Broker {
         socket
             .set_backlog(LISTEN_BACKLOG)
             .map_err(zmq_error("setsockopt(ZMQ_BACKLOG)"))?;
+        // A message for a peer whose connection is gone fails instead of vanishing: a request
+        // sent to a worker that died since its last heartbeat goes to the next worker.
+        socket
+            .set_router_mandatory(true)
+            .map_err(zmq_error("setsockopt(ZMQ_ROUTER_MANDATORY)"))?;
         secure(&socket, &config)?;
         socket
             .bind(&config.bind)
@@ -360,9 +365,15 @@ impl Broker {
         }
         self.stats.publish(self.stats());
         while let Some(frames) = self.state.poll_send() {
-            if let Err(error) = self.socket.send_multipart(frames, zmq::DONTWAIT) {
-                self.state.handle_send_failure();
-                warn!(%error, "send failed, message dropped");
+            match transport::send_routed(&self.socket, frames) {
+                Ok(()) => {}
+                Err(transport::RoutedSendError::Unroutable(frames)) => {
+                    self.state.handle_unroutable(frames);
+                }
+                Err(transport::RoutedSendError::Failed(error)) => {
+                    self.state.handle_send_failure();
+                    warn!(%error, "send failed, message dropped");
+                }
             }
         }
     }

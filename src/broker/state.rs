@@ -250,6 +250,40 @@ impl BrokerState {
         self.stats.send_failures += 1;
     }
 
+    /// Takes back a message whose peer is gone (the socket has no connection for its
+    /// identity: `ZMQ_ROUTER_MANDATORY`). A worker's connection gone means the worker is:
+    /// it is forgotten at once instead of at its expiry, and a REQUEST sent to it, which never
+    /// left, is queued again as it was and goes to the next worker. A client gone gets nothing.
+    pub(crate) fn handle_unroutable(&mut self, mut frames: Vec<Frame>) {
+        if frames.is_empty() {
+            return;
+        }
+        let identity = frames.remove(0);
+        let Some(worker) = self.workers.remove(&identity) else {
+            self.stats.replies_unroutable += 1;
+            debug!(client = %Id(&identity), "client gone, reply dropped");
+            return;
+        };
+        self.stats.workers_gone += 1;
+        self.services.remove_worker(&worker.service, &identity);
+        info!(worker = %Id(&identity), service = %text(&worker.service), "worker connection gone, worker forgotten");
+        if let Ok(WorkerMessage::Request { envelope, body }) = WorkerMessage::decode(frames) {
+            let requeues = worker.in_flight.map_or(0, |r| r.requeues);
+            let client = envelope.into_iter().next().unwrap_or_default();
+            match self
+                .services
+                .requeue(self.now, &worker.service, client, body, requeues)
+            {
+                Ok(()) => self.stats.requests_undelivered += 1,
+                Err(refusal) => {
+                    self.stats.requests_lost += 1;
+                    warn!(service = %text(&worker.service), bound = refusal.bound(), "request for a worker that was gone not queued again: queue bound reached");
+                }
+            }
+        }
+        self.dispatch(&worker.service);
+    }
+
     /// The counters so far and the gauges now; kept, not recounted, so it is cheap.
     pub(crate) fn stats(&self) -> BrokerStats {
         BrokerStats {

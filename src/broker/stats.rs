@@ -48,8 +48,17 @@ pub struct BrokerStats {
     pub heartbeats_sent: u64,
     /// HEARTBEATs received from registered workers, busy or idle.
     pub heartbeats_received: u64,
-    /// Messages that could not be sent (peer gone or pipe full), dropped.
+    /// Messages that could not be sent (a peer's pipe full), dropped.
     pub send_failures: u64,
+    /// Workers forgotten because their connection was gone when the broker sent to them (a
+    /// worker process that died, closed or was partitioned away, before its expiry): a
+    /// REQUEST for it never left, and went back to its queue.
+    pub workers_gone: u64,
+    /// Requests queued again because the worker they were sent to was gone (never delivered:
+    /// not a resend).
+    pub requests_undelivered: u64,
+    /// Replies (and `mmi.` answers) whose client was gone, dropped.
+    pub replies_unroutable: u64,
     /// Connections whose PLAIN credentials the ZAP handler accepted.
     pub auth_accepted: u64,
     /// Connections the ZAP handler refused (unknown user, wrong password, other mechanism).

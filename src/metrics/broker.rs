@@ -120,7 +120,7 @@ impl Brokers {
 /// A metric: its name, its help, and how to read it from `T`.
 type Reading<T> = (&'static str, &'static str, fn(&T) -> u64);
 
-const BROKER_COUNTERS: [Reading<BrokerStats>; 14] = [
+const BROKER_COUNTERS: [Reading<BrokerStats>; 17] = [
     (
         "mdp_broker_requests_received",
         "Client requests received",
@@ -185,6 +185,21 @@ const BROKER_COUNTERS: [Reading<BrokerStats>; 14] = [
         "mdp_broker_send_failures",
         "Messages the broker could not send",
         |s| s.send_failures,
+    ),
+    (
+        "mdp_broker_workers_gone",
+        "Workers forgotten because their connection was gone when the broker sent to them",
+        |s| s.workers_gone,
+    ),
+    (
+        "mdp_broker_requests_undelivered",
+        "Requests queued again because the worker they were sent to was gone",
+        |s| s.requests_undelivered,
+    ),
+    (
+        "mdp_broker_replies_unroutable",
+        "Replies whose client was gone, dropped",
+        |s| s.replies_unroutable,
     ),
     (
         "mdp_broker_auth_accepted",
@@ -314,6 +329,9 @@ fn add_stats(sum: &mut BrokerStats, s: &BrokerStats) {
     sum.requests_lost += s.requests_lost;
     sum.heartbeats_sent += s.heartbeats_sent;
     sum.send_failures += s.send_failures;
+    sum.workers_gone += s.workers_gone;
+    sum.requests_undelivered += s.requests_undelivered;
+    sum.replies_unroutable += s.replies_unroutable;
     sum.auth_accepted += s.auth_accepted;
     sum.auth_denied += s.auth_denied;
 }

@@ -215,3 +215,69 @@ fn no_copy_of_a_request_in_hand_is_kept_without_requeue() {
     s.reply(160, b"A", b"C", b"r");
     assert!(s.state.workers.values().all(|w| w.in_flight.is_none()));
 }
+
+// --- Workers whose connection is gone --------------------------------------------------
+
+#[test]
+fn a_request_for_a_worker_whose_connection_is_gone_goes_to_the_next_worker_untouched() {
+    // A crashed idle while its broker still lists it: the socket refuses the REQUEST
+    // (`ZMQ_ROUTER_MANDATORY`) and hands it back. It never left, so it is no resend.
+    let mut s = Scenario::new(0);
+    s.ready(0, b"A", b"echo");
+    s.ready(1, b"B", b"echo");
+    s.request(2, b"C", b"echo", &[b"job"]);
+    let refused = s.sent();
+    assert_eq!(refused, vec![request_to(b"A", b"C", &[b"job"])]);
+    s.state
+        .handle_unroutable(refused.into_iter().next().expect("one"));
+    assert_eq!(s.sent(), vec![request_to(b"B", b"C", &[b"job"])]);
+    let stats = s.state.stats();
+    assert_eq!(
+        (
+            stats.workers_gone,
+            stats.requests_undelivered,
+            stats.requests_requeued,
+            stats.requests_lost,
+            stats.workers,
+        ),
+        (1, 1, 0, 0, 1),
+    );
+    assert_eq!(s.lookup(3, b"echo"), f(b"200"), "B still serves");
+}
+
+#[test]
+fn a_heartbeat_for_a_worker_whose_connection_is_gone_forgets_it_before_its_expiry() {
+    let mut s = Scenario::new(0);
+    s.ready(0, b"A", b"echo");
+    let beats = s.ticks(100, 100);
+    assert_eq!(beats.len(), 1, "one HEARTBEAT to A");
+    s.state
+        .handle_unroutable(beats.into_iter().next().expect("one"));
+    assert_eq!(s.state.stats().workers, 0);
+    assert_eq!(s.state.stats().workers_gone, 1);
+    assert_eq!(
+        s.lookup(101, b"echo"),
+        f(b"404"),
+        "gone at once, not at 300 ms"
+    );
+    // A request now waits for a live worker instead of going to a dead one.
+    s.request(102, b"C", b"echo", &[b"job"]);
+    assert_eq!(s.sent(), Vec::<Vec<Frame>>::new());
+    s.ready(103, b"B", b"echo");
+    assert_eq!(s.sent(), vec![request_to(b"B", b"C", &[b"job"])]);
+}
+
+#[test]
+fn a_reply_for_a_client_that_is_gone_is_counted_and_dropped() {
+    let mut s = Scenario::new(0);
+    s.ready(0, b"A", b"echo");
+    s.request(1, b"C", b"echo", &[b"job"]);
+    s.sent();
+    s.worker(2, b"A", &[&[0x03], b"C", b"", b"done"]);
+    let reply = s.sent();
+    assert_eq!(reply, vec![to_client(b"C", b"echo", &[b"done"])]);
+    s.state
+        .handle_unroutable(reply.into_iter().next().expect("one"));
+    let stats = s.state.stats();
+    assert_eq!((stats.replies_unroutable, stats.workers), (1, 1));
+}
