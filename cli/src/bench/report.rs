@@ -244,6 +244,7 @@ impl Report {
                 "requests_received": b.requests_received,
                 "requests_dispatched": b.requests_dispatched,
                 "replies_routed": b.replies_routed,
+                "requests_undelivered": b.requests_undelivered,
                 "workers_registered": b.workers_registered,
             })),
             "given_up": self.given_up,
