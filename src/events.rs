@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::session::DisconnectReason;
-
 /// Identifies a worker within a process: its service and a number unique in the process.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct WorkerId {
@@ -31,6 +29,26 @@ impl std::fmt::Display for WorkerId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}#{}", self.service, self.number)
     }
+}
+
+/// Why a worker left a broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The broker sent DISCONNECT.
+    BrokerDisconnected,
+    /// Nothing was heard from the broker for `heartbeat × liveness`.
+    BrokerSilent,
+    /// The socket could not be opened or connected.
+    ConnectFailed,
+    /// The worker is shutting down.
+    Shutdown,
+    /// The worker was drained.
+    Drained,
+    /// The transport dropped the connection under the socket: the broker went away, a
+    /// message broke `max_message_size`, or the security handshake failed on a protocol error.
+    ConnectionLost,
+    /// The broker's ZAP handler refused the worker's credentials.
+    AuthenticationFailed,
 }
 
 /// How a request ended.
