@@ -12,7 +12,7 @@ use crate::checks::{
     validate_service_name, ConfigError,
 };
 use crate::config::{WorkerConfig, MAX_CONCURRENCY};
-use crate::events::{EventSink, WorkerId};
+use crate::events::{EventSink, Identity};
 use crate::security::check_curve;
 use crate::session::SessionConfig;
 use crate::shutdown::{DrainHandle, ShutdownHandle};
@@ -29,9 +29,11 @@ pub(crate) enum Mode {
     Async,
 }
 
-/// A [`WorkerConfig`] that passed every rule, in the shapes the worker uses.
+/// A [`WorkerConfig`] that passed every rule, in the shapes the worker uses. It holds no
+/// identity: the driver makes one ([`Identity::new`]) when it starts and adds it with
+/// [`SessionSettings::config`], so that checking a config makes no id and reads no clock.
 pub(crate) struct WorkerSettings {
-    pub(crate) session: SessionConfig,
+    pub(crate) session: SessionSettings,
     pub(crate) socket: SocketOptions,
     pub(crate) context: Option<zmq::Context>,
     pub(crate) shutdown: ShutdownHandle,
@@ -41,7 +43,47 @@ pub(crate) struct WorkerSettings {
     pub(crate) metrics: Option<crate::metrics::Metrics>,
 }
 
-/// Checks every value of `config` for a worker running its action in `mode`.
+/// The session's settings, all but the worker's identity: a [`SessionConfig`] waiting for
+/// its id and its jitter seed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SessionSettings {
+    /// The service name, checked.
+    pub(crate) service: String,
+    pub(crate) endpoints: Vec<String>,
+    pub(crate) events: bool,
+    pub(crate) panic_reply: Vec<Vec<u8>>,
+    pub(crate) heartbeat: Duration,
+    pub(crate) liveness: u32,
+    pub(crate) reconnect: Duration,
+    pub(crate) reconnect_max: Duration,
+    pub(crate) send_disconnect: bool,
+    pub(crate) request_timeout: Option<Duration>,
+    pub(crate) timeout_reply: Vec<Vec<u8>>,
+}
+
+impl SessionSettings {
+    /// The session's config for the worker `identity`, made by its driver.
+    pub(crate) fn config(&self, identity: Identity) -> SessionConfig {
+        SessionConfig {
+            id: identity.id,
+            service: self.service.as_bytes().to_vec(),
+            endpoints: self.endpoints.clone(),
+            events: self.events,
+            panic_reply: self.panic_reply.clone(),
+            heartbeat: self.heartbeat,
+            liveness: self.liveness,
+            reconnect: self.reconnect,
+            reconnect_max: self.reconnect_max,
+            send_disconnect: self.send_disconnect,
+            seed: identity.seed,
+            request_timeout: self.request_timeout,
+            timeout_reply: self.timeout_reply.clone(),
+        }
+    }
+}
+
+/// Checks every value of `config` for a worker running its action in `mode`. Pure: the same
+/// config gives equal settings every time.
 ///
 /// # Errors
 ///
@@ -63,32 +105,8 @@ pub(crate) fn worker_settings(
         check_curve("curve_credentials", config.plain.is_some())?;
     }
     Ok(WorkerSettings {
-        session: SessionConfig {
-            id: WorkerId::next(&config.service_name),
-            service: config.service_name.as_bytes().to_vec(),
-            endpoints,
-            events: config.events.is_some(),
-            panic_reply: config.panic_reply.clone(),
-            heartbeat: config.heartbeat,
-            liveness: config.liveness,
-            reconnect: config.reconnect,
-            reconnect_max: config.reconnect_max,
-            send_disconnect: config.send_disconnect,
-            seed: seed(),
-            request_timeout: config.request_timeout,
-            timeout_reply: config.timeout_reply.clone(),
-        },
-        socket: SocketOptions {
-            linger: config.linger,
-            send_timeout: config.send_timeout,
-            max_message_size: config.max_message_size,
-            plain: config.plain.clone(),
-            curve: config.curve.clone(),
-            // A broker back after a crash is found within the worker's own reconnect
-            // delay: libzmq retries a refused connect every 100 ms, which would be the
-            // floor of every failover otherwise.
-            retry: Some(config.reconnect.min(transport::MAX_RETRY)),
-        },
+        session: session_settings(config, endpoints),
+        socket: socket_options(config),
         context: config.context.clone(),
         shutdown: config.shutdown.clone().unwrap_or_default(),
         drain: config.drain.clone().unwrap_or_default(),
@@ -96,6 +114,36 @@ pub(crate) fn worker_settings(
         #[cfg(feature = "metrics")]
         metrics: config.metrics.clone(),
     })
+}
+
+fn session_settings(config: &WorkerConfig, endpoints: Vec<String>) -> SessionSettings {
+    SessionSettings {
+        service: config.service_name.clone(),
+        endpoints,
+        events: config.events.is_some(),
+        panic_reply: config.panic_reply.clone(),
+        heartbeat: config.heartbeat,
+        liveness: config.liveness,
+        reconnect: config.reconnect,
+        reconnect_max: config.reconnect_max,
+        send_disconnect: config.send_disconnect,
+        request_timeout: config.request_timeout,
+        timeout_reply: config.timeout_reply.clone(),
+    }
+}
+
+fn socket_options(config: &WorkerConfig) -> SocketOptions {
+    SocketOptions {
+        linger: config.linger,
+        send_timeout: config.send_timeout,
+        max_message_size: config.max_message_size,
+        plain: config.plain.clone(),
+        curve: config.curve.clone(),
+        // A broker back after a crash is found within the worker's own reconnect
+        // delay: libzmq retries a refused connect every 100 ms, which would be the
+        // floor of every failover otherwise.
+        retry: Some(config.reconnect.min(transport::MAX_RETRY)),
+    }
 }
 
 impl WorkerConfig {
@@ -174,15 +222,62 @@ fn check_async_only(config: &WorkerConfig, mode: Mode) -> Result<(), ConfigError
     Ok(())
 }
 
-/// A seed for jitter that differs between workers and processes.
-pub(crate) fn seed() -> u64 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.finish()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::ids_made_here;
+
+    fn config() -> WorkerConfig {
+        WorkerConfig::new("tcp://127.0.0.1:5555, tcp://127.0.0.1:5556", "echo")
+    }
+
+    #[test]
+    fn checking_a_config_twice_gives_equal_settings_and_makes_no_worker_id() {
+        let config = config().request_timeout(Duration::from_secs(1));
+        let before = ids_made_here();
+        let first = worker_settings(&config, Mode::Threaded).map(|s| s.session);
+        let second = worker_settings(&config, Mode::Threaded).map(|s| s.session);
+        assert_eq!(ids_made_here(), before);
+        assert_eq!(first, second);
+        let endpoints = first.map(|s| s.endpoints);
+        assert_eq!(
+            endpoints,
+            Ok(vec![
+                "tcp://127.0.0.1:5555".to_string(),
+                "tcp://127.0.0.1:5556".to_string()
+            ])
+        );
+    }
+
+    #[test]
+    fn validate_gives_the_same_answer_twice_and_makes_no_worker_id() {
+        let before = ids_made_here();
+        let good = config();
+        let bad = config().liveness(0);
+        assert_eq!((good.validate(), good.validate()), (Ok(()), Ok(())));
+        let (first, second) = (bad.validate(), bad.validate());
+        assert_eq!(first, second);
+        assert!(
+            matches!(&first, Err(ConfigError::InvalidValue { field, .. }) if *field == "liveness"),
+            "{first:?}"
+        );
+        assert_eq!(ids_made_here(), before);
+    }
+
+    #[test]
+    fn the_session_config_takes_the_identity_its_driver_made() {
+        let settings = worker_settings(&config(), Mode::Inline).map(|s| s.session);
+        let identity = Identity::new("echo");
+        let session = settings.map(|s| s.config(identity.clone()));
+        let session = session.map(|c| (c.id, c.seed, c.service, c.heartbeat));
+        assert_eq!(
+            session,
+            Ok((
+                identity.id,
+                identity.seed,
+                b"echo".to_vec(),
+                crate::config::DEFAULT_HEARTBEAT
+            ))
+        );
+    }
 }

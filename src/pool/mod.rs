@@ -45,8 +45,8 @@ use tracing::{error, info};
 
 use crate::config::WorkerConfig;
 use crate::error::Error;
-use crate::events::{EventSink, Events, WorkerId};
-use crate::settings::{seed, Mode};
+use crate::events::{seed, EventSink, Events, WorkerId};
+use crate::settings::Mode;
 use crate::shutdown::{DrainHandle, ShutdownHandle};
 use crate::worker::WorkerStats;
 use plan::{open_files, pool_settings, ServiceSettings};
