@@ -7,7 +7,6 @@ use std::time::Duration;
 pub use crate::checks::{parse_endpoints, validate_service_name, ConfigError, MAX_DURATION};
 use crate::events::{EventSink, Events};
 use crate::security::{CurveClient, CurveKeys, PlainCredentials};
-use crate::settings::{worker_settings, Mode};
 use crate::shutdown::{DrainHandle, ShutdownHandle};
 
 /// Heartbeat of the reference broker (zguide `mdbroker`): a slower worker heartbeat makes it flap.
@@ -297,19 +296,6 @@ impl WorkerConfig {
     /// The service name.
     pub fn service_name(&self) -> &str {
         &self.service_name
-    }
-
-    /// Checks every value that some entry point accepts: the rules of every mode.
-    /// [`Worker::new`](crate::Worker::new) (inline) also refuses a `request_timeout`, and
-    /// both sync workers refuse `concurrency` above 1 and a `shutdown_grace` (the
-    /// [`AsyncWorker`](crate::AsyncWorker)'s). Every duration must be at most
-    /// [`MAX_DURATION`].
-    ///
-    /// # Errors
-    ///
-    /// The first [`ConfigError`] found, naming the field and the value.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        worker_settings(self, Mode::Async).map(drop)
     }
 }
 

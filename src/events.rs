@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::session::DisconnectReason;
-
 /// Identifies a worker within a process: its service and a number unique in the process.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct WorkerId {
@@ -20,6 +18,8 @@ pub struct WorkerId {
 impl WorkerId {
     pub(crate) fn next(service: &str) -> WorkerId {
         static NEXT: AtomicU64 = AtomicU64::new(1);
+        #[cfg(test)]
+        IDS_MADE_HERE.with(|made| made.set(made.get() + 1));
         WorkerId {
             service: Arc::from(service),
             number: NEXT.fetch_add(1, Ordering::Relaxed),
@@ -31,6 +31,59 @@ impl std::fmt::Display for WorkerId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}#{}", self.service, self.number)
     }
+}
+
+/// Who a worker is: its id and the seed of its reconnect jitter. A driver makes one when it
+/// starts a worker ([`Worker::new`](crate::Worker::new), a pool slot's worker, each
+/// registration of an async worker), never the settings gate, so that checking a config
+/// stays pure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub(crate) id: WorkerId,
+    pub(crate) seed: u64,
+}
+
+impl Identity {
+    /// A new worker of `service`: the next number of the process and a seed of its own.
+    pub(crate) fn new(service: &str) -> Identity {
+        Identity {
+            id: WorkerId::next(service),
+            seed: seed(),
+        }
+    }
+}
+
+/// A seed for jitter that differs between workers and processes.
+pub(crate) fn seed() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
+}
+
+/// Why a worker left a broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The broker sent DISCONNECT.
+    BrokerDisconnected,
+    /// Nothing was heard from the broker for `heartbeat × liveness`.
+    BrokerSilent,
+    /// The socket could not be opened or connected.
+    ConnectFailed,
+    /// The worker is shutting down.
+    Shutdown,
+    /// The worker was drained.
+    Drained,
+    /// The transport dropped the connection under the socket: the broker went away, a
+    /// message broke `max_message_size`, or the security handshake failed on a protocol error.
+    ConnectionLost,
+    /// The broker's ZAP handler refused the worker's credentials.
+    AuthenticationFailed,
 }
 
 /// How a request ended.
@@ -219,6 +272,19 @@ impl Events {
 }
 
 #[cfg(test)]
+thread_local! {
+    /// Worker ids made on this thread, so that a test can tell that a call made none (tests
+    /// run on parallel threads: the process-wide counter cannot tell).
+    static IDS_MADE_HERE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Worker ids made on the calling thread so far.
+#[cfg(test)]
+pub(crate) fn ids_made_here() -> u64 {
+    IDS_MADE_HERE.with(std::cell::Cell::get)
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -242,5 +308,15 @@ mod tests {
         let b = WorkerId::next("echo");
         assert_ne!(a, b);
         assert_eq!(a.to_string(), format!("echo#{}", a.number));
+    }
+
+    #[test]
+    fn each_identity_has_a_number_of_its_own_for_its_service() {
+        let before = ids_made_here();
+        let a = Identity::new("echo");
+        let b = Identity::new("echo");
+        assert_eq!(ids_made_here() - before, 2);
+        assert_eq!(&*a.id.service, "echo");
+        assert!(b.id.number > a.id.number, "{} then {}", a.id, b.id);
     }
 }

@@ -134,7 +134,7 @@ impl Metrics {
             0 => "not ready".to_string(),
             n => format!(
                 "not ready: {n} worker(s) heard no broker through {} connection attempts in a row",
-                crate::UNREACHABLE_AFTER
+                crate::session::UNREACHABLE_AFTER
             ),
         })
     }

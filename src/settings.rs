@@ -1,7 +1,9 @@
 //! The settings gate: the one function that turns a [`WorkerConfig`] into settings a worker
-//! can run on, used by [`Worker::new`](crate::Worker::new),
-//! [`Worker::threaded`](crate::Worker::threaded) and the pool alike. Every rule lives here or
-//! in [`checks`](crate::checks), so no entry point can accept what another refuses.
+//! can run on, used by [`WorkerConfig::validate`], [`Worker::new`](crate::Worker::new),
+//! [`Worker::threaded`](crate::Worker::threaded), the async worker and the pool's plan alike.
+//! Every rule of a worker's config lives here or in [`checks`](crate::checks), so no entry
+//! point can accept what another refuses. The gate imports nothing above it: the pool checks
+//! its own rules and plans its resources in `pool/plan.rs`, through this gate.
 
 use std::time::Duration;
 
@@ -10,9 +12,7 @@ use crate::checks::{
     validate_service_name, ConfigError,
 };
 use crate::config::{WorkerConfig, MAX_CONCURRENCY};
-use crate::events::{EventSink, WorkerId};
-use crate::pool::supervisor::{RecyclePolicy, RestartPolicy};
-use crate::pool::PoolService;
+use crate::events::{EventSink, Identity};
 use crate::security::check_curve;
 use crate::session::SessionConfig;
 use crate::shutdown::{DrainHandle, ShutdownHandle};
@@ -29,9 +29,11 @@ pub(crate) enum Mode {
     Async,
 }
 
-/// A [`WorkerConfig`] that passed every rule, in the shapes the worker uses.
+/// A [`WorkerConfig`] that passed every rule, in the shapes the worker uses. It holds no
+/// identity: the driver makes one ([`Identity::new`]) when it starts and adds it with
+/// [`SessionSettings::config`], so that checking a config makes no id and reads no clock.
 pub(crate) struct WorkerSettings {
-    pub(crate) session: SessionConfig,
+    pub(crate) session: SessionSettings,
     pub(crate) socket: SocketOptions,
     pub(crate) context: Option<zmq::Context>,
     pub(crate) shutdown: ShutdownHandle,
@@ -41,7 +43,47 @@ pub(crate) struct WorkerSettings {
     pub(crate) metrics: Option<crate::metrics::Metrics>,
 }
 
-/// Checks every value of `config` for a worker running its action in `mode`.
+/// The session's settings, all but the worker's identity: a [`SessionConfig`] waiting for
+/// its id and its jitter seed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SessionSettings {
+    /// The service name, checked.
+    pub(crate) service: String,
+    pub(crate) endpoints: Vec<String>,
+    pub(crate) events: bool,
+    pub(crate) panic_reply: Vec<Vec<u8>>,
+    pub(crate) heartbeat: Duration,
+    pub(crate) liveness: u32,
+    pub(crate) reconnect: Duration,
+    pub(crate) reconnect_max: Duration,
+    pub(crate) send_disconnect: bool,
+    pub(crate) request_timeout: Option<Duration>,
+    pub(crate) timeout_reply: Vec<Vec<u8>>,
+}
+
+impl SessionSettings {
+    /// The session's config for the worker `identity`, made by its driver.
+    pub(crate) fn config(&self, identity: Identity) -> SessionConfig {
+        SessionConfig {
+            id: identity.id,
+            service: self.service.as_bytes().to_vec(),
+            endpoints: self.endpoints.clone(),
+            events: self.events,
+            panic_reply: self.panic_reply.clone(),
+            heartbeat: self.heartbeat,
+            liveness: self.liveness,
+            reconnect: self.reconnect,
+            reconnect_max: self.reconnect_max,
+            send_disconnect: self.send_disconnect,
+            seed: identity.seed,
+            request_timeout: self.request_timeout,
+            timeout_reply: self.timeout_reply.clone(),
+        }
+    }
+}
+
+/// Checks every value of `config` for a worker running its action in `mode`. Pure: the same
+/// config gives equal settings every time.
 ///
 /// # Errors
 ///
@@ -63,32 +105,8 @@ pub(crate) fn worker_settings(
         check_curve("curve_credentials", config.plain.is_some())?;
     }
     Ok(WorkerSettings {
-        session: SessionConfig {
-            id: WorkerId::next(&config.service_name),
-            service: config.service_name.as_bytes().to_vec(),
-            endpoints,
-            events: config.events.is_some(),
-            panic_reply: config.panic_reply.clone(),
-            heartbeat: config.heartbeat,
-            liveness: config.liveness,
-            reconnect: config.reconnect,
-            reconnect_max: config.reconnect_max,
-            send_disconnect: config.send_disconnect,
-            seed: seed(),
-            request_timeout: config.request_timeout,
-            timeout_reply: config.timeout_reply.clone(),
-        },
-        socket: SocketOptions {
-            linger: config.linger,
-            send_timeout: config.send_timeout,
-            max_message_size: config.max_message_size,
-            plain: config.plain.clone(),
-            curve: config.curve.clone(),
-            // A broker back after a crash is found within the worker's own reconnect
-            // delay: libzmq retries a refused connect every 100 ms, which would be the
-            // floor of every failover otherwise.
-            retry: Some(config.reconnect.min(transport::MAX_RETRY)),
-        },
+        session: session_settings(config, endpoints),
+        socket: socket_options(config),
         context: config.context.clone(),
         shutdown: config.shutdown.clone().unwrap_or_default(),
         drain: config.drain.clone().unwrap_or_default(),
@@ -96,6 +114,51 @@ pub(crate) fn worker_settings(
         #[cfg(feature = "metrics")]
         metrics: config.metrics.clone(),
     })
+}
+
+fn session_settings(config: &WorkerConfig, endpoints: Vec<String>) -> SessionSettings {
+    SessionSettings {
+        service: config.service_name.clone(),
+        endpoints,
+        events: config.events.is_some(),
+        panic_reply: config.panic_reply.clone(),
+        heartbeat: config.heartbeat,
+        liveness: config.liveness,
+        reconnect: config.reconnect,
+        reconnect_max: config.reconnect_max,
+        send_disconnect: config.send_disconnect,
+        request_timeout: config.request_timeout,
+        timeout_reply: config.timeout_reply.clone(),
+    }
+}
+
+fn socket_options(config: &WorkerConfig) -> SocketOptions {
+    SocketOptions {
+        linger: config.linger,
+        send_timeout: config.send_timeout,
+        max_message_size: config.max_message_size,
+        plain: config.plain.clone(),
+        curve: config.curve.clone(),
+        // A broker back after a crash is found within the worker's own reconnect
+        // delay: libzmq retries a refused connect every 100 ms, which would be the
+        // floor of every failover otherwise.
+        retry: Some(config.reconnect.min(transport::MAX_RETRY)),
+    }
+}
+
+impl WorkerConfig {
+    /// Checks every value that some entry point accepts: the rules of every mode.
+    /// [`Worker::new`](crate::Worker::new) (inline) also refuses a `request_timeout`, and
+    /// both sync workers refuse `concurrency` above 1 and a `shutdown_grace` (the
+    /// [`AsyncWorker`](crate::AsyncWorker)'s). Every duration must be at most
+    /// [`MAX_DURATION`](crate::config::MAX_DURATION).
+    ///
+    /// # Errors
+    ///
+    /// The first [`ConfigError`] found, naming the field and the value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        worker_settings(self, Mode::Async).map(drop)
+    }
 }
 
 /// Every duration is bounded, so that no sum with an `Instant` can overflow.
@@ -159,256 +222,62 @@ fn check_async_only(config: &WorkerConfig, mode: Mode) -> Result<(), ConfigError
     Ok(())
 }
 
-/// A seed for jitter that differs between workers and processes.
-pub(crate) fn seed() -> u64 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.finish()
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::ids_made_here;
 
-/// Sockets one pool worker holds: its DEALER, and the two of its socket monitor (libzmq's
-/// internal PAIR and ours). Its wake-up line is a Unix socketpair, not a zmq socket, and a
-/// threaded worker talks to its action over channels.
-pub(crate) const SOCKETS_PER_WORKER: usize = 3;
-
-/// Sockets a zmq context allows unless told otherwise (`ZMQ_MAX_SOCKETS`, 1023 by default);
-/// the safe API of the `zmq` crate cannot raise it.
-pub(crate) const MAX_SOCKETS_PER_CONTEXT: usize = 1023;
-
-/// Workers the pool puts on each context it makes itself. 300 × 3 = 900 sockets, which
-/// leaves 123 of the 1023 for what comes and goes: a hand-over holds two workers (3 more
-/// sockets) for one slot per recycling service, and a socket closed on reconnect keeps its
-/// place until libzmq's reaper has flushed it (up to `linger`).
-pub(crate) const WORKERS_PER_OWN_CONTEXT: usize = 300;
-
-/// File descriptors one worker holds, measured on Linux (benches/pool_registration.rs with
-/// `--fds`): the libzmq that `zmq-sys` builds signals each socket's mailbox over a
-/// socketpair, 2 per zmq socket (6), then its TCP connection (1) and its wake-up
-/// socketpair (2). A broker in the same process holds one more per worker.
-pub(crate) const FDS_PER_WORKER: u64 = 9;
-
-/// File descriptors one zmq context holds: the mailboxes (2 each) of the context, its
-/// reaper and its I/O thread, and the reaper's and the I/O thread's pollers.
-pub(crate) const FDS_PER_CONTEXT: u64 = 8;
-
-/// The process's open-file limit (`RLIMIT_NOFILE`) and the descriptors open now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct OpenFiles {
-    /// The soft limit.
-    pub(crate) limit: u64,
-    /// Descriptors open now.
-    pub(crate) open: u64,
-}
-
-/// A pool that passed every rule: its restart policy, what each service runs, and how many
-/// contexts the pool makes for the workers that bring none.
-#[derive(Debug)]
-pub(crate) struct PoolSettings {
-    pub(crate) restart: RestartPolicy,
-    pub(crate) services: Vec<ServiceSettings>,
-    pub(crate) own_contexts: usize,
-}
-
-/// One pool service that passed every rule.
-#[derive(Debug)]
-pub(crate) struct ServiceSettings {
-    pub(crate) mode: Mode,
-    /// One broker endpoint per group of `count` workers (several with `fan_out`).
-    pub(crate) endpoints: Vec<String>,
-    pub(crate) recycle: RecyclePolicy,
-}
-
-/// Checks a whole pool: each service through [`worker_settings`] in its mode, its count and
-/// recycle values, the restart policy, the sockets of the contexts the caller supplied
-/// (`shared_context`: one given to the pool builder, shared by every service without its
-/// own) and the process's open files (`None`: unknown, not checked).
-///
-/// # Errors
-///
-/// The first [`ConfigError`] found, naming the field and the value.
-pub(crate) fn pool_settings(
-    services: &[PoolService],
-    restart: RestartPolicy,
-    shared_context: bool,
-    open_files: Option<OpenFiles>,
-) -> Result<PoolSettings, ConfigError> {
-    check_restart(&restart)?;
-    let checked = services
-        .iter()
-        .map(service_settings)
-        .collect::<Result<Vec<_>, _>>()?;
-    let own_workers = check_context_sockets(services, &checked, shared_context)?;
-    let own_contexts = own_workers.div_ceil(WORKERS_PER_OWN_CONTEXT);
-    let workers = services
-        .iter()
-        .zip(&checked)
-        .fold(0, |sum: usize, (service, s)| {
-            sum.saturating_add(workers_of(service, s))
-        });
-    if let Some(open_files) = open_files {
-        check_open_files(workers, own_contexts, open_files)?;
+    fn config() -> WorkerConfig {
+        WorkerConfig::new("tcp://127.0.0.1:5555, tcp://127.0.0.1:5556", "echo")
     }
-    Ok(PoolSettings {
-        restart,
-        services: checked,
-        own_contexts,
-    })
-}
 
-/// The restart policy: positive durations within [`MAX_DURATION`](crate::checks::MAX_DURATION),
-/// a largest backoff at least the first. Any `max_restarts` goes: 0 means never restart.
-fn check_restart(policy: &RestartPolicy) -> Result<(), ConfigError> {
-    positive("restart_window", policy.window)?;
-    positive("restart_backoff.initial", policy.initial)?;
-    positive("restart_backoff.max", policy.max)?;
-    if policy.max < policy.initial {
-        return Err(invalid(
-            "restart_backoff.max",
-            format!("{} ms", policy.max.as_millis()),
-            "must be at least restart_backoff.initial",
-        ));
+    #[test]
+    fn checking_a_config_twice_gives_equal_settings_and_makes_no_worker_id() {
+        let config = config().request_timeout(Duration::from_secs(1));
+        let before = ids_made_here();
+        let first = worker_settings(&config, Mode::Threaded).map(|s| s.session);
+        let second = worker_settings(&config, Mode::Threaded).map(|s| s.session);
+        assert_eq!(ids_made_here(), before);
+        assert_eq!(first, second);
+        let endpoints = first.map(|s| s.endpoints);
+        assert_eq!(
+            endpoints,
+            Ok(vec![
+                "tcp://127.0.0.1:5555".to_string(),
+                "tcp://127.0.0.1:5556".to_string()
+            ])
+        );
     }
-    Ok(())
-}
 
-/// One service: its worker config in its mode, at least one worker, sane recycle values.
-fn service_settings(service: &PoolService) -> Result<ServiceSettings, ConfigError> {
-    let mode = if service.threaded {
-        Mode::Threaded
-    } else {
-        Mode::Inline
-    };
-    let config = &service.config;
-    worker_settings(config, mode)?;
-    if service.count == 0 {
-        return Err(invalid(
-            "count",
-            0,
-            "a pool service needs at least one worker",
-        ));
+    #[test]
+    fn validate_gives_the_same_answer_twice_and_makes_no_worker_id() {
+        let before = ids_made_here();
+        let good = config();
+        let bad = config().liveness(0);
+        assert_eq!((good.validate(), good.validate()), (Ok(()), Ok(())));
+        let (first, second) = (bad.validate(), bad.validate());
+        assert_eq!(first, second);
+        assert!(
+            matches!(&first, Err(ConfigError::InvalidValue { field, .. }) if *field == "liveness"),
+            "{first:?}"
+        );
+        assert_eq!(ids_made_here(), before);
     }
-    if service.recycle_after_requests == Some(0) {
-        return Err(invalid("recycle_after_requests", 0, "must be at least 1"));
-    }
-    if let Some(age) = service.recycle_after {
-        positive("recycle_after", age)?;
-    }
-    let endpoints = if service.fan_out {
-        parse_endpoints(&config.broker_address)?
-    } else {
-        vec![config.broker_address.clone()]
-    };
-    // Two liveness windows: the broker answers a READY at its next heartbeat at the latest,
-    // so a replacement not heard by then is not coming through.
-    let patience = (config.heartbeat * config.liveness).saturating_mul(2);
-    Ok(ServiceSettings {
-        mode,
-        endpoints,
-        recycle: RecyclePolicy {
-            after_requests: service.recycle_after_requests,
-            after: service.recycle_after,
-            patience,
-        },
-    })
-}
 
-/// Workers of one service: `count` per endpoint.
-fn workers_of(service: &PoolService, settings: &ServiceSettings) -> usize {
-    service.count.saturating_mul(settings.endpoints.len())
-}
-
-/// Checks that no context the caller supplied needs more sockets than it has, and returns
-/// how many workers run on contexts the pool makes itself. A context given in a service's
-/// `WorkerConfig` is counted for that service alone: two context handles cannot be compared,
-/// so the pool cannot tell whether services share one.
-fn check_context_sockets(
-    services: &[PoolService],
-    checked: &[ServiceSettings],
-    shared_context: bool,
-) -> Result<usize, ConfigError> {
-    let (mut shared, mut own) = ((0usize, 0usize), 0usize);
-    for (service, settings) in services.iter().zip(checked) {
-        let workers = workers_of(service, settings);
-        // A hand-over briefly holds two workers for one slot of the service.
-        let recycling = service.recycle_after_requests.is_some() || service.recycle_after.is_some();
-        let peak = (workers, usize::from(recycling));
-        if service.config.context.is_some() {
-            check_sockets(peak)?;
-        } else if shared_context {
-            shared = (shared.0.saturating_add(peak.0), shared.1 + peak.1);
-        } else {
-            own = own.saturating_add(workers);
-        }
+    #[test]
+    fn the_session_config_takes_the_identity_its_driver_made() {
+        let settings = worker_settings(&config(), Mode::Inline).map(|s| s.session);
+        let identity = Identity::new("echo");
+        let session = settings.map(|s| s.config(identity.clone()));
+        let session = session.map(|c| (c.id, c.seed, c.service, c.heartbeat));
+        assert_eq!(
+            session,
+            Ok((
+                identity.id,
+                identity.seed,
+                b"echo".to_vec(),
+                crate::config::DEFAULT_HEARTBEAT
+            ))
+        );
     }
-    check_sockets(shared)?;
-    Ok(own)
-}
-
-/// `workers` on one context the pool cannot grow, and the `hand_overs` that may each hold
-/// one more worker at a time (one per recycling service).
-fn check_sockets((workers, hand_overs): (usize, usize)) -> Result<(), ConfigError> {
-    let sockets = workers
-        .saturating_add(hand_overs)
-        .saturating_mul(SOCKETS_PER_WORKER);
-    if sockets <= MAX_SOCKETS_PER_CONTEXT {
-        return Ok(());
-    }
-    Err(invalid(
-        "count",
-        format!("{workers} workers on one given zmq context ({sockets} sockets)"),
-        "a zmq context allows 1023 sockets (ZMQ_MAX_SOCKETS) and each worker takes 3, \
-         one more worker per recycling service: leave the context to the pool, which makes as many as it needs, or run fewer workers",
-    ))
-}
-
-/// The contexts for `registrations` of an async worker: the `given` one if it has room for
-/// them all, else as many of its own as [`WORKERS_PER_OWN_CONTEXT`] asks for.
-///
-/// # Errors
-///
-/// A `concurrency` error naming the limit when a given context cannot hold them.
-#[cfg(feature = "tokio")]
-pub(crate) fn contexts_for(
-    registrations: usize,
-    given: Option<zmq::Context>,
-) -> Result<Vec<zmq::Context>, ConfigError> {
-    if let Some(context) = given {
-        check_sockets((registrations, 0)).map_err(|_| {
-            invalid(
-                "concurrency",
-                format!("{registrations} on one given zmq context"),
-                "a zmq context allows 1023 sockets (ZMQ_MAX_SOCKETS) and each registration takes 3: \
-                 leave the context to the worker, which makes as many as it needs",
-            )
-        })?;
-        return Ok(vec![context]);
-    }
-    let count = registrations.div_ceil(WORKERS_PER_OWN_CONTEXT).max(1);
-    Ok((0..count).map(|_| zmq::Context::new()).collect())
-}
-
-/// The descriptors the workers and the pool's contexts will hold must fit under the limit.
-fn check_open_files(
-    workers: usize,
-    contexts: usize,
-    open_files: OpenFiles,
-) -> Result<(), ConfigError> {
-    let need = (workers as u64)
-        .saturating_mul(FDS_PER_WORKER)
-        .saturating_add((contexts as u64).saturating_mul(FDS_PER_CONTEXT));
-    let OpenFiles { limit, open } = open_files;
-    if open.saturating_add(need) <= limit {
-        return Ok(());
-    }
-    Err(invalid(
-        "count",
-        format!("{workers} workers (about {need} file descriptors, {open} open, limit {limit})"),
-        "exceeds the process's open-file limit (RLIMIT_NOFILE, ulimit -n): raise it or run fewer workers",
-    ))
 }

@@ -28,10 +28,11 @@ use zmq::Message;
 
 use crate::config::{WorkerConfig, DEFAULT_SHUTDOWN_GRACE};
 use crate::error::Error;
-use crate::events::WorkerId;
+use crate::events::{Identity, WorkerId};
+use crate::pool::plan::contexts_for;
 use crate::request_timer::RequestTimer;
 use crate::session::Session;
-use crate::settings::{contexts_for, worker_settings, Mode, WorkerSettings};
+use crate::settings::{worker_settings, Mode, WorkerSettings};
 use crate::shutdown::{DrainHandle, ShutdownHandle};
 use crate::stats::{StatsCell, WorkerStats};
 use crate::wake::Waker;
@@ -121,9 +122,7 @@ impl<A: AsyncAction> AsyncWorker<A> {
         drain.register_waker(&waker);
         let sessions = (0..config.concurrency)
             .map(|i| {
-                let mut session_config = session.clone();
-                session_config.id = WorkerId::next(&config.service_name);
-                session_config.seed = crate::settings::seed();
+                let session_config = session.config(Identity::new(&config.service_name));
                 let context = contexts[i % contexts.len()].clone();
                 let cell = Arc::new(StatsCell::default());
                 #[cfg(feature = "metrics")]

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::state::{BrokerState, Settings};
-use super::BrokerStats;
+use super::stats::BrokerStats;
 
 /// The broker's pure state machine with a simulated clock: 100 ms heartbeats, liveness 3,
 /// queues of 2 requests, 8 requests queued and 4 services at most, requests dropped after

@@ -2,10 +2,11 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::{BrokerError, BrokerStats};
+use super::stats::{BrokerStats, SharedStats};
+use super::BrokerError;
 use crate::wake::{Waker, Wakers};
 
 /// Stops a running [`Broker`](super::Broker): `Clone + Send + Sync`, cheap to hand around.
@@ -47,20 +48,6 @@ impl StopHandle {
             signal_hook::flag::register(signal, Arc::clone(&self.stopped))?;
         }
         Ok(())
-    }
-}
-
-/// The latest statistics of a running broker, shared with its handles.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SharedStats(Arc<Mutex<BrokerStats>>);
-
-impl SharedStats {
-    pub(crate) fn publish(&self, stats: BrokerStats) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = stats;
-    }
-
-    pub(crate) fn get(&self) -> BrokerStats {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

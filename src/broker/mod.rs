@@ -33,7 +33,7 @@ mod config;
 pub mod fuzzing;
 mod handle;
 pub(crate) mod state;
-mod stats;
+pub(crate) mod stats;
 mod zap;
 
 use std::fmt;
@@ -51,10 +51,10 @@ pub use config::{
     BrokerConfig, DEFAULT_LINGER, DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUED_TOTAL,
     DEFAULT_MAX_QUEUE_AGE, DEFAULT_MAX_SERVICES,
 };
-pub(crate) use handle::SharedStats;
 pub use handle::{BrokerHandle, StopHandle};
 use state::BrokerState;
 pub use stats::BrokerStats;
+use stats::SharedStats;
 use zap::{Verdict, ZapHandler, ZAP_ENDPOINT};
 
 /// Longest single poll wait: bounds how long a stop by signal (which sets a flag and wakes

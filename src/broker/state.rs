@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, trace, warn};
 
-use super::BrokerStats;
+use super::stats::BrokerStats;
 use crate::protocol::{ClientMessage, Command, ProtocolError, WorkerMessage};
 #[cfg(feature = "metrics")]
 pub(crate) use services::ServiceReport;

@@ -1,4 +1,6 @@
-//! What a broker counts.
+//! What a broker counts, and the copy of it its handles and the metrics read.
+
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Counters and gauges of a broker, for operators and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -71,4 +73,18 @@ pub struct BrokerStats {
     pub queued_requests: usize,
     /// Services known now: those with a worker or a queued request.
     pub services: usize,
+}
+
+/// The latest statistics of a running broker, shared with its handles.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SharedStats(Arc<Mutex<BrokerStats>>);
+
+impl SharedStats {
+    pub(crate) fn publish(&self, stats: BrokerStats) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = stats;
+    }
+
+    pub(crate) fn get(&self) -> BrokerStats {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }

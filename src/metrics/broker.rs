@@ -14,7 +14,7 @@ use prometheus_client::metrics::MetricType;
 
 use super::lock;
 use crate::broker::state::{QueueTimes, ServiceReport, Snapshot, QUEUE_TIME_BUCKETS};
-use crate::broker::{BrokerStats, SharedStats};
+use crate::broker::stats::{BrokerStats, SharedStats};
 
 /// How long a scrape waits for a broker's snapshot (its loop turns at least every 50 ms).
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(1);

@@ -6,7 +6,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::action::WorkerAction;
 use crate::config::WorkerConfig;
 use crate::error::Error;
 use crate::events::{Event, EventSink, WorkerId};
@@ -14,10 +13,9 @@ use crate::shutdown::ShutdownHandle;
 use crate::stats::StatsCell;
 use crate::worker::{Received, Worker, WorkerStats};
 
+use super::service::{BoxedAction, Factory};
 use super::supervisor::{SlotAction, Supervisor};
 
-pub(super) type BoxedAction = Box<dyn WorkerAction + Send>;
-pub(super) type Factory = Arc<dyn Fn() -> BoxedAction + Send + Sync>;
 type PoolWorker = Worker<BoxedAction>;
 
 /// How often a hand-over looks at the replacement, the old worker and the clock.

@@ -1,12 +1,9 @@
-//! The supervisor with simulated time, and the pool's rules in the settings gate.
+//! The supervisor with simulated time.
 
 use std::time::{Duration, Instant};
 
 use super::supervisor::{Phase, RecyclePolicy, RestartPolicy, SlotAction, Supervisor};
-use super::{parse_open_file_limit, PoolService};
 use crate::events::{Event, WorkerId};
-use crate::settings::{pool_settings, OpenFiles};
-use crate::{ConfigError, Message, WorkerConfig};
 
 // Simulated time only: every test takes `t0` once and feeds `t0 + offset` to the supervisor.
 
@@ -321,86 +318,4 @@ fn shutdown_during_a_hand_over_drops_the_replacement_then_stops() {
         vec![SlotAction::DropReplacement, SlotAction::Stop]
     );
     assert_eq!(s.next_deadline(0), None);
-}
-
-// The pool's rules, through the settings gate.
-
-fn echo() -> fn(Vec<Message>) -> Vec<Message> {
-    |request| request
-}
-
-fn service(count: usize) -> PoolService {
-    PoolService::new(
-        WorkerConfig::new("tcp://127.0.0.1:5555", "echo"),
-        count,
-        echo,
-    )
-}
-
-fn check(
-    services: &[PoolService],
-    shared: bool,
-    files: Option<OpenFiles>,
-) -> Result<usize, ConfigError> {
-    pool_settings(services, restart(5), shared, files).map(|s| s.own_contexts)
-}
-
-#[test]
-fn own_contexts_hold_at_most_three_hundred_workers_each() {
-    assert_eq!(check(&[service(1)], false, None), Ok(1));
-    assert_eq!(check(&[service(300)], false, None), Ok(1));
-    assert_eq!(check(&[service(301)], false, None), Ok(2));
-    assert_eq!(check(&[service(1500), service(500)], false, None), Ok(7));
-    assert_eq!(check(&[service(341)], true, None), Ok(0), "none of its own");
-}
-
-#[test]
-fn a_given_context_takes_at_most_341_workers_one_fewer_per_recycling_service() {
-    assert!(check(&[service(341)], true, None).is_ok());
-    let err = check(&[service(300), service(42)], true, None).unwrap_err();
-    let ConfigError::InvalidValue {
-        field,
-        value,
-        reason,
-    } = err
-    else {
-        panic!("expected InvalidValue");
-    };
-    assert_eq!(
-        (field, value.as_str()),
-        (
-            "count",
-            "342 workers on one given zmq context (1026 sockets)"
-        )
-    );
-    assert!(reason.contains("ZMQ_MAX_SOCKETS"), "{reason}");
-    assert!(check(&[service(341).recycle_after_requests(10)], true, None).is_err());
-    let own = WorkerConfig::new("tcp://127.0.0.1:5555", "echo").context(zmq::Context::new());
-    let err = check(&[PoolService::new(own, 400, echo)], false, None).unwrap_err();
-    assert!(err.to_string().contains("400 workers"), "{err}");
-}
-
-#[test]
-fn workers_beyond_the_open_file_limit_are_refused() {
-    let files = |limit, open| Some(OpenFiles { limit, open });
-    // 100 workers x 9 + 1 context x 8 = 908 descriptors.
-    assert!(check(&[service(100)], false, files(958, 50)).is_ok());
-    let err = check(&[service(100)], false, files(957, 50)).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "count = 100 workers (about 908 file descriptors, 50 open, limit 957) is invalid: \
-         exceeds the process's open-file limit (RLIMIT_NOFILE, ulimit -n): raise it or run fewer workers"
-    );
-}
-
-#[test]
-fn the_open_file_limit_is_read_from_proc_limits() {
-    let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
-                  Max processes             63304                63304                processes \n\
-                  Max open files            1024                 524288               files     \n";
-    assert_eq!(parse_open_file_limit(limits), Some(1024));
-    let unlimited =
-        "Max open files            unlimited            unlimited            files     \n";
-    assert_eq!(parse_open_file_limit(unlimited), None);
-    assert_eq!(parse_open_file_limit(""), None);
 }

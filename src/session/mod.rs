@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, trace, warn};
 
+pub use crate::events::DisconnectReason;
 use crate::events::{Event, RequestOutcome, WorkerId};
 use crate::protocol::{Command, WorkerMessage};
 use crate::stats::WorkerStats;
@@ -104,26 +105,6 @@ pub enum State {
     Busy,
     /// Shut down for good.
     Stopped,
-}
-
-/// Why the session left a broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DisconnectReason {
-    /// The broker sent DISCONNECT.
-    BrokerDisconnected,
-    /// Nothing was heard from the broker for `heartbeat × liveness`.
-    BrokerSilent,
-    /// The socket could not be opened or connected.
-    ConnectFailed,
-    /// The worker is shutting down.
-    Shutdown,
-    /// The worker was drained.
-    Drained,
-    /// The transport dropped the connection under the socket: the broker went away, a
-    /// message broke `max_message_size`, or the security handshake failed on a protocol error.
-    ConnectionLost,
-    /// The broker's ZAP handler refused the worker's credentials.
-    AuthenticationFailed,
 }
 
 /// Something the I/O layer must carry out, in queue order.

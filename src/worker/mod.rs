@@ -16,7 +16,7 @@ use zmq::Message;
 use crate::action::WorkerAction;
 use crate::config::WorkerConfig;
 use crate::error::Error;
-use crate::events::{EventSink, WorkerId};
+use crate::events::{EventSink, Identity, WorkerId};
 use crate::millis::millis_i64;
 use crate::protocol::WorkerMessage;
 use crate::request_timer::RequestTimer;
@@ -141,7 +141,8 @@ impl<A: WorkerAction> Worker<A> {
     ) -> Result<Worker<A>, Error> {
         settings.shutdown.register_waker(&waker);
         settings.drain.register_waker(&waker);
-        let session = Session::new(settings.session);
+        let identity = Identity::new(&settings.session.service);
+        let session = Session::new(settings.session.config(identity));
         let parent_span = Span::current();
         let span = worker_span(&parent_span, session.id(), None);
         let stats = Arc::new(StatsCell::default());
