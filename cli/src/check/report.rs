@@ -17,6 +17,15 @@ pub enum Outcome {
     Skip,
 }
 
+/// `Pass` if `ok`, else `Fail`.
+pub fn pass_if(ok: bool) -> Outcome {
+    if ok {
+        Outcome::Pass
+    } else {
+        Outcome::Fail
+    }
+}
+
 impl Outcome {
     fn word(self) -> &'static str {
         match self {
@@ -26,6 +35,9 @@ impl Outcome {
         }
     }
 }
+
+/// What the checks observe about the peer besides pass/fail, in order (a broker's dialect).
+pub type Observed = Vec<(&'static str, Value)>;
 
 /// One message sent or received during a check.
 #[derive(Debug, Clone)]
@@ -120,7 +132,7 @@ pub struct Report {
     /// The checks, in the order run.
     pub checks: Vec<Check>,
     /// Observed behaviour that is not pass/fail (the broker's dialect), in order.
-    pub observed: Vec<(&'static str, Value)>,
+    pub observed: Observed,
     /// Remarks for the reader (what was skipped and why, when the peer stopped answering).
     pub notes: Vec<String>,
 }
@@ -276,6 +288,12 @@ pub fn show_frame(frame: &[u8]) -> String {
     }
 }
 
+/// A message's frames for people, each as [`show_frame`] shows it: `["a", 01 (.)]`.
+pub fn frames_text(frames: &[Vec<u8>]) -> String {
+    let shown: Vec<String> = frames.iter().map(|f| show_frame(f)).collect();
+    format!("[{}]", shown.join(", "))
+}
+
 /// Lower-case hex, bytes separated by nothing.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().fold(String::new(), |mut s, b| {
@@ -313,6 +331,21 @@ mod tests {
         assert_eq!(show_frame(b""), "\"\"");
         assert_eq!(show_frame(&[0x01]), "01 (.)");
         assert_eq!(show_frame(&[0x00, b'a', 0xff]), "0061ff (.a.)");
+    }
+
+    #[test]
+    fn frames_text_lists_every_frame_as_shown() {
+        assert_eq!(frames_text(&[]), "[]");
+        assert_eq!(
+            frames_text(&[b"MDPW01".to_vec(), vec![0x01]]),
+            "[\"MDPW01\", 01 (.)]"
+        );
+    }
+
+    #[test]
+    fn pass_if_maps_true_to_pass_and_false_to_fail() {
+        assert_eq!(pass_if(true), Outcome::Pass);
+        assert_eq!(pass_if(false), Outcome::Fail);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use majordomo_worker::protocol::{ClientMessage, WorkerMessage};
 
 use super::peer::{owned, worker_frames, Frame};
-use super::report::{hex, ms, show_frame, Check, Outcome, Report, Transcript};
+use super::report::{frames_text, hex, ms, pass_if, Check, Outcome, Report, Transcript};
 use super::worker::{describe, ready_service, FakeBroker};
 use crate::error::CliError;
 
@@ -35,19 +35,6 @@ struct Heard {
     ended: Option<Instant>,
     /// Anything else, in a few words each.
     stray: Vec<String>,
-}
-
-fn pass_if(ok: bool) -> Outcome {
-    if ok {
-        Outcome::Pass
-    } else {
-        Outcome::Fail
-    }
-}
-
-fn frames_text(frames: &[Frame]) -> String {
-    let shown: Vec<String> = frames.iter().map(|f| show_frame(f)).collect();
-    format!("[{}]", shown.join(", "))
 }
 
 /// The gaps between `from` and each instant, and between consecutive instants.
