@@ -4,6 +4,7 @@
 mod broker;
 mod broker_checks;
 mod broker_risky;
+mod fake_broker;
 mod lab;
 mod peer;
 mod report;

@@ -1,12 +1,13 @@
-//! The checks of `mdp check worker` after the READY, one method each, in the order they run.
+//! The checks of `mdp check worker`, one method each, in the order they run: READY first, then
+//! the ones that need a worker that said READY.
 
 use std::time::{Duration, Instant};
 
 use majordomo_worker::protocol::{ClientMessage, WorkerMessage};
 
+use super::fake_broker::{describe, ready_service, FakeBroker};
 use super::peer::{owned, worker_frames, Frame};
 use super::report::{frames_text, hex, ms, pass_if, Check, Outcome, Report, Transcript};
-use super::worker::{describe, ready_service, FakeBroker};
 use crate::error::CliError;
 
 /// The checks that need a worker that said READY, in order.
@@ -55,6 +56,38 @@ fn stray_text(stray: &[String]) -> String {
 }
 
 impl FakeBroker {
+    /// The first message must be READY, exactly `""`, `MDPW01`, `0x01`, service.
+    pub(super) fn ready_first(&mut self, report: &mut Report) -> Result<Check, CliError> {
+        let mut t = self.transcript();
+        t.heartbeats = true;
+        let deadline = Instant::now() + self.wait;
+        let Some((identity, frames)) = self.next(&mut t, self.wait)? else {
+            let detail = format!("no message from a worker in {} ms", self.wait.as_millis());
+            return Ok(t.finish("ready-first", Outcome::Fail, detail));
+        };
+        if let Some(service) = ready_service(&frames) {
+            self.adopt(report, identity, &service);
+            return Ok(t.finish(
+                "ready-first",
+                Outcome::Pass,
+                "READY first, exactly \"\", MDPW01, 0x01, service",
+            ));
+        }
+        let detail = format!(
+            "the first message was {}, not a well-formed READY",
+            describe(&frames)
+        );
+        // Go on with the checks if a READY comes after all.
+        let left = deadline.saturating_duration_since(Instant::now());
+        while let Some((identity, frames)) = self.next(&mut t, left)? {
+            if let Some(service) = ready_service(&frames) {
+                self.adopt(report, identity, &service);
+                break;
+            }
+        }
+        Ok(t.finish("ready-first", Outcome::Fail, detail))
+    }
+
     /// Listens to the current worker socket for up to `wait`: until `max_beats` HEARTBEATs,
     /// or a REPLY (well-formed or not) to `envelope`.
     fn listen(
