@@ -68,10 +68,10 @@ pub fn run(args: Args) -> CliResult {
         .iter()
         .any(|(k, v)| *k == NOTHING_ANSWERED && v == true)
     {
-        super::print(&report, args.json);
+        report.print(args.json);
         return Err(CliError::Unreachable(nothing_answered(&args.endpoint)));
     }
-    super::finish(&report, args.json)
+    report.finish(args.json)
 }
 
 /// The observation set when a check got no answer at all.

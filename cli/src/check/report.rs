@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::error::{CliError, CliResult};
+
 /// How one check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -150,6 +152,31 @@ impl Report {
     /// Records an observation.
     pub fn observe(&mut self, key: &'static str, value: impl Into<Value>) {
         self.observed.push((key, value.into()));
+    }
+
+    /// Prints the report, as JSON or text.
+    pub fn print(&self, json: bool) {
+        if json {
+            println!("{}", self.to_json());
+        } else {
+            print!("{}", self.to_text());
+        }
+    }
+
+    /// Prints the report; any failed check makes the exit code 1.
+    ///
+    /// # Errors
+    ///
+    /// [`CliError::NoAnswer`] when a check failed, saying how many of all.
+    pub fn finish(&self, json: bool) -> CliResult {
+        self.print(json);
+        match self.failures() {
+            0 => Ok(()),
+            n => Err(CliError::NoAnswer(format!(
+                "{n} of {} checks failed",
+                self.checks.len()
+            ))),
+        }
     }
 
     /// The report as one JSON object.

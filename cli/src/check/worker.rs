@@ -62,7 +62,7 @@ pub fn run(args: Args) -> CliResult {
     }
     let mut broker = FakeBroker::new(router, timing(&args));
     let report = run_all(&mut broker, &endpoint, &args)?;
-    super::finish(&report, args.json)
+    report.finish(args.json)
 }
 
 /// The waits and the heartbeat the worker is held to, from the flags.
