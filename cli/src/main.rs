@@ -8,12 +8,14 @@ mod bench;
 mod broker;
 mod call;
 mod check;
+mod client;
 mod completions;
 mod error;
 mod frames;
 mod metrics;
 mod ping;
 mod services;
+mod table;
 mod top;
 mod worker;
 

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use majordomo_worker::mmi::ServiceStats;
 
-use crate::services::oldest;
+use crate::table::oldest;
 
 /// The column titles, in the order of [`Row::cells`].
 pub const HEADER: [&str; 7] = [
