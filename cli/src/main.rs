@@ -21,7 +21,7 @@ mod worker;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use error::CliResult;
 
@@ -83,7 +83,7 @@ fn run(command: Command) -> CliResult {
     match command {
         Command::Bench(args) => bench::run(args),
         Command::Check(args) => check::run(args),
-        Command::Completions(args) => completions::run(args),
+        Command::Completions(args) => completions::run(args, Cli::command()),
         Command::Worker(args) => worker::run(args),
         Command::Call(args) => call::run(args),
         Command::Ping(args) => ping::run(args),
