@@ -155,15 +155,9 @@ fn sample(reading: Reading) -> Sample {
     }
 }
 
-/// The first header line: what is watched, and when.
-fn title(endpoint: &str, frame: &Frame) -> String {
-    let time = humantime::format_rfc3339_seconds(frame.wall);
-    format!("mdp top  {endpoint}  {time}")
-}
-
 /// A frame as plain text: the header, then the table or the problem.
 fn plain(endpoint: &str, frame: &Frame) -> String {
-    let mut text = format!("{}\n", title(endpoint, frame));
+    let mut text = format!("{}\n", model::title(endpoint, frame));
     match &frame.problem {
         Some(problem) => text.push_str(&format!("\n{problem}\n")),
         None => {
