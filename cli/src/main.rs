@@ -3,6 +3,25 @@
 //! One module per subcommand, each a clap `Args` struct and one `run` function; errors map
 //! to the exit codes documented in [`error`]. The tool holds no protocol logic: it is a user
 //! of the `majordomo-worker` library like any other.
+//!
+//! The tool stands in three layers over the library; each imports only from those below it:
+//!
+//! ```text
+//! main.rs      parses the command line, runs one subcommand, turns its error into the
+//!              exit code
+//! subcommands  bench/ broker call check/ completions ping services top/ worker/: one
+//!              module each; none imports another. Inside a folder the files import
+//!              downward as well: the runner over the parts it runs (check/mod.rs has
+//!              the table of check/)
+//! shared       client (the default broker, the lookup client), error (the one error
+//!              type, its exit codes, the ClientError mapping), frames (--frames),
+//!              metrics (--metrics-addr), table (terminal tables)
+//! library      majordomo_worker: its clients, worker, pool, broker, config, protocol,
+//!              mmi and metrics
+//! ```
+//!
+//! What two subcommands both need goes down into a shared module, never sideways into the
+//! other subcommand.
 
 mod bench;
 mod broker;
