@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use majordomo_worker::protocol::WorkerMessage;
 
 use super::peer::{decode_worker, worker_frames, Frame, Peer};
-use super::report::{hex, Report, Transcript};
+use super::report::{frames_text, hex, Report, Transcript};
 use crate::error::CliError;
 
 /// What the worker is held to, as the user told it: its heartbeat, and how long to wait for it.
@@ -21,6 +21,19 @@ pub(super) struct Timing {
     pub(super) wait: Duration,
     /// How long the worker may take to answer a request.
     pub(super) reply: Duration,
+}
+
+/// What the worker socket said while we listened.
+#[derive(Debug, Default)]
+pub(super) struct Heard {
+    /// When each HEARTBEAT arrived.
+    pub(super) beats: Vec<Instant>,
+    /// The REPLY with the expected envelope (its body), or why it was malformed.
+    pub(super) reply: Option<Result<Vec<Frame>, String>>,
+    /// When listening ended.
+    pub(super) ended: Option<Instant>,
+    /// Anything else, in a few words each.
+    pub(super) stray: Vec<String>,
 }
 
 /// A ROUTER that heartbeats the current worker socket while it waits for messages.
@@ -97,6 +110,51 @@ impl FakeBroker {
             if Instant::now() >= deadline {
                 return Ok(None);
             }
+        }
+    }
+
+    /// Listens to the current worker socket for up to `wait`: until `max_beats` HEARTBEATs,
+    /// or a REPLY (well-formed or not) to `envelope`.
+    pub(super) fn listen(
+        &mut self,
+        t: &mut Transcript,
+        wait: Duration,
+        max_beats: usize,
+        envelope: &[Frame],
+    ) -> Result<Heard, CliError> {
+        let deadline = Instant::now() + wait;
+        let mut heard = Heard::default();
+        while heard.reply.is_none() && heard.beats.len() < max_beats {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some((identity, frames)) = self.next(t, left)? else {
+                break;
+            };
+            if Some(&identity) != self.worker.as_ref() {
+                heard.stray.push(format!(
+                    "{} from another socket {}",
+                    describe(&frames),
+                    hex(&identity)
+                ));
+                continue;
+            }
+            self.hear(&mut heard, frames, envelope);
+        }
+        heard.ended = Some(Instant::now());
+        Ok(heard)
+    }
+
+    fn hear(&self, heard: &mut Heard, frames: Vec<Frame>, envelope: &[Frame]) {
+        let looks_like_reply = frames.get(2).is_some_and(|c| c[..] == [0x03]);
+        match WorkerMessage::decode(frames.clone()) {
+            Ok(WorkerMessage::Heartbeat) => heard.beats.push(Instant::now()),
+            Ok(WorkerMessage::Reply { envelope: e, body }) if e == envelope => {
+                heard.reply = Some(Ok(body))
+            }
+            Ok(WorkerMessage::Reply { envelope: e, .. }) => heard
+                .stray
+                .push(format!("a REPLY to envelope {}", frames_text(&e))),
+            Err(error) if looks_like_reply => heard.reply = Some(Err(error.to_string())),
+            _ => heard.stray.push(describe(&frames)),
         }
     }
 

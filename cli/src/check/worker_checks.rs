@@ -25,19 +25,6 @@ const ENVELOPE: [&[u8]; 2] = [&[0x00, 0xff, b'c', b'1'], &[0x80, 0x00, 0x01]];
 /// the worker saw the DISCONNECT.
 const IN_FLIGHT: Duration = Duration::from_millis(100);
 
-/// What the worker socket said while we listened.
-#[derive(Debug, Default)]
-struct Heard {
-    /// When each HEARTBEAT arrived.
-    beats: Vec<Instant>,
-    /// The REPLY with the expected envelope (its body), or why it was malformed.
-    reply: Option<Result<Vec<Frame>, String>>,
-    /// When listening ended.
-    ended: Option<Instant>,
-    /// Anything else, in a few words each.
-    stray: Vec<String>,
-}
-
 /// The gaps between `from` and each instant, and between consecutive instants.
 fn gaps(from: Instant, at: &[Instant]) -> Vec<Duration> {
     std::iter::once(from)
@@ -86,51 +73,6 @@ impl FakeBroker {
             }
         }
         Ok(t.finish("ready-first", Outcome::Fail, detail))
-    }
-
-    /// Listens to the current worker socket for up to `wait`: until `max_beats` HEARTBEATs,
-    /// or a REPLY (well-formed or not) to `envelope`.
-    fn listen(
-        &mut self,
-        t: &mut Transcript,
-        wait: Duration,
-        max_beats: usize,
-        envelope: &[Frame],
-    ) -> Result<Heard, CliError> {
-        let deadline = Instant::now() + wait;
-        let mut heard = Heard::default();
-        while heard.reply.is_none() && heard.beats.len() < max_beats {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Some((identity, frames)) = self.next(t, left)? else {
-                break;
-            };
-            if Some(&identity) != self.worker.as_ref() {
-                heard.stray.push(format!(
-                    "{} from another socket {}",
-                    describe(&frames),
-                    hex(&identity)
-                ));
-                continue;
-            }
-            self.hear(&mut heard, frames, envelope);
-        }
-        heard.ended = Some(Instant::now());
-        Ok(heard)
-    }
-
-    fn hear(&self, heard: &mut Heard, frames: Vec<Frame>, envelope: &[Frame]) {
-        let looks_like_reply = frames.get(2).is_some_and(|c| c[..] == [0x03]);
-        match WorkerMessage::decode(frames.clone()) {
-            Ok(WorkerMessage::Heartbeat) => heard.beats.push(Instant::now()),
-            Ok(WorkerMessage::Reply { envelope: e, body }) if e == envelope => {
-                heard.reply = Some(Ok(body))
-            }
-            Ok(WorkerMessage::Reply { envelope: e, .. }) => heard
-                .stray
-                .push(format!("a REPLY to envelope {}", frames_text(&e))),
-            Err(error) if looks_like_reply => heard.reply = Some(Err(error.to_string())),
-            _ => heard.stray.push(describe(&frames)),
-        }
     }
 
     /// HEARTBEATs come at least every `heartbeat + tolerance`, counted from the READY.
@@ -416,4 +358,28 @@ fn malformed_shapes() -> Vec<Vec<Frame>> {
         client.encode(),                                  // a client message
         owned(&[b""]),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_count_the_first_from_the_start_and_each_next_from_the_one_before() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let at = [t0 + ms(100), t0 + ms(250), t0 + ms(600)];
+        assert_eq!(gaps(t0, &at), vec![ms(100), ms(150), ms(350)]);
+        assert!(gaps(t0, &[]).is_empty());
+    }
+
+    #[test]
+    fn stray_text_is_empty_without_strays_and_lists_them_otherwise() {
+        assert_eq!(stray_text(&[]), "");
+        let stray = ["READY".to_owned(), "a REPLY to envelope []".to_owned()];
+        assert_eq!(
+            stray_text(&stray),
+            "; also got: READY, a REPLY to envelope []"
+        );
+    }
 }
