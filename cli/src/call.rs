@@ -7,11 +7,11 @@ use std::os::unix::ffi::OsStringExt;
 use std::time::{Duration, Instant};
 
 use clap::{Args as ClapArgs, ValueEnum};
-use majordomo_worker::client::{Client, ClientConfig, ClientError, DEFAULT_RETRIES};
+use majordomo_worker::client::{Client, ClientConfig, DEFAULT_RETRIES};
 
-use crate::error::{CliError, CliResult};
+use crate::client::DEFAULT_BROKER;
+use crate::error::{client_error, CliError, CliResult};
 use crate::frames::Framing;
-use crate::worker::DEFAULT_BROKER;
 
 const AFTER_HELP: &str =
     "Output: raw writes the frames as --frames maps them (raw: concatenated); hex writes one
@@ -146,39 +146,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Exit 1 for no (valid) reply or no worker, 2 for what the user gave, 4 for no connection,
-/// 3 for the rest.
-pub fn client_error(error: ClientError) -> CliError {
-    match error {
-        ClientError::Config(_) | ClientError::InvalidService { .. } => {
-            CliError::Usage(error.to_string())
-        }
-        ClientError::Unreachable { .. } => CliError::Unreachable(error.to_string()),
-        ClientError::Timeout { .. }
-        | ClientError::NoWorker { .. }
-        | ClientError::Protocol(_)
-        | ClientError::WrongService { .. }
-        | ClientError::UnexpectedMmiCode { .. }
-        | ClientError::Unsupported { .. } => CliError::NoAnswer(error.to_string()),
-        _ => CliError::Failed(error.to_string()),
-    }
-}
-
-/// An error from asking the broker itself (a lookup, the service list, the load), in the
-/// user's words: no internal service name, and the broker that did not answer.
-pub fn broker_error(error: ClientError, broker: &str, timeout: Duration) -> CliError {
-    match error {
-        ClientError::Timeout { .. } => CliError::NoAnswer(format!(
-            "no answer from the broker at {broker} within {}",
-            humantime::format_duration(timeout)
-        )),
-        ClientError::Unsupported { .. } => CliError::NoAnswer(format!(
-            "this broker does not list its services (only `mdp broker` does): {broker}"
-        )),
-        other => client_error(other),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,37 +165,5 @@ mod tests {
             text(Output::Json, Framing::Raw),
             b"[\"hi\",{\"hex\":\"ff00\"}]\n"
         );
-    }
-
-    #[test]
-    fn no_reply_is_exit_1_and_a_bad_service_exit_2() {
-        let timeout = ClientError::Timeout {
-            service: "s".into(),
-            attempts: 1,
-        };
-        assert!(matches!(client_error(timeout), CliError::NoAnswer(_)));
-        let none = ClientError::NoWorker {
-            service: "s".into(),
-        };
-        assert!(matches!(client_error(none), CliError::NoAnswer(m) if m == "no worker for `s`"));
-        let nothing = ClientError::Unreachable {
-            endpoints: vec!["tcp://a:1".into(), "tcp://b:2".into()],
-        };
-        assert!(matches!(
-            client_error(nothing),
-            CliError::Unreachable(m) if m == "nothing answers at tcp://a:1, tcp://b:2"
-        ));
-        let mmi = ClientError::Timeout {
-            service: "mmi.services".into(),
-            attempts: 1,
-        };
-        let said = broker_error(mmi, "tcp://a:1", Duration::from_millis(2500)).to_string();
-        assert_eq!(
-            said,
-            "no answer from the broker at tcp://a:1 within 2s 500ms"
-        );
-        let mut client = Client::connect(ClientConfig::new("tcp://127.0.0.1:1")).unwrap();
-        let error = client.request("", &["x"]).unwrap_err();
-        assert!(matches!(client_error(error), CliError::Usage(_)));
     }
 }

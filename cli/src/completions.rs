@@ -1,10 +1,9 @@
 //! `mdp completions SHELL`: shell completion scripts, from clap's own definition of the tool.
 
-use clap::{Args as ClapArgs, CommandFactory};
+use clap::Args as ClapArgs;
 use clap_complete::Shell;
 
 use crate::error::CliResult;
-use crate::Cli;
 
 /// Print a completion script for SHELL.
 ///
@@ -18,9 +17,8 @@ pub struct Args {
     pub shell: Shell,
 }
 
-/// Writes the script to stdout.
-pub fn run(args: Args) -> CliResult {
-    let mut command = Cli::command();
+/// Writes the script for `command`, the whole tool as clap defines it, to stdout.
+pub fn run(args: Args, mut command: clap::Command) -> CliResult {
     clap_complete::generate(args.shell, &mut command, "mdp", &mut std::io::stdout());
     Ok(())
 }

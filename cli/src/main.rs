@@ -3,23 +3,44 @@
 //! One module per subcommand, each a clap `Args` struct and one `run` function; errors map
 //! to the exit codes documented in [`error`]. The tool holds no protocol logic: it is a user
 //! of the `majordomo-worker` library like any other.
+//!
+//! The tool stands in three layers over the library; each imports only from those below it:
+//!
+//! ```text
+//! main.rs      parses the command line, runs one subcommand, turns its error into the
+//!              exit code
+//! subcommands  bench/ broker call check/ completions ping services top/ worker/: one
+//!              module each; none imports another. Inside a folder the files import
+//!              downward as well: the runner over the parts it runs (check/mod.rs has
+//!              the table of check/)
+//! shared       client (the default broker, the lookup client), error (the one error
+//!              type, its exit codes, the ClientError mapping), frames (--frames),
+//!              metrics (--metrics-addr), table (terminal tables)
+//! library      majordomo_worker: its clients, worker, pool, broker, config, protocol,
+//!              mmi and metrics
+//! ```
+//!
+//! What two subcommands both need goes down into a shared module, never sideways into the
+//! other subcommand.
 
 mod bench;
 mod broker;
 mod call;
 mod check;
+mod client;
 mod completions;
 mod error;
 mod frames;
 mod metrics;
 mod ping;
 mod services;
+mod table;
 mod top;
 mod worker;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use error::CliResult;
 
@@ -81,7 +102,7 @@ fn run(command: Command) -> CliResult {
     match command {
         Command::Bench(args) => bench::run(args),
         Command::Check(args) => check::run(args),
-        Command::Completions(args) => completions::run(args),
+        Command::Completions(args) => completions::run(args, Cli::command()),
         Command::Worker(args) => worker::run(args),
         Command::Call(args) => call::run(args),
         Command::Ping(args) => ping::run(args),

@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 use clap::Args as ClapArgs;
 use majordomo_worker::client::{Client, ClientConfig, ClientError};
 
-use crate::call::{broker_error, client_error};
-use crate::error::{CliError, CliResult};
-use crate::worker::DEFAULT_BROKER;
+use crate::client::DEFAULT_BROKER;
+use crate::error::{broker_error, client_error, CliError, CliResult};
 
 const AFTER_HELP: &str = "Exit status: 0 the service has workers; 1 it has none (\"no worker for `SERVICE`\"), the
 broker did not answer, or it cannot tell (a broker without 8/MMI service lookups: \"this

@@ -6,12 +6,11 @@ use std::io::Write;
 use std::time::Duration;
 
 use clap::Args as ClapArgs;
-use majordomo_worker::client::{Client, ClientConfig, ClientError};
 use majordomo_worker::mmi::ServiceStats;
 
-use crate::call::{broker_error, client_error};
-use crate::error::CliResult;
-use crate::worker::DEFAULT_BROKER;
+use crate::client::{self, DEFAULT_BROKER};
+use crate::error::{broker_error, CliResult};
+use crate::table::{columns, oldest};
 
 const AFTER_HELP: &str =
     "Columns: WORKERS registered (busy or idle), WAITING idle, QUEUED requests waiting for a
@@ -48,9 +47,9 @@ pub struct Args {
 
 /// Asks the broker once and prints what it said.
 pub fn run(args: Args) -> CliResult {
-    let mut client = connect(&args.broker, args.timeout)?;
-    let services =
-        load(&mut client).map_err(|error| broker_error(error, &args.broker, args.timeout))?;
+    let mut client = client::lookups(&args.broker, args.timeout)?;
+    let services = client::service_load(&mut client)
+        .map_err(|error| broker_error(error, &args.broker, args.timeout))?;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", json(&args.broker, &services))?;
@@ -58,74 +57,6 @@ pub fn run(args: Args) -> CliResult {
         write!(out, "{}", table(&services))?;
     }
     Ok(())
-}
-
-/// A client that waits `timeout` for each answer and does not retry (a lookup is cheap to
-/// ask again, and a refresh loop asks again anyway).
-pub fn connect(broker: &str, timeout: Duration) -> Result<Client, crate::error::CliError> {
-    let config = ClientConfig::new(broker).timeout(timeout).retries(0);
-    Client::connect(config).map_err(client_error)
-}
-
-/// Every service the broker knows, with its load, in the broker's (bytewise) name order.
-///
-/// `mmi.services` first: it is the listing, and a 501 to it is the clear "not supported"
-/// answer. Then `mmi.stats` with no name, which reports every known service in one
-/// snapshot, with the raw names (asking by the listed names would send their lossy text).
-///
-/// # Errors
-///
-/// [`ClientError::Unsupported`] from a broker without these extensions, and whatever
-/// [`Client::request`] returns.
-pub fn load(client: &mut Client) -> Result<Vec<ServiceStats>, ClientError> {
-    client.services()?;
-    client.service_stats(&[])
-}
-
-/// The OLDEST column: `-` when nothing is queued, else the age of the oldest request.
-pub fn oldest(service: &ServiceStats) -> String {
-    if service.queued == 0 {
-        return "-".to_string();
-    }
-    age(service.oldest_queued)
-}
-
-/// Milliseconds, seconds, or minutes and seconds (`<1ms` below a millisecond).
-fn age(age: Duration) -> String {
-    let ms = age.as_millis();
-    match ms {
-        0 => "<1ms".to_string(),
-        1..=999 => format!("{ms}ms"),
-        1000..=59_999 => format!("{:.1}s", age.as_secs_f64()),
-        _ => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
-    }
-}
-
-/// Columns laid out for a terminal: the first left-aligned, the others right-aligned,
-/// two spaces between.
-pub fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
-    let mut text = String::new();
-    for row in std::iter::once(&header).chain(rows) {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(i, (cell, &w))| match i {
-                0 => format!("{cell:<w$}"),
-                _ => format!("{cell:>w$}"),
-            })
-            .collect();
-        text.push_str(cells.join("  ").trim_end());
-        text.push('\n');
-    }
-    text
 }
 
 fn table(services: &[ServiceStats]) -> String {
@@ -178,25 +109,6 @@ mod tests {
             served: 1200,
             oldest_queued: Duration::from_millis(1500),
         }
-    }
-
-    #[test]
-    fn the_oldest_age_is_a_dash_only_when_nothing_is_queued() {
-        let ms = Duration::from_millis;
-        let idle = ServiceStats {
-            queued: 0,
-            ..echo()
-        };
-        assert_eq!(oldest(&idle), "-");
-        let just_queued = ServiceStats {
-            oldest_queued: ms(0),
-            ..echo()
-        };
-        assert_eq!(oldest(&just_queued), "<1ms");
-        assert_eq!(age(ms(0)), "<1ms");
-        assert_eq!(age(ms(350)), "350ms");
-        assert_eq!(age(ms(1500)), "1.5s");
-        assert_eq!(age(ms(185_000)), "3m05s");
     }
 
     #[test]

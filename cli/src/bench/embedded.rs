@@ -15,8 +15,8 @@ use majordomo_worker::broker::{Broker, BrokerConfig, BrokerHandle, BrokerStats};
 use majordomo_worker::pool::{PoolService, WorkerPool};
 use majordomo_worker::{zmq, Message, Worker, WorkerConfig};
 
+use super::args::Args;
 use super::report::KillReport;
-use super::Args;
 use crate::error::{CliError, CliResult};
 
 /// Heartbeat of the broker and the workers: a dead idle worker is forgotten after three.

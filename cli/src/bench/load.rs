@@ -14,7 +14,7 @@ use majordomo_worker::client::{ClientConfig, ClientError};
 use majordomo_worker::AsyncClient;
 use tokio::task::JoinSet;
 
-use super::{Args, ID_DIGITS};
+use super::args::{Args, ID_DIGITS};
 use crate::error::CliError;
 
 /// Highest latency the histogram tells apart, in microseconds (an hour); longer ones count

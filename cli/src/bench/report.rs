@@ -9,8 +9,8 @@ use hdrhistogram::Histogram;
 use majordomo_worker::broker::BrokerStats;
 use serde_json::{json, Value};
 
+use super::args::Args;
 use super::load::{Load, Stop};
-use super::Args;
 use crate::error::{CliError, CliResult};
 
 /// The kill and restart of the child worker (`--kill-one`).

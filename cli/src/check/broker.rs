@@ -15,17 +15,17 @@
 //! is still registered sends DISCONNECT at the end; otherwise they are left to the broker's
 //! expiry, and a note says so.
 
-use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args as ClapArgs;
 use majordomo_worker::protocol::WorkerMessage;
 
 use super::broker_checks as checks;
-use super::peer::{client_frames, decode_client, decode_worker, worker_frames, Frame, Peer};
-use super::report::{Check, Outcome, Report, Transcript};
-use crate::error::CliResult;
+use super::lab::Lab;
+use super::peer::{worker_frames, Peer};
+use super::report::{Check, Outcome, Report};
+use crate::error::{CliError, CliResult};
 
 /// Check that a broker at ENDPOINT follows MDP/0.1, and report its dialect.
 ///
@@ -62,19 +62,16 @@ pub struct Args {
 /// Runs the checks and prints the report.
 pub fn run(args: Args) -> CliResult {
     check_skips(&args.skip)?;
-    let lab = Lab::new(&args);
-    let report = lab.run_all()?;
+    let report = Runner::new(&args).run_all()?;
     if report
         .observed
         .iter()
         .any(|(k, v)| *k == NOTHING_ANSWERED && v == true)
     {
-        super::print(&report, args.json);
-        return Err(crate::error::CliError::Unreachable(nothing_answered(
-            &args.endpoint,
-        )));
+        report.print(args.json);
+        return Err(CliError::Unreachable(nothing_answered(&args.endpoint)));
     }
-    super::finish(&report, args.json)
+    report.finish(args.json)
 }
 
 /// The observation set when a check got no answer at all.
@@ -97,79 +94,52 @@ fn check_skips(skips: &[String]) -> CliResult {
         .collect();
     match skips.iter().find(|s| !names.contains(&s.as_str())) {
         None => Ok(()),
-        Some(unknown) => Err(crate::error::CliError::Usage(format!(
+        Some(unknown) => Err(CliError::Usage(format!(
             "--skip {unknown}: no such check; the checks are {}",
             names.join(", ")
         ))),
     }
 }
 
-/// How long a service name's worker sockets wait after READY before a client uses the service:
-/// the READY travels on another connection than the request, and a broker that does not queue
-/// requests for unknown services (wdl83) would refuse a request that overtook it.
-const SETTLE: Duration = Duration::from_millis(100);
-/// How long a busy worker stays silent with `--long`.
-pub(super) const LONG_SILENCE: Duration = Duration::from_secs(15);
-
-/// The run's shared state: the context, the endpoint, the waits, and name counters.
-pub(super) struct Lab {
-    context: zmq::Context,
-    pub(super) endpoint: String,
-    start: Instant,
-    /// Wait for a message that must come.
-    pub(super) wait: Duration,
-    /// Window in which a message must not come (or may come at once).
-    pub(super) quiet: Duration,
-    /// The broker's heartbeat, as the user told us.
-    pub(super) heartbeat: Duration,
-    pub(super) long: bool,
+/// The run: the lab, and which checks run in it.
+struct Runner {
+    lab: Lab,
+    /// With `--long`: the checks that wait long run too.
+    long: bool,
+    /// The checks skipped with `--skip`.
     skip: Vec<String>,
-    prefix: String,
-    names: Cell<u32>,
-    /// Every worker registered, to DISCONNECT at the end.
-    workers: RefCell<Vec<Rc<Peer>>>,
 }
 
-impl Lab {
-    fn new(args: &Args) -> Lab {
+impl Runner {
+    fn new(args: &Args) -> Runner {
         let wait = Duration::from_millis(args.wait_ms);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos() % 0x1_0000);
-        Lab {
-            context: zmq::Context::new(),
-            endpoint: args.endpoint.clone(),
-            start: Instant::now(),
-            wait,
-            quiet: (wait / 3).min(Duration::from_millis(500)),
-            heartbeat: Duration::from_millis(args.heartbeat_ms),
+        let heartbeat = Duration::from_millis(args.heartbeat_ms);
+        Runner {
+            lab: Lab::new(&args.endpoint, wait, heartbeat),
             long: args.long,
             skip: args.skip.clone(),
-            prefix: format!("mdp-check-{}-{nanos:x}", std::process::id()),
-            names: Cell::new(0),
-            workers: RefCell::new(Vec::new()),
         }
     }
 
-    fn run_all(&self) -> Result<Report, crate::error::CliError> {
+    fn run_all(&self) -> Result<Report, CliError> {
         let mut report = Report {
             subject: "broker",
-            endpoint: self.endpoint.clone(),
+            endpoint: self.lab.endpoint.clone(),
             checks: Vec::new(),
             observed: Vec::new(),
             notes: Vec::new(),
         };
         report.notes.push(format!(
             "services used: {}-*; heartbeat hint {} ms, waits {} ms",
-            self.prefix,
-            self.heartbeat.as_millis(),
-            self.wait.as_millis()
+            self.lab.prefix,
+            self.lab.heartbeat.as_millis(),
+            self.lab.wait.as_millis()
         ));
         for (name, check) in checks::SAFE {
             let result = if self.skip.iter().any(|s| s == name) {
                 Check::skipped(name, "skipped with --skip")
             } else {
-                check(self, &mut report.observed)?
+                check(&self.lab, &mut report.observed)?
             };
             let silent = got_no_answer(&result);
             report.checks.push(result);
@@ -185,7 +155,7 @@ impl Lab {
 
     /// After a check that got no answer at all: every other check is skipped, and why.
     fn skip_the_rest(&self, report: &mut Report) {
-        let why = nothing_answered(&self.endpoint);
+        let why = nothing_answered(&self.lab.endpoint);
         let safe = checks::SAFE.iter().map(|(name, _)| *name);
         let risky = super::broker_risky::risky(self.long).into_iter();
         for name in safe.chain(risky.map(|(name, _)| name)) {
@@ -198,7 +168,7 @@ impl Lab {
     }
 
     /// The workers still registered send DISCONNECT, if the broker is known to handle it.
-    fn disconnect_workers(&self, report: &mut Report) -> Result<(), crate::error::CliError> {
+    fn disconnect_workers(&self, report: &mut Report) -> Result<(), CliError> {
         let handled = report
             .checks
             .iter()
@@ -207,7 +177,7 @@ impl Lab {
             .observed
             .iter()
             .any(|(k, v)| *k == "stopped_answering_after" && !v.is_null());
-        let workers: Vec<Rc<Peer>> = self.workers.take();
+        let workers: Vec<Rc<Peer>> = self.lab.take_workers();
         let registered: Vec<&Rc<Peer>> = workers.iter().filter(|w| !w.disconnected()).collect();
         if !handled || stopped {
             report.notes.push(format!(
@@ -217,7 +187,7 @@ impl Lab {
             ));
             return Ok(());
         }
-        let mut t = self.transcript();
+        let mut t = self.lab.transcript();
         for worker in &registered {
             worker.send(&mut t, &worker_frames(WorkerMessage::Disconnect))?;
         }
@@ -226,7 +196,7 @@ impl Lab {
     }
 
     /// The checks that can bring a fragile broker down, each followed by a liveness probe.
-    fn run_risky(&self, report: &mut Report) -> Result<(), crate::error::CliError> {
+    fn run_risky(&self, report: &mut Report) -> Result<(), CliError> {
         let mut stopped: Option<&'static str> = None;
         for check in super::broker_risky::risky(self.long) {
             if let Some(after) = stopped {
@@ -242,9 +212,9 @@ impl Lab {
                     .push(Check::skipped(check.0, "skipped with --skip"));
                 continue;
             }
-            let mut result = (check.1)(self, &mut report.observed)?;
-            let mut t = self.transcript();
-            if self.probe(&mut t)? {
+            let mut result = (check.1)(&self.lab, &mut report.observed)?;
+            let mut t = self.lab.transcript();
+            if self.lab.probe(&mut t)? {
                 result.detail += "; the broker still answers";
             } else {
                 stopped = Some(check.0);
@@ -285,15 +255,12 @@ impl Lab {
     }
 
     /// With `--long`: waits out the reference liveness window, then probes once more.
-    fn final_probe(
-        &self,
-        report: &mut Report,
-    ) -> Result<Option<&'static str>, crate::error::CliError> {
-        std::thread::sleep(self.heartbeat * 3 + Duration::from_secs(1));
-        let mut t = self.transcript();
-        let alive = self.probe(&mut t)?;
+    fn final_probe(&self, report: &mut Report) -> Result<Option<&'static str>, CliError> {
+        std::thread::sleep(self.lab.heartbeat * 3 + Duration::from_secs(1));
+        let mut t = self.lab.transcript();
+        let alive = self.lab.probe(&mut t)?;
         let outcome = if alive { Outcome::Pass } else { Outcome::Fail };
-        let waited = (self.heartbeat * 3 + Duration::from_secs(1)).as_millis();
+        let waited = (self.lab.heartbeat * 3 + Duration::from_secs(1)).as_millis();
         let detail = if alive {
             format!("still answering {waited} ms after the last check")
         } else {
@@ -303,194 +270,5 @@ impl Lab {
             .checks
             .push(t.finish("alive-at-end", outcome, detail));
         Ok((!alive).then_some("alive-at-end"))
-    }
-
-    /// Whether the broker still serves: a fresh worker registers, a client's request reaches
-    /// it and the worker's REPLY reaches the client.
-    pub(super) fn probe(&self, t: &mut Transcript) -> Result<bool, crate::error::CliError> {
-        let service = self.service();
-        let worker = self.worker(t, &service)?;
-        let (client, _) = self.client()?;
-        let exchange = self.exchange(t, &worker, &client, &service, &[b"mdp-check probe"])?;
-        Ok(exchange.reply.is_some())
-    }
-
-    /// A new transcript for one check.
-    pub(super) fn transcript(&self) -> Transcript {
-        Transcript::new(self.start)
-    }
-
-    fn next_number(&self) -> u32 {
-        let n = self.names.get() + 1;
-        self.names.set(n);
-        n
-    }
-
-    /// A service name no other traffic uses.
-    pub(super) fn service(&self) -> Frame {
-        format!("{}-{}", self.prefix, self.next_number()).into_bytes()
-    }
-
-    /// A DEALER with an identity the broker never saw.
-    pub(super) fn dealer(&self, role: &str) -> Result<Peer, crate::error::CliError> {
-        let name = format!("{role}-{}", self.next_number());
-        Peer::connect(&self.context, zmq::DEALER, &self.endpoint, name, None)
-    }
-
-    /// A DEALER worker that sent READY for `service` and waited [`SETTLE`]; kept until the
-    /// end of the run, to DISCONNECT then.
-    pub(super) fn worker(
-        &self,
-        t: &mut Transcript,
-        service: &[u8],
-    ) -> Result<Rc<Peer>, crate::error::CliError> {
-        let worker = Rc::new(self.dealer("worker")?);
-        let ready = WorkerMessage::Ready {
-            service: service.to_vec(),
-        };
-        worker.send(t, &worker_frames(ready))?;
-        self.workers.borrow_mut().push(Rc::clone(&worker));
-        std::thread::sleep(SETTLE);
-        Ok(worker)
-    }
-
-    /// A new worker for `service` answers the requests still queued for it (at most `count`,
-    /// each within [`quiet`](Self::quiet)), so that the run leaves none behind.
-    pub(super) fn serve_leftovers(
-        &self,
-        t: &mut Transcript,
-        service: &[u8],
-        count: usize,
-    ) -> Result<usize, crate::error::CliError> {
-        let worker = self.worker(t, service)?;
-        let mut served = 0;
-        while served < count {
-            let Some((envelope, body)) = self.take_request(t, &worker, self.quiet)? else {
-                break;
-            };
-            worker.send(t, &worker_frames(WorkerMessage::Reply { envelope, body }))?;
-            served += 1;
-        }
-        Ok(served)
-    }
-
-    /// A DEALER client with a known identity, which a REQUEST's envelope should carry.
-    pub(super) fn client(&self) -> Result<(Peer, Frame), crate::error::CliError> {
-        let n = self.next_number();
-        let identity = format!("{}-c{n}", self.prefix).into_bytes();
-        let name = format!("client-{n}");
-        let peer = Peer::connect(
-            &self.context,
-            zmq::DEALER,
-            &self.endpoint,
-            name,
-            Some(&identity),
-        )?;
-        Ok((peer, identity))
-    }
-
-    /// A REQ client with a known identity.
-    pub(super) fn req_client(&self) -> Result<(Peer, Frame), crate::error::CliError> {
-        let n = self.next_number();
-        let identity = format!("{}-r{n}", self.prefix).into_bytes();
-        let name = format!("req-{n}");
-        let peer = Peer::connect(
-            &self.context,
-            zmq::REQ,
-            &self.endpoint,
-            name,
-            Some(&identity),
-        )?;
-        Ok((peer, identity))
-    }
-
-    /// The client sends `body` to `service`; the worker takes the REQUEST and echoes it.
-    pub(super) fn exchange(
-        &self,
-        t: &mut Transcript,
-        worker: &Peer,
-        client: &Peer,
-        service: &[u8],
-        body: &[&[u8]],
-    ) -> Result<Exchange, crate::error::CliError> {
-        client.send(t, &client_frames(service, body))?;
-        let Some((envelope, body)) = self.take_request(t, worker, self.wait)? else {
-            return Ok(Exchange::default());
-        };
-        let reply = self.echo(t, worker, client, envelope.clone(), body.clone())?;
-        Ok(Exchange {
-            request: Some((envelope, body)),
-            reply,
-        })
-    }
-
-    /// The worker's next REQUEST within `wait` (HEARTBEATs are skipped): envelope and body.
-    pub(super) fn take_request(
-        &self,
-        t: &mut Transcript,
-        worker: &Peer,
-        wait: Duration,
-    ) -> Result<Option<Request>, crate::error::CliError> {
-        let is_request =
-            |f: &[Frame]| matches!(decode_worker(f), Some(WorkerMessage::Request { .. }));
-        Ok(
-            match worker
-                .recv_until(t, wait, is_request)?
-                .and_then(|f| decode_worker(&f))
-            {
-                Some(WorkerMessage::Request { envelope, body }) => Some((envelope, body)),
-                _ => None,
-            },
-        )
-    }
-
-    /// The worker sends `body` back to `envelope`; returns the reply's body at `client`.
-    pub(super) fn echo(
-        &self,
-        t: &mut Transcript,
-        worker: &Peer,
-        client: &Peer,
-        envelope: Vec<Frame>,
-        body: Vec<Frame>,
-    ) -> Result<Option<Vec<Frame>>, crate::error::CliError> {
-        worker.send(t, &worker_frames(WorkerMessage::Reply { envelope, body }))?;
-        self.client_reply(t, client, self.wait)
-    }
-
-    /// The body of the next client reply within `wait`, if a well-formed one comes.
-    pub(super) fn client_reply(
-        &self,
-        t: &mut Transcript,
-        client: &Peer,
-        wait: Duration,
-    ) -> Result<Option<Vec<Frame>>, crate::error::CliError> {
-        Ok(client
-            .recv(t, wait)?
-            .and_then(|f| decode_client(&f))
-            .map(|m| m.body))
-    }
-}
-
-/// A REQUEST as a worker received it: envelope and body.
-pub(super) type Request = (Vec<Frame>, Vec<Frame>);
-
-/// One request through the broker and its echo.
-#[derive(Debug, Default)]
-pub(super) struct Exchange {
-    /// The REQUEST the worker received: envelope and body.
-    pub request: Option<Request>,
-    /// The reply body the client received (status frames and all).
-    pub reply: Option<Vec<Frame>>,
-}
-
-/// The body a client got, without the status frame some brokers put first (wdl83's
-/// `success`): `None` if it is not `sent`, with or without one extra frame in front.
-pub(super) fn strip_status<'a>(got: &'a [Frame], sent: &[Frame]) -> Option<&'a [Frame]> {
-    if got == sent {
-        Some(&[])
-    } else if got.len() == sent.len() + 1 && got[1..] == *sent {
-        Some(&got[..1])
-    } else {
-        None
     }
 }

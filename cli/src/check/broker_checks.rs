@@ -5,14 +5,10 @@ use std::time::{Duration, Instant};
 use majordomo_worker::protocol::WorkerMessage;
 use serde_json::Value;
 
-use super::broker::{strip_status, Lab};
+use super::lab::{strip_status, CheckFn, Lab};
 use super::peer::{client_frames, decode_client, decode_worker, owned, worker_frames, Frame, Peer};
-use super::report::{ms, show_frame, Check, Outcome, Transcript};
+use super::report::{frames_text, ms, pass_if, Check, Observed, Outcome, Transcript};
 use crate::error::CliError;
-
-/// What the checks observe about the broker besides pass/fail.
-pub(super) type Observed = Vec<(&'static str, Value)>;
-pub(super) type CheckFn = fn(&Lab, &mut Observed) -> Result<Check, CliError>;
 
 /// The checks no known broker dies of, in order.
 pub(super) const SAFE: &[(&str, CheckFn)] = &[
@@ -23,19 +19,6 @@ pub(super) const SAFE: &[(&str, CheckFn)] = &[
     ("mmi-service", mmi_service),
     ("queued-request", queued_request),
 ];
-
-pub(super) fn pass_if(ok: bool) -> Outcome {
-    if ok {
-        Outcome::Pass
-    } else {
-        Outcome::Fail
-    }
-}
-
-pub(super) fn frames_text(frames: &[Frame]) -> String {
-    let shown: Vec<String> = frames.iter().map(|f| show_frame(f)).collect();
-    format!("[{}]", shown.join(", "))
-}
 
 /// READY, then a client's request reaches the worker with the client's identity as envelope.
 fn registration(lab: &Lab, _: &mut Observed) -> Result<Check, CliError> {

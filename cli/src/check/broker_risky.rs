@@ -5,10 +5,9 @@ use std::time::{Duration, Instant};
 
 use majordomo_worker::protocol::WorkerMessage;
 
-use super::broker::{Lab, LONG_SILENCE};
-use super::broker_checks::{frames_text, pass_if, CheckFn, Observed};
+use super::lab::{CheckFn, Lab, LONG_SILENCE};
 use super::peer::{client_frames, decode_worker, owned, worker_frames, Frame, Peer};
-use super::report::{ms, Check, Outcome, Transcript};
+use super::report::{frames_text, ms, pass_if, Check, Observed, Outcome, Transcript};
 use crate::error::CliError;
 
 /// The checks that can bring a fragile broker down: protocol behaviour first, then

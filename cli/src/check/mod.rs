@@ -1,9 +1,23 @@
 //! `mdp check broker ENDPOINT` and `mdp check worker --bind ENDPOINT`: conformance checks of
 //! any MDP/0.1 broker or worker, with the frames seen and the peer's dialect.
+//!
+//! The files, each importing only those below it:
+//!
+//! ```text
+//! broker.rs, worker.rs              a side's flags and runner: which checks run, in order
+//! broker_checks.rs, broker_risky.rs,
+//!   worker_checks.rs                the checks, one function or method each
+//! lab.rs, fake_broker.rs            what the checks work with: clients and workers of a
+//!                                   broker under test, or the broker a worker talks to
+//! peer.rs                           a raw socket that records every message it sees
+//! report.rs                         the results, and how they print
+//! ```
 
 mod broker;
 mod broker_checks;
 mod broker_risky;
+mod fake_broker;
+mod lab;
 mod peer;
 mod report;
 mod worker;
@@ -11,8 +25,7 @@ mod worker_checks;
 
 use clap::{Args as ClapArgs, Subcommand};
 
-use crate::error::{CliError, CliResult};
-use report::Report;
+use crate::error::CliResult;
 
 /// Check that a broker or a worker follows MDP/0.1, whoever wrote it.
 ///
@@ -40,26 +53,5 @@ pub fn run(args: Args) -> CliResult {
     match args.side {
         Side::Broker(args) => broker::run(args),
         Side::Worker(args) => worker::run(args),
-    }
-}
-
-/// Prints the report, as JSON or text.
-fn print(report: &Report, json: bool) {
-    if json {
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.to_text());
-    }
-}
-
-/// Prints the report; any failed check makes the exit code 1.
-fn finish(report: &Report, json: bool) -> CliResult {
-    print(report, json);
-    match report.failures() {
-        0 => Ok(()),
-        n => Err(CliError::NoAnswer(format!(
-            "{n} of {} checks failed",
-            report.checks.len()
-        ))),
     }
 }

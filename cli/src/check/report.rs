@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::error::{CliError, CliResult};
+
 /// How one check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -17,6 +19,15 @@ pub enum Outcome {
     Skip,
 }
 
+/// `Pass` if `ok`, else `Fail`.
+pub fn pass_if(ok: bool) -> Outcome {
+    if ok {
+        Outcome::Pass
+    } else {
+        Outcome::Fail
+    }
+}
+
 impl Outcome {
     fn word(self) -> &'static str {
         match self {
@@ -26,6 +37,9 @@ impl Outcome {
         }
     }
 }
+
+/// What the checks observe about the peer besides pass/fail, in order (a broker's dialect).
+pub type Observed = Vec<(&'static str, Value)>;
 
 /// One message sent or received during a check.
 #[derive(Debug, Clone)]
@@ -120,7 +134,7 @@ pub struct Report {
     /// The checks, in the order run.
     pub checks: Vec<Check>,
     /// Observed behaviour that is not pass/fail (the broker's dialect), in order.
-    pub observed: Vec<(&'static str, Value)>,
+    pub observed: Observed,
     /// Remarks for the reader (what was skipped and why, when the peer stopped answering).
     pub notes: Vec<String>,
 }
@@ -138,6 +152,31 @@ impl Report {
     /// Records an observation.
     pub fn observe(&mut self, key: &'static str, value: impl Into<Value>) {
         self.observed.push((key, value.into()));
+    }
+
+    /// Prints the report, as JSON or text.
+    pub fn print(&self, json: bool) {
+        if json {
+            println!("{}", self.to_json());
+        } else {
+            print!("{}", self.to_text());
+        }
+    }
+
+    /// Prints the report; any failed check makes the exit code 1.
+    ///
+    /// # Errors
+    ///
+    /// [`CliError::NoAnswer`] when a check failed, saying how many of all.
+    pub fn finish(&self, json: bool) -> CliResult {
+        self.print(json);
+        match self.failures() {
+            0 => Ok(()),
+            n => Err(CliError::NoAnswer(format!(
+                "{n} of {} checks failed",
+                self.checks.len()
+            ))),
+        }
     }
 
     /// The report as one JSON object.
@@ -276,6 +315,12 @@ pub fn show_frame(frame: &[u8]) -> String {
     }
 }
 
+/// A message's frames for people, each as [`show_frame`] shows it: `["a", 01 (.)]`.
+pub fn frames_text(frames: &[Vec<u8>]) -> String {
+    let shown: Vec<String> = frames.iter().map(|f| show_frame(f)).collect();
+    format!("[{}]", shown.join(", "))
+}
+
 /// Lower-case hex, bytes separated by nothing.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().fold(String::new(), |mut s, b| {
@@ -313,6 +358,21 @@ mod tests {
         assert_eq!(show_frame(b""), "\"\"");
         assert_eq!(show_frame(&[0x01]), "01 (.)");
         assert_eq!(show_frame(&[0x00, b'a', 0xff]), "0061ff (.a.)");
+    }
+
+    #[test]
+    fn frames_text_lists_every_frame_as_shown() {
+        assert_eq!(frames_text(&[]), "[]");
+        assert_eq!(
+            frames_text(&[b"MDPW01".to_vec(), vec![0x01]]),
+            "[\"MDPW01\", 01 (.)]"
+        );
+    }
+
+    #[test]
+    fn pass_if_maps_true_to_pass_and_false_to_fail() {
+        assert_eq!(pass_if(true), Outcome::Pass);
+        assert_eq!(pass_if(false), Outcome::Fail);
     }
 
     #[test]

@@ -1,12 +1,13 @@
-//! The checks of `mdp check worker` after the READY, one method each, in the order they run.
+//! The checks of `mdp check worker`, one method each, in the order they run: READY first, then
+//! the ones that need a worker that said READY.
 
 use std::time::{Duration, Instant};
 
 use majordomo_worker::protocol::{ClientMessage, WorkerMessage};
 
+use super::fake_broker::{describe, ready_service, FakeBroker};
 use super::peer::{owned, worker_frames, Frame};
-use super::report::{hex, ms, show_frame, Check, Outcome, Report, Transcript};
-use super::worker::{describe, ready_service, FakeBroker};
+use super::report::{frames_text, hex, ms, pass_if, Check, Outcome, Report, Transcript};
 use crate::error::CliError;
 
 /// The checks that need a worker that said READY, in order.
@@ -23,32 +24,6 @@ const ENVELOPE: [&[u8]; 2] = [&[0x00, 0xff, b'c', b'1'], &[0x80, 0x00, 0x01]];
 /// How soon after our DISCONNECT a HEARTBEAT on the old socket is still taken as sent before
 /// the worker saw the DISCONNECT.
 const IN_FLIGHT: Duration = Duration::from_millis(100);
-
-/// What the worker socket said while we listened.
-#[derive(Debug, Default)]
-struct Heard {
-    /// When each HEARTBEAT arrived.
-    beats: Vec<Instant>,
-    /// The REPLY with the expected envelope (its body), or why it was malformed.
-    reply: Option<Result<Vec<Frame>, String>>,
-    /// When listening ended.
-    ended: Option<Instant>,
-    /// Anything else, in a few words each.
-    stray: Vec<String>,
-}
-
-fn pass_if(ok: bool) -> Outcome {
-    if ok {
-        Outcome::Pass
-    } else {
-        Outcome::Fail
-    }
-}
-
-fn frames_text(frames: &[Frame]) -> String {
-    let shown: Vec<String> = frames.iter().map(|f| show_frame(f)).collect();
-    format!("[{}]", shown.join(", "))
-}
 
 /// The gaps between `from` and each instant, and between consecutive instants.
 fn gaps(from: Instant, at: &[Instant]) -> Vec<Duration> {
@@ -68,49 +43,36 @@ fn stray_text(stray: &[String]) -> String {
 }
 
 impl FakeBroker {
-    /// Listens to the current worker socket for up to `wait`: until `max_beats` HEARTBEATs,
-    /// or a REPLY (well-formed or not) to `envelope`.
-    fn listen(
-        &mut self,
-        t: &mut Transcript,
-        wait: Duration,
-        max_beats: usize,
-        envelope: &[Frame],
-    ) -> Result<Heard, CliError> {
-        let deadline = Instant::now() + wait;
-        let mut heard = Heard::default();
-        while heard.reply.is_none() && heard.beats.len() < max_beats {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Some((identity, frames)) = self.next(t, left)? else {
+    /// The first message must be READY, exactly `""`, `MDPW01`, `0x01`, service.
+    pub(super) fn ready_first(&mut self, report: &mut Report) -> Result<Check, CliError> {
+        let mut t = self.transcript();
+        t.heartbeats = true;
+        let deadline = Instant::now() + self.wait;
+        let Some((identity, frames)) = self.next(&mut t, self.wait)? else {
+            let detail = format!("no message from a worker in {} ms", self.wait.as_millis());
+            return Ok(t.finish("ready-first", Outcome::Fail, detail));
+        };
+        if let Some(service) = ready_service(&frames) {
+            self.adopt(report, identity, &service);
+            return Ok(t.finish(
+                "ready-first",
+                Outcome::Pass,
+                "READY first, exactly \"\", MDPW01, 0x01, service",
+            ));
+        }
+        let detail = format!(
+            "the first message was {}, not a well-formed READY",
+            describe(&frames)
+        );
+        // Go on with the checks if a READY comes after all.
+        let left = deadline.saturating_duration_since(Instant::now());
+        while let Some((identity, frames)) = self.next(&mut t, left)? {
+            if let Some(service) = ready_service(&frames) {
+                self.adopt(report, identity, &service);
                 break;
-            };
-            if Some(&identity) != self.worker.as_ref() {
-                heard.stray.push(format!(
-                    "{} from another socket {}",
-                    describe(&frames),
-                    hex(&identity)
-                ));
-                continue;
             }
-            self.hear(&mut heard, frames, envelope);
         }
-        heard.ended = Some(Instant::now());
-        Ok(heard)
-    }
-
-    fn hear(&self, heard: &mut Heard, frames: Vec<Frame>, envelope: &[Frame]) {
-        let looks_like_reply = frames.get(2).is_some_and(|c| c[..] == [0x03]);
-        match WorkerMessage::decode(frames.clone()) {
-            Ok(WorkerMessage::Heartbeat) => heard.beats.push(Instant::now()),
-            Ok(WorkerMessage::Reply { envelope: e, body }) if e == envelope => {
-                heard.reply = Some(Ok(body))
-            }
-            Ok(WorkerMessage::Reply { envelope: e, .. }) => heard
-                .stray
-                .push(format!("a REPLY to envelope {}", frames_text(&e))),
-            Err(error) if looks_like_reply => heard.reply = Some(Err(error.to_string())),
-            _ => heard.stray.push(describe(&frames)),
-        }
+        Ok(t.finish("ready-first", Outcome::Fail, detail))
     }
 
     /// HEARTBEATs come at least every `heartbeat + tolerance`, counted from the READY.
@@ -396,4 +358,28 @@ fn malformed_shapes() -> Vec<Vec<Frame>> {
         client.encode(),                                  // a client message
         owned(&[b""]),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_count_the_first_from_the_start_and_each_next_from_the_one_before() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let at = [t0 + ms(100), t0 + ms(250), t0 + ms(600)];
+        assert_eq!(gaps(t0, &at), vec![ms(100), ms(150), ms(350)]);
+        assert!(gaps(t0, &[]).is_empty());
+    }
+
+    #[test]
+    fn stray_text_is_empty_without_strays_and_lists_them_otherwise() {
+        assert_eq!(stray_text(&[]), "");
+        let stray = ["READY".to_owned(), "a REPLY to envelope []".to_owned()];
+        assert_eq!(
+            stray_text(&stray),
+            "; also got: READY, a REPLY to envelope []"
+        );
+    }
 }

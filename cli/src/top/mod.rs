@@ -17,10 +17,9 @@ use clap::Args as ClapArgs;
 use majordomo_worker::client::{Client, ClientError};
 use tracing::subscriber::NoSubscriber;
 
-use crate::call::broker_error;
-use crate::error::{CliError, CliResult};
-use crate::services::{self, columns};
-use crate::worker::DEFAULT_BROKER;
+use crate::client::{self, DEFAULT_BROKER};
+use crate::error::{broker_error, CliError, CliResult};
+use crate::table::columns;
 use model::{Frame, Rates, Reading, Sample, HEADER};
 
 const AFTER_HELP: &str =
@@ -74,7 +73,7 @@ pub fn run(args: Args) -> CliResult {
         return Err(CliError::Usage("--interval must be at least 100ms".into()));
     }
     let endpoint = args.endpoint.unwrap_or(args.broker);
-    let mut client = services::connect(&endpoint, args.timeout)?;
+    let mut client = client::lookups(&endpoint, args.timeout)?;
     let broker = Broker {
         endpoint: endpoint.clone(),
         timeout: args.timeout,
@@ -99,7 +98,7 @@ impl Broker {
 
 /// One sample printed; the exit status says whether it had the load.
 fn once(broker: &Broker, client: &mut Client) -> CliResult {
-    let (sample, error) = match services::load(client) {
+    let (sample, error) = match client::service_load(client) {
         Ok(load) => (sample(Reading::Load(load)), None),
         Err(error @ ClientError::Unsupported { .. }) => {
             let error = broker.error(error);
@@ -139,7 +138,7 @@ fn spawn_sampler(mut client: Client, broker: Broker, interval: Duration) -> Rece
 
 /// The broker's answer; a missing one is shown, not fatal: the next refresh asks again.
 fn reading(broker: &Broker, client: &mut Client) -> Reading {
-    match services::load(client) {
+    match client::service_load(client) {
         Ok(load) => Reading::Load(load),
         Err(error @ ClientError::Unsupported { .. }) => {
             Reading::NotSupported(broker.error(error).to_string())
@@ -156,15 +155,9 @@ fn sample(reading: Reading) -> Sample {
     }
 }
 
-/// The first header line: what is watched, and when.
-fn title(endpoint: &str, frame: &Frame) -> String {
-    let time = humantime::format_rfc3339_seconds(frame.wall);
-    format!("mdp top  {endpoint}  {time}")
-}
-
 /// A frame as plain text: the header, then the table or the problem.
 fn plain(endpoint: &str, frame: &Frame) -> String {
-    let mut text = format!("{}\n", title(endpoint, frame));
+    let mut text = format!("{}\n", model::title(endpoint, frame));
     match &frame.problem {
         Some(problem) => text.push_str(&format!("\n{problem}\n")),
         None => {

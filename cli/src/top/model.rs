@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use majordomo_worker::mmi::ServiceStats;
 
-use crate::services::oldest;
+use crate::table::oldest;
 
 /// The column titles, in the order of [`Row::cells`].
 pub const HEADER: [&str; 7] = [
@@ -64,6 +64,12 @@ pub struct Frame {
     pub totals: Totals,
     /// The message shown instead of the table, if any.
     pub problem: Option<String>,
+}
+
+/// The first header line: what is watched, and when.
+pub fn title(endpoint: &str, frame: &Frame) -> String {
+    let time = humantime::format_rfc3339_seconds(frame.wall);
+    format!("mdp top  {endpoint}  {time}")
 }
 
 /// The served counts of the previous sample: turns each sample into a frame with rates.
@@ -204,6 +210,15 @@ mod tests {
             wall: SystemTime::UNIX_EPOCH,
             reading: Reading::Load(services),
         }
+    }
+
+    #[test]
+    fn the_title_names_the_broker_and_the_time_of_the_frame() {
+        let frame = Rates::default().frame(sample(Instant::now(), vec![]));
+        assert_eq!(
+            title("tcp://b:1", &frame),
+            "mdp top  tcp://b:1  1970-01-01T00:00:00Z"
+        );
     }
 
     #[test]

@@ -19,8 +19,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 use ratatui::{DefaultTerminal, Frame as Canvas};
 
-use super::model::{self, Frame, Rates, Sample, HEADER};
-use super::title;
+use super::model::{self, title, Frame, Rates, Sample, HEADER};
 use crate::error::{CliError, CliResult};
 
 /// How long the loop waits for a key before it looks for a new sample.

@@ -20,14 +20,12 @@ use majordomo_worker::config::{
 };
 use majordomo_worker::{AsyncWorker, Message, ShutdownHandle, WorkerConfig};
 
+use crate::client::DEFAULT_BROKER;
 use crate::error::{CliError, CliResult};
 use crate::frames::Framing;
 use groups::Groups;
 pub use groups::{reap, REAPER_COMMAND};
 use process::{ErrorReply, Runner};
-
-/// The broker `mdp` talks to unless told otherwise.
-pub const DEFAULT_BROKER: &str = "tcp://127.0.0.1:5555";
 
 /// The default of `--error-reply`.
 pub const DEFAULT_ERROR_REPLY: &str = "error: {status}: {stderr}";
