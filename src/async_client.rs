@@ -17,7 +17,7 @@ use crate::client::{
     LOOKUP_WAIT,
 };
 use crate::protocol::ClientMessage;
-use crate::transport;
+use crate::transport::{self, ZmqOperation};
 
 /// An MDP/0.1 client for tokio, with many requests in flight. Cheap to clone (the clones
 /// share the sockets and the bound on requests in flight), `Send` and `Sync`: share it
@@ -303,7 +303,7 @@ impl Inner {
         let deadline = started + self.config.reply_timeout();
         match tokio::time::timeout_at(deadline, current.send_mut(frames)).await {
             Err(_) => return Ok(Exchange::NotConnected),
-            Ok(sent) => sent.map_err(zmq_error("send"))?,
+            Ok(sent) => sent.map_err(zmq_error(ZmqOperation::Send))?,
         }
         debug!(broker, "sent");
         let reply_deadline = deadline.min(tokio::time::Instant::now() + reply_wait);
@@ -311,7 +311,7 @@ impl Inner {
             Err(_) => Ok(Exchange::NoReply),
             Ok(reply) => Ok(Exchange::Reply((
                 current,
-                reply.map_err(zmq_error("recv"))?,
+                reply.map_err(zmq_error(ZmqOperation::Recv))?,
             ))),
         }
     }

@@ -47,7 +47,7 @@ use crate::checks::{check_max_message_size, invalid, parse_endpoints, positive, 
 use crate::config::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::protocol::{check_service_name, ClientMessage, ProtocolError};
 use crate::security::{check_curve, CurveClient, CurveKeys, PlainCredentials};
-use crate::transport::{self, SocketOptions, TransportError};
+use crate::transport::{self, SocketOptions, TransportError, ZmqOperation};
 
 mod route;
 
@@ -313,8 +313,8 @@ pub enum ClientError {
     /// A ZeroMQ call failed.
     #[error("zmq {operation} failed: {source}")]
     Zmq {
-        /// The ZeroMQ operation.
-        operation: &'static str,
+        /// The ZeroMQ call that failed.
+        operation: ZmqOperation,
         /// ZeroMQ's error.
         #[source]
         source: zmq::Error,
@@ -331,7 +331,7 @@ pub enum ClientError {
     },
 }
 
-pub(crate) fn zmq_error(operation: &'static str) -> impl FnOnce(zmq::Error) -> ClientError {
+pub(crate) fn zmq_error(operation: ZmqOperation) -> impl FnOnce(zmq::Error) -> ClientError {
     move |source| ClientError::Zmq { operation, source }
 }
 
@@ -519,15 +519,17 @@ impl Client {
                 self.socket = None;
                 return Ok(Exchange::NotConnected);
             }
-            sent => sent.map_err(zmq_error("send"))?,
+            sent => sent.map_err(zmq_error(ZmqOperation::Send))?,
         }
         debug!(frames = frames.len(), "sent");
         let wait = reply_wait.min(timeout.saturating_sub(started.elapsed()));
-        if !transport::wait_readable(socket, wait).map_err(zmq_error("poll"))? {
+        if !transport::wait_readable(socket, wait).map_err(zmq_error(ZmqOperation::Poll))? {
             self.socket = None;
             return Ok(Exchange::NoReply);
         }
-        let reply = socket.recv_multipart(0).map_err(zmq_error("recv"))?;
+        let reply = socket
+            .recv_multipart(0)
+            .map_err(zmq_error(ZmqOperation::Recv))?;
         trace!(?reply, "reply received");
         Ok(Exchange::Reply(reply))
     }

@@ -1,7 +1,7 @@
 //! The crate's top-level error.
 
 use crate::checks::ConfigError;
-use crate::transport::TransportError;
+use crate::transport::{TransportError, ZmqOperation};
 
 /// What can go wrong that a worker cannot handle by itself.
 ///
@@ -18,8 +18,8 @@ pub enum Error {
     /// calling [`receive`](crate::Worker::receive) again retries after the reconnect delay.
     #[error("zmq {operation} failed: {source}")]
     Zmq {
-        /// The ZeroMQ operation.
-        operation: &'static str,
+        /// The ZeroMQ call that failed.
+        operation: ZmqOperation,
         /// ZeroMQ's error.
         #[source]
         source: zmq::Error,
@@ -27,7 +27,9 @@ pub enum Error {
     /// The operating system refused a thread or a file descriptor the worker needs.
     #[error("{operation} failed: {source}")]
     Io {
-        /// What was attempted: `spawn` (a thread), `socketpair` (a wake-up line).
+        /// What was attempted: `spawn` (a thread), `socketpair` (a wake-up line). Words
+        /// for a log, not a case to match: what can be done about it is the same for all
+        /// (the `std::io::Error` tells the cause).
         operation: &'static str,
         /// The operating system's error.
         #[source]
@@ -36,7 +38,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn zmq(operation: &'static str) -> impl FnOnce(zmq::Error) -> Error {
+    pub(crate) fn zmq(operation: ZmqOperation) -> impl FnOnce(zmq::Error) -> Error {
         move |source| Error::Zmq { operation, source }
     }
 

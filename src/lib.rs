@@ -94,6 +94,7 @@ pub use protocol::ProtocolError;
 pub use security::{curve_available, CurveKeys};
 pub use session::UNREACHABLE_AFTER;
 pub use shutdown::{DrainHandle, ShutdownHandle, SignalGuard};
+pub use transport::ZmqOperation;
 pub use worker::{Received, Worker, WorkerStats};
 /// The `zmq` crate this library is built on, for sharing a [`zmq::Context`].
 pub use zmq;

@@ -91,21 +91,6 @@ pub(crate) struct CurveClient {
     pub(crate) server_key: [u8; 32],
 }
 
-impl CurveClient {
-    /// Makes `socket` a CURVE client (before it connects).
-    pub(crate) fn apply(&self, socket: &zmq::Socket) -> Result<(), (&'static str, zmq::Error)> {
-        socket
-            .set_curve_serverkey(&self.server_key)
-            .map_err(|e| ("setsockopt(ZMQ_CURVE_SERVERKEY)", e))?;
-        socket
-            .set_curve_publickey(&self.keys.public)
-            .map_err(|e| ("setsockopt(ZMQ_CURVE_PUBLICKEY)", e))?;
-        socket
-            .set_curve_secretkey(&self.keys.secret)
-            .map_err(|e| ("setsockopt(ZMQ_CURVE_SECRETKEY)", e))
-    }
-}
-
 /// Checks that CURVE, configured in `field`, can work here, and is not mixed with PLAIN.
 pub(crate) fn check_curve(field: &'static str, plain_too: bool) -> Result<(), ConfigError> {
     if plain_too {
@@ -148,16 +133,6 @@ impl PlainCredentials {
     /// Checks the lengths libzmq can carry; names the field, never shows the password.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         check_plain(&self.username, &self.password)
-    }
-
-    /// Makes `socket` a PLAIN client with these credentials (before it connects).
-    pub(crate) fn apply(&self, socket: &zmq::Socket) -> Result<(), (&'static str, zmq::Error)> {
-        socket
-            .set_plain_username(Some(&self.username))
-            .map_err(|e| ("setsockopt(ZMQ_PLAIN_USERNAME)", e))?;
-        socket
-            .set_plain_password(Some(&self.password))
-            .map_err(|e| ("setsockopt(ZMQ_PLAIN_PASSWORD)", e))
     }
 }
 

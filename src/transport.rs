@@ -9,21 +9,33 @@ use std::time::Duration;
 use zmq::Message;
 
 use crate::millis::{millis_i32, millis_i64};
-use crate::security::{CurveClient, PlainCredentials};
+use crate::security::{CurveClient, CurveKeys, PlainCredentials};
+
+mod operation;
+
+pub use operation::ZmqOperation;
 
 /// A ZeroMQ call that failed, and which one.
 #[derive(Debug, thiserror::Error)]
 #[error("zmq {operation} failed: {source}")]
 pub(crate) struct TransportError {
-    /// The operation, as `socket`, `setsockopt(ZMQ_LINGER)`, `connect`, `recv`...
-    pub(crate) operation: &'static str,
+    /// The call that failed.
+    pub(crate) operation: ZmqOperation,
     /// ZeroMQ's error.
     #[source]
     pub(crate) source: zmq::Error,
 }
 
+impl TransportError {
+    /// Whether the connect itself failed (a broker address that does not resolve, say): the
+    /// broker's problem, to back off from, unlike failing to make or set up a socket.
+    pub(crate) fn is_connect(&self) -> bool {
+        self.operation == ZmqOperation::Connect
+    }
+}
+
 /// Turns a `zmq::Error` into a [`TransportError`] naming `operation`.
-pub(crate) fn failed(operation: &'static str) -> impl FnOnce(zmq::Error) -> TransportError {
+pub(crate) fn failed(operation: ZmqOperation) -> impl FnOnce(zmq::Error) -> TransportError {
     move |source| TransportError { operation, source }
 }
 
@@ -49,37 +61,99 @@ pub(crate) fn open_socket(
     kind: zmq::SocketType,
     options: &SocketOptions,
 ) -> Result<zmq::Socket, TransportError> {
-    let socket = context.socket(kind).map_err(failed("socket"))?;
-    socket
-        .set_linger(millis_i32(options.linger))
-        .map_err(failed("setsockopt(ZMQ_LINGER)"))?;
+    let socket = context.socket(kind).map_err(failed(ZmqOperation::Socket))?;
+    set_linger(&socket, options.linger)?;
     socket
         .set_sndtimeo(millis_i32(options.send_timeout))
-        .map_err(failed("setsockopt(ZMQ_SNDTIMEO)"))?;
+        .map_err(failed(ZmqOperation::SetSendTimeout))?;
     set_max_message_size(&socket, options.max_message_size)?;
     if let Some(retry) = options.retry {
         socket
             .set_reconnect_ivl(millis_i32(retry).max(1))
-            .map_err(failed("setsockopt(ZMQ_RECONNECT_IVL)"))?;
+            .map_err(failed(ZmqOperation::SetReconnectInterval))?;
     }
     if let Some(plain) = &options.plain {
-        plain.apply(&socket).map_err(from_pair)?;
+        plain_client(&socket, plain)?;
     }
     if let Some(curve) = &options.curve {
-        curve.apply(&socket).map_err(from_pair)?;
+        curve_client(&socket, curve)?;
     }
     Ok(socket)
+}
+
+/// Sets `ZMQ_LINGER`.
+pub(crate) fn set_linger(socket: &zmq::Socket, linger: Duration) -> Result<(), TransportError> {
+    socket
+        .set_linger(millis_i32(linger))
+        .map_err(failed(ZmqOperation::SetLinger))
 }
 
 /// Sets `ZMQ_MAXMSGSIZE` (validated to fit an `int64_t`).
 pub(crate) fn set_max_message_size(socket: &zmq::Socket, size: u64) -> Result<(), TransportError> {
     socket
         .set_maxmsgsize(size.min(i64::MAX as u64) as i64)
-        .map_err(failed("setsockopt(ZMQ_MAXMSGSIZE)"))
+        .map_err(failed(ZmqOperation::SetMaxMessageSize))
 }
 
-fn from_pair((operation, source): (&'static str, zmq::Error)) -> TransportError {
-    TransportError { operation, source }
+/// Makes `socket` a PLAIN client with `plain`'s credentials (before it connects).
+fn plain_client(socket: &zmq::Socket, plain: &PlainCredentials) -> Result<(), TransportError> {
+    socket
+        .set_plain_username(Some(&plain.username))
+        .map_err(failed(ZmqOperation::SetPlainUsername))?;
+    socket
+        .set_plain_password(Some(&plain.password))
+        .map_err(failed(ZmqOperation::SetPlainPassword))
+}
+
+/// Makes `socket` a CURVE client (before it connects).
+fn curve_client(socket: &zmq::Socket, curve: &CurveClient) -> Result<(), TransportError> {
+    socket
+        .set_curve_serverkey(&curve.server_key)
+        .map_err(failed(ZmqOperation::SetCurveServerKey))?;
+    socket
+        .set_curve_publickey(&curve.keys.public_key())
+        .map_err(failed(ZmqOperation::SetCurvePublicKey))?;
+    socket
+        .set_curve_secretkey(&curve.keys.secret_key())
+        .map_err(failed(ZmqOperation::SetCurveSecretKey))
+}
+
+/// The broker's ROUTER, not yet bound: `linger`, `max_message_size`, a listen `backlog`, and
+/// `ZMQ_ROUTER_MANDATORY`, so a message for a peer whose connection is gone fails instead
+/// of vanishing; a PLAIN server if `plain`, a CURVE server with `curve`'s keys.
+pub(crate) fn open_router(
+    context: &zmq::Context,
+    linger: Duration,
+    max_message_size: u64,
+    backlog: i32,
+    plain: bool,
+    curve: Option<&CurveKeys>,
+) -> Result<zmq::Socket, TransportError> {
+    let socket = context
+        .socket(zmq::ROUTER)
+        .map_err(failed(ZmqOperation::Socket))?;
+    set_linger(&socket, linger)?;
+    set_max_message_size(&socket, max_message_size)?;
+    socket
+        .set_backlog(backlog)
+        .map_err(failed(ZmqOperation::SetBacklog))?;
+    socket
+        .set_router_mandatory(true)
+        .map_err(failed(ZmqOperation::SetRouterMandatory))?;
+    if plain {
+        socket
+            .set_plain_server(true)
+            .map_err(failed(ZmqOperation::SetPlainServer))?;
+    }
+    if let Some(keys) = curve {
+        socket
+            .set_curve_server(true)
+            .map_err(failed(ZmqOperation::SetCurveServer))?;
+        socket
+            .set_curve_secretkey(&keys.secret_key())
+            .map_err(failed(ZmqOperation::SetCurveSecretKey))?;
+    }
+    Ok(socket)
 }
 
 /// A DEALER connected to a broker, and the PAIR socket that receives its monitor events.
@@ -126,7 +200,7 @@ pub(crate) fn open_monitored_dealer(
     let monitor = open_monitor(context, &socket)?;
     if let Err(error) = socket.connect(endpoint) {
         stop_monitor(&mut socket, &monitor);
-        return Err(failed("connect")(error));
+        return Err(failed(ZmqOperation::Connect)(error));
     }
     Ok((socket, monitor))
 }
@@ -167,8 +241,10 @@ pub(crate) fn connect_dealer(
     let socket = open_socket(context, zmq::DEALER, options)?;
     socket
         .set_immediate(true)
-        .map_err(failed("setsockopt(ZMQ_IMMEDIATE)"))?;
-    socket.connect(endpoint).map_err(failed("connect"))?;
+        .map_err(failed(ZmqOperation::SetImmediate))?;
+    socket
+        .connect(endpoint)
+        .map_err(failed(ZmqOperation::Connect))?;
     Ok(socket)
 }
 
@@ -230,14 +306,14 @@ fn open_monitor(
     );
     socket
         .monitor(&endpoint, i32::from(MONITORED_EVENTS))
-        .map_err(failed("zmq_socket_monitor"))?;
-    let monitor = context.socket(zmq::PAIR).map_err(failed("socket"))?;
-    monitor
-        .set_linger(0)
-        .map_err(failed("setsockopt(ZMQ_LINGER)"))?;
+        .map_err(failed(ZmqOperation::Monitor))?;
+    let monitor = context
+        .socket(zmq::PAIR)
+        .map_err(failed(ZmqOperation::Socket))?;
+    set_linger(&monitor, Duration::ZERO)?;
     monitor
         .connect(&endpoint)
-        .map_err(failed("connect monitor"))?;
+        .map_err(failed(ZmqOperation::ConnectMonitor))?;
     Ok(monitor)
 }
 

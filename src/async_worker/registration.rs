@@ -24,7 +24,7 @@ use crate::request_timer::RequestTimer;
 use crate::session::{Action, DisconnectReason, Session, State};
 use crate::shutdown::{DrainHandle, ShutdownHandle};
 use crate::stats::{StatsCell, WorkerStats};
-use crate::transport::{self, LinkEvent, SocketOptions};
+use crate::transport::{self, LinkEvent, SocketOptions, ZmqOperation};
 
 /// The DEALER and its monitor, registered with the runtime.
 struct AsyncConnection {
@@ -197,7 +197,7 @@ impl<A: AsyncAction> Registration<A> {
         let (socket, monitor) =
             match transport::open_monitored_dealer(&self.context, &address, options) {
                 Ok(sockets) => sockets,
-                Err(error) if error.operation == "connect" => {
+                Err(error) if error.is_connect() => {
                     warn!(broker = %address, %error, "cannot connect");
                     self.session.handle_connect_failed(Instant::now());
                     return Ok(());
@@ -252,14 +252,14 @@ impl<A: AsyncAction> Registration<A> {
         let now = Instant::now();
         match input {
             Input::Frames(frames) => {
-                let frames = frames.map_err(Error::zmq("recv"))?;
+                let frames = frames.map_err(Error::zmq(ZmqOperation::Recv))?;
                 if let Some(connection) = &mut self.connection {
                     connection.up = true;
                 }
                 self.session.handle_frames(now, frames);
             }
             Input::Monitor(event) => {
-                let event = event.map_err(Error::zmq("recv monitor event"))?;
+                let event = event.map_err(Error::zmq(ZmqOperation::RecvMonitorEvent))?;
                 self.handle_link_event(now, transport::parse_event_frames(&event));
             }
             Input::Result(result) => {

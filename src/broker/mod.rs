@@ -45,7 +45,7 @@ use tracing::{debug, info, info_span, warn};
 
 use crate::checks::ConfigError;
 use crate::millis::millis_i32;
-use crate::transport::{self, TransportError};
+use crate::transport::{self, TransportError, ZmqOperation};
 use crate::wake::Waker;
 pub use config::{
     BrokerConfig, DEFAULT_LINGER, DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUED_TOTAL,
@@ -91,8 +91,8 @@ pub enum BrokerError {
     /// A ZeroMQ call failed in a way the broker cannot recover from (context terminated, ...).
     #[error("zmq {operation} failed: {source}")]
     Zmq {
-        /// The ZeroMQ operation.
-        operation: &'static str,
+        /// The ZeroMQ call that failed.
+        operation: ZmqOperation,
         /// ZeroMQ's error.
         #[source]
         source: zmq::Error,
@@ -105,7 +105,7 @@ pub enum BrokerError {
     Panicked,
 }
 
-fn zmq_error(operation: &'static str) -> impl FnOnce(zmq::Error) -> BrokerError {
+fn zmq_error(operation: ZmqOperation) -> impl FnOnce(zmq::Error) -> BrokerError {
     move |source| BrokerError::Zmq { operation, source }
 }
 
@@ -152,20 +152,16 @@ impl Broker {
         config.validate()?;
         let context = config.context.clone().unwrap_or_default();
         let zap = bind_zap(&context, &config)?;
-        let socket = context.socket(zmq::ROUTER).map_err(zmq_error("socket"))?;
-        socket
-            .set_linger(millis_i32(config.linger))
-            .map_err(zmq_error("setsockopt(ZMQ_LINGER)"))?;
-        transport::set_max_message_size(&socket, config.max_message_size)?;
-        socket
-            .set_backlog(LISTEN_BACKLOG)
-            .map_err(zmq_error("setsockopt(ZMQ_BACKLOG)"))?;
-        // A message for a peer whose connection is gone fails instead of vanishing: a request
-        // sent to a worker that died since its last heartbeat goes to the next worker.
-        socket
-            .set_router_mandatory(true)
-            .map_err(zmq_error("setsockopt(ZMQ_ROUTER_MANDATORY)"))?;
-        secure(&socket, &config)?;
+        // ROUTER_MANDATORY: a request sent to a worker that died since its last heartbeat
+        // fails instead of vanishing, and goes to the next worker.
+        let socket = transport::open_router(
+            &context,
+            config.linger,
+            config.max_message_size,
+            LISTEN_BACKLOG,
+            !config.plain_users.is_empty(),
+            config.curve_server.as_ref(),
+        )?;
         socket
             .bind(&config.bind)
             .map_err(|source| BrokerError::Bind {
@@ -297,7 +293,7 @@ impl Broker {
         if let Some(waker) = &self.waker {
             items.push(zmq::PollItem::from_fd(waker.fd(), zmq::POLLIN));
         }
-        transport::poll(&mut items, i64::from(timeout)).map_err(zmq_error("poll"))?;
+        transport::poll(&mut items, i64::from(timeout)).map_err(zmq_error(ZmqOperation::Poll))?;
         if let Some(waker) = &self.waker {
             waker.clear();
         }
@@ -313,7 +309,7 @@ impl Broker {
             return Ok(());
         };
         while let Some(request) =
-            transport::try_recv_bytes(zap).map_err(zmq_error("recv ZAP request"))?
+            transport::try_recv_bytes(zap).map_err(zmq_error(ZmqOperation::RecvZapRequest))?
         {
             let (reply, verdict) = handler.handle_request(&request);
             let address = request
@@ -336,7 +332,7 @@ impl Broker {
                 Verdict::Malformed => warn!("malformed ZAP request, refused"),
             }
             zap.send_multipart(reply, 0)
-                .map_err(zmq_error("send ZAP reply"))?;
+                .map_err(zmq_error(ZmqOperation::SendZapReply))?;
         }
         Ok(())
     }
@@ -344,7 +340,7 @@ impl Broker {
     fn read_messages(&mut self) -> Result<(), BrokerError> {
         for _ in 0..MAX_READS_PER_TURN {
             let Some(frames) =
-                transport::try_recv_bytes(&self.socket).map_err(zmq_error("recv"))?
+                transport::try_recv_bytes(&self.socket).map_err(zmq_error(ZmqOperation::Recv))?
             else {
                 break;
             };
@@ -405,24 +401,6 @@ struct AuthCounters {
     denied: u64,
 }
 
-/// Makes the ROUTER a PLAIN or CURVE server, as configured.
-fn secure(socket: &zmq::Socket, config: &BrokerConfig) -> Result<(), BrokerError> {
-    if !config.plain_users.is_empty() {
-        socket
-            .set_plain_server(true)
-            .map_err(zmq_error("setsockopt(ZMQ_PLAIN_SERVER)"))?;
-    }
-    if let Some(keys) = &config.curve_server {
-        socket
-            .set_curve_server(true)
-            .map_err(zmq_error("setsockopt(ZMQ_CURVE_SERVER)"))?;
-        socket
-            .set_curve_secretkey(&keys.secret_key())
-            .map_err(zmq_error("setsockopt(ZMQ_CURVE_SECRETKEY)"))?;
-    }
-    Ok(())
-}
-
 /// With PLAIN users or CURVE client keys, a REP socket bound on the ZAP endpoint and the
 /// handler behind it.
 fn bind_zap(
@@ -432,10 +410,10 @@ fn bind_zap(
     if config.plain_users.is_empty() && config.curve_clients.is_empty() {
         return Ok(None);
     }
-    let socket = context.socket(zmq::REP).map_err(zmq_error("socket"))?;
-    socket
-        .set_linger(0)
-        .map_err(zmq_error("setsockopt(ZMQ_LINGER)"))?;
+    let socket = context
+        .socket(zmq::REP)
+        .map_err(zmq_error(ZmqOperation::Socket))?;
+    transport::set_linger(&socket, Duration::ZERO)?;
     socket
         .bind(ZAP_ENDPOINT)
         .map_err(|source| BrokerError::Bind {

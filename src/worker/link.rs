@@ -10,7 +10,7 @@ use crate::action::WorkerAction;
 use crate::error::Error;
 use crate::security::Hex;
 use crate::session::DisconnectReason;
-use crate::transport::{self, Connection, LinkEvent};
+use crate::transport::{self, Connection, LinkEvent, ZmqOperation};
 
 impl<A: WorkerAction> Worker<A> {
     /// Acts on what the socket monitor saw: a connection refused in the handshake or dropped
@@ -19,7 +19,7 @@ impl<A: WorkerAction> Worker<A> {
     pub(super) fn read_link_events(&mut self) -> Result<(), Error> {
         while let Some(connection) = &mut self.connection {
             let Some(event) = transport::try_recv_event(&connection.monitor)
-                .map_err(Error::zmq("recv monitor event"))?
+                .map_err(Error::zmq(ZmqOperation::RecvMonitorEvent))?
             else {
                 return Ok(());
             };

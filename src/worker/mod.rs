@@ -25,7 +25,7 @@ use crate::settings::{worker_settings, Mode, WorkerSettings};
 use crate::shutdown::{DrainHandle, ShutdownHandle};
 use crate::stats::StatsCell;
 pub use crate::stats::WorkerStats;
-use crate::transport::{self, Connection, SocketOptions};
+use crate::transport::{self, Connection, SocketOptions, ZmqOperation};
 use crate::wake::Waker;
 #[cfg(feature = "tokio")]
 pub(crate) use action_thread::panic_message;
@@ -364,11 +364,12 @@ impl<A: WorkerAction> Worker<A> {
             Err(error) => {
                 warn!(broker = %address, %error, "cannot connect");
                 self.session.handle_connect_failed(Instant::now());
-                match error.operation {
-                    // A broker address that does not resolve or bind is the broker's problem:
-                    // back off and try the next one. Failing to make a socket is ours.
-                    "connect" => Ok(()),
-                    _ => Err(error.into()),
+                // A broker address that does not resolve or bind is the broker's problem:
+                // back off and try the next one. Failing to make a socket is ours.
+                if error.is_connect() {
+                    Ok(())
+                } else {
+                    Err(error.into())
                 }
             }
         }
@@ -488,8 +489,8 @@ impl<A: WorkerAction> Worker<A> {
             return Ok(false);
         };
         let wait = timeout.map_or(HOT_WAIT, |t| t.min(HOT_WAIT));
-        let frames =
-            transport::recv_frames_timeout(&connection.socket, wait).map_err(Error::zmq("recv"))?;
+        let frames = transport::recv_frames_timeout(&connection.socket, wait)
+            .map_err(Error::zmq(ZmqOperation::Recv))?;
         let Some(frames) = frames else {
             return Ok(false);
         };
@@ -505,8 +506,8 @@ impl<A: WorkerAction> Worker<A> {
             let Some(connection) = &mut self.connection else {
                 return Ok(());
             };
-            let Some(frames) =
-                transport::try_recv_frames(&connection.socket).map_err(Error::zmq("recv"))?
+            let Some(frames) = transport::try_recv_frames(&connection.socket)
+                .map_err(Error::zmq(ZmqOperation::Recv))?
             else {
                 return Ok(());
             };
@@ -534,7 +535,7 @@ pub(crate) fn after_send(
             Ok(())
         }
         Err(source) => Err(Error::Zmq {
-            operation: "send",
+            operation: ZmqOperation::Send,
             source,
         }),
     }
@@ -602,7 +603,7 @@ fn poll(
     let timeout = timeout.map_or(-1, millis_i64);
     let wake = zmq::PollItem::from_fd(waker.fd(), zmq::POLLIN);
     let poll = |items: &mut [zmq::PollItem<'_>]| {
-        transport::poll(items, timeout).map_err(Error::zmq("poll"))
+        transport::poll(items, timeout).map_err(Error::zmq(ZmqOperation::Poll))
     };
     match connection {
         Some(c) if c.up => {
