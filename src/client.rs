@@ -47,6 +47,7 @@ use crate::checks::{check_max_message_size, invalid, parse_endpoints, positive, 
 use crate::config::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::protocol::{check_service_name, ClientMessage, ProtocolError};
 use crate::security::{check_curve, CurveClient, CurveKeys, PlainCredentials};
+use crate::session::SendOutcome;
 use crate::transport::{self, SocketOptions, TransportError, ZmqOperation};
 
 mod route;
@@ -514,12 +515,13 @@ impl Client {
         let started = Instant::now();
         let socket = self.socket(broker)?;
         let messages = frames.iter().map(|f| zmq::Message::from(&f[..])).collect();
-        match transport::send_frames(socket, messages) {
-            Err(zmq::Error::EAGAIN) => {
+        match transport::send_outcome(transport::send_frames(socket, messages)) {
+            SendOutcome::Sent => {}
+            SendOutcome::WouldBlock => {
                 self.socket = None;
                 return Ok(Exchange::NotConnected);
             }
-            sent => sent.map_err(zmq_error(ZmqOperation::Send))?,
+            SendOutcome::Failed(error) => return Err(error.into()),
         }
         debug!(frames = frames.len(), "sent");
         let wait = reply_wait.min(timeout.saturating_sub(started.elapsed()));

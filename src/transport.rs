@@ -10,6 +10,7 @@ use zmq::Message;
 
 use crate::millis::{millis_i32, millis_i64};
 use crate::security::{CurveClient, CurveKeys, PlainCredentials};
+use crate::session::SendOutcome;
 
 mod operation;
 
@@ -415,6 +416,16 @@ pub(crate) fn send_frames(socket: &zmq::Socket, frames: Vec<Message>) -> Result<
     Ok(())
 }
 
+/// What a send's result means to the session: a full pipe (`EAGAIN`: the send timed out, or
+/// found the pipe full) sent nothing; any other error is a failed [`ZmqOperation::Send`].
+pub(crate) fn send_outcome(sent: Result<(), zmq::Error>) -> SendOutcome<TransportError> {
+    match sent {
+        Ok(()) => SendOutcome::Sent,
+        Err(zmq::Error::EAGAIN) => SendOutcome::WouldBlock,
+        Err(source) => SendOutcome::Failed(failed(ZmqOperation::Send)(source)),
+    }
+}
+
 /// Why a [`send_routed`] failed.
 #[derive(Debug)]
 pub(crate) enum RoutedSendError {
@@ -509,6 +520,22 @@ mod tests {
         let mut frame = number.to_ne_bytes().to_vec();
         frame.extend_from_slice(&value.to_ne_bytes());
         frame
+    }
+
+    #[test]
+    fn a_full_pipe_would_block_and_any_other_send_error_failed() {
+        assert!(matches!(send_outcome(Ok(())), SendOutcome::Sent));
+        assert!(matches!(
+            send_outcome(Err(zmq::Error::EAGAIN)),
+            SendOutcome::WouldBlock
+        ));
+        match send_outcome(Err(zmq::Error::ETERM)) {
+            SendOutcome::Failed(error) => {
+                assert_eq!(error.operation, ZmqOperation::Send);
+                assert_eq!(error.source, zmq::Error::ETERM);
+            }
+            other => panic!("expected a failed send, got {other:?}"),
+        }
     }
 
     #[test]

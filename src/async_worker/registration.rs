@@ -214,7 +214,9 @@ impl<A: AsyncAction> Registration<A> {
         };
         let command = message.command();
         let sent = transport::send_frames_now(connection.dealer.socket(), message.encode());
-        crate::worker::after_send(&mut self.session, command, sent)
+        Ok(self
+            .session
+            .handle_sent(command, transport::send_outcome(sent))?)
     }
 
     fn close(&mut self, graceful: bool) {

@@ -149,6 +149,17 @@ pub enum ReplyOutcome {
     Late,
 }
 
+/// What became of a message the driver tried to send, for [`Session::handle_sent`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome<E> {
+    /// The socket took it.
+    Sent,
+    /// The socket could not take it within its send timeout (a full pipe): nothing was sent.
+    WouldBlock,
+    /// The send failed with `E` for another reason (the context was terminated, ...).
+    Failed(E),
+}
+
 /// A request handed to the action and not yet returned by it.
 #[derive(Debug)]
 struct InFlight<F> {
@@ -781,10 +792,23 @@ impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
         }
     }
 
-    /// Reports a message the socket could not take within the send timeout (dropped).
-    pub fn handle_send_failed(&mut self, command: Command) {
-        self.stats.send_failures += 1;
-        warn!(%command, "send timed out on a full pipe, message dropped");
+    /// Reports what became of a `command` the driver tried to send. A full pipe is expected
+    /// (a broker that stopped reading): the message is dropped and counted, and the session
+    /// goes on (liveness decides about the broker).
+    ///
+    /// # Errors
+    ///
+    /// The error of a send that failed otherwise: the driver cannot recover from it by itself.
+    pub fn handle_sent<E>(&mut self, command: Command, outcome: SendOutcome<E>) -> Result<(), E> {
+        match outcome {
+            SendOutcome::Sent => Ok(()),
+            SendOutcome::WouldBlock => {
+                self.stats.send_failures += 1;
+                warn!(%command, "send timed out on a full pipe, message dropped");
+                Ok(())
+            }
+            SendOutcome::Failed(error) => Err(error),
+        }
     }
 
     /// Reports `count` HEARTBEATs the driver sent on the session's behalf while an inline

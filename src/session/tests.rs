@@ -1467,8 +1467,27 @@ fn refused_credentials_and_lost_connections_are_counted_apart() {
         (s.stats().auth_failures, s.stats().connections_lost),
         (1, 1)
     );
-    s.handle_send_failed(Command::Heartbeat);
-    assert_eq!(s.stats().send_failures, 1);
+}
+
+#[test]
+fn a_send_on_a_full_pipe_is_counted_and_dropped_and_any_other_failure_handed_back() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    let sent: Result<(), &str> = s.handle_sent(Command::Heartbeat, SendOutcome::Sent);
+    assert_eq!((sent, s.stats().send_failures), (Ok(()), 0));
+    let full: Result<(), &str> = s.handle_sent(Command::Heartbeat, SendOutcome::WouldBlock);
+    assert_eq!((full, s.stats().send_failures), (Ok(()), 1));
+    // A full pipe changes nothing else: no action, and the session is still connected.
+    assert_eq!(drain(&mut s), vec![]);
+    assert_eq!(s.state(), State::Idle);
+    let failed = s.handle_sent(Command::Reply, SendOutcome::Failed("context terminated"));
+    assert_eq!(
+        (failed, s.stats().send_failures),
+        (Err("context terminated"), 1)
+    );
+    // Heartbeats go on as before the failures.
+    s.handle_timeout(t0 + HEARTBEAT);
+    assert_eq!(drain(&mut s), vec![HEARTBEAT_OUT]);
 }
 
 // An idle worker answers the broker's HEARTBEAT when its own is nearly due, so both directions

@@ -383,7 +383,9 @@ impl<A: WorkerAction> Worker<A> {
         let command = message.command();
         trace!(%command, "sending");
         let sent = transport::send_frames(&connection.socket, message.encode());
-        after_send(&mut self.session, command, sent)
+        Ok(self
+            .session
+            .handle_sent(command, transport::send_outcome(sent))?)
     }
 
     fn deliver(&mut self, body: Vec<Message>) {
@@ -518,26 +520,6 @@ impl<A: WorkerAction> Worker<A> {
             }
         }
         Ok(())
-    }
-}
-
-/// What a send's outcome means: a full pipe (the send timed out, or found it full) is
-/// counted by the session and the message dropped; any other failure is fatal.
-pub(crate) fn after_send(
-    session: &mut Session<Message>,
-    command: crate::protocol::Command,
-    sent: Result<(), zmq::Error>,
-) -> Result<(), Error> {
-    match sent {
-        Ok(()) => Ok(()),
-        Err(zmq::Error::EAGAIN) => {
-            session.handle_send_failed(command);
-            Ok(())
-        }
-        Err(source) => Err(Error::Zmq {
-            operation: ZmqOperation::Send,
-            source,
-        }),
     }
 }
 
