@@ -66,6 +66,7 @@ pub mod events;
 pub mod metrics;
 mod millis;
 pub mod mmi;
+mod panics;
 pub mod pool;
 pub mod protocol;
 mod request_timer;

@@ -3,12 +3,7 @@
 //! sync worker it only moves frames, time and results into the session and carries the
 //! session's actions out.
 
-use std::any::Any;
-use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -19,6 +14,7 @@ use super::{AsyncAction, ReplyFuture};
 use crate::async_socket::AsyncSocket;
 use crate::error::Error;
 use crate::events::EventSink;
+use crate::panics::CatchUnwind;
 use crate::protocol::WorkerMessage;
 use crate::request_timer::RequestTimer;
 use crate::session::{Action, DisconnectReason, Session, State};
@@ -71,7 +67,8 @@ impl Drop for AsyncConnection {
 enum Input {
     Frames(Result<Vec<Message>, zmq::Error>),
     Monitor(Result<Vec<Message>, zmq::Error>),
-    Result(Result<Vec<Message>, Box<dyn Any + Send>>),
+    /// The action's reply, or its panic's message.
+    Result(Result<Vec<Message>, String>),
     Timer,
     Control,
 }
@@ -94,7 +91,7 @@ pub(super) struct Registration<A> {
     connection: Option<AsyncConnection>,
     /// The action's future for the request in hand, polled by this task itself: one request
     /// at a time per registration, so a task of its own would only add a spawn and a wake-up.
-    task: Option<CatchUnwind>,
+    task: Option<CatchUnwind<ReplyFuture>>,
     /// When a shutdown's grace period for the request in hand ends.
     grace_until: Option<Instant>,
     timer: RequestTimer,
@@ -275,16 +272,13 @@ impl<A: AsyncAction> Registration<A> {
         Ok(())
     }
 
-    fn handle_result(&mut self, now: Instant, result: Result<Vec<Message>, Box<dyn Any + Send>>) {
+    fn handle_result(&mut self, now: Instant, result: Result<Vec<Message>, String>) {
         self.timer.finish();
         // A shutdown asked for during the action goes out right after this REPLY.
         self.check_controls(now);
         let _ = match result {
             Ok(reply) => self.session.handle_reply(now, reply),
-            Err(panic) => {
-                let message = crate::worker::panic_message(panic.as_ref());
-                self.session.handle_panic(now, message)
-            }
+            Err(message) => self.session.handle_panic(now, message),
         };
     }
 
@@ -348,23 +342,6 @@ impl<A> Drop for Registration<A> {
         // closing must not make the context wait for a linger.
         if let Some(connection) = self.connection.take() {
             let _ = connection.dealer.socket().set_linger(0);
-        }
-    }
-}
-
-/// The action's future, with a panic in any of its polls caught and returned as the
-/// output (as a spawned task's `JoinError` would carry it).
-struct CatchUnwind(ReplyFuture);
-
-impl Future for CatchUnwind {
-    type Output = Result<Vec<Message>, Box<dyn Any + Send>>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let future = &mut self.0;
-        match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(reply)) => Poll::Ready(Ok(reply)),
-            Err(panic) => Poll::Ready(Err(panic)),
         }
     }
 }

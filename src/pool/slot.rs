@@ -2,13 +2,13 @@
 //! workers, serves with them, feeds what happened (and the time) to the supervisor, and
 //! carries out the [`SlotAction`]s it gets back. No restart or recycle decision is made here.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::config::WorkerConfig;
 use crate::error::Error;
 use crate::events::{Event, EventSink, WorkerId};
+use crate::panics;
 use crate::shutdown::ShutdownHandle;
 use crate::stats::StatsCell;
 use crate::worker::{Received, Worker, WorkerStats};
@@ -102,9 +102,9 @@ impl Slot {
                 Worker::new(config, action)
             }
         };
-        match catch_unwind(AssertUnwindSafe(build)) {
+        match panics::catch(build) {
             Ok(built) => built.map_err(|e: Error| e.to_string()),
-            Err(panic) => Err(panic_text(panic.as_ref())),
+            Err(panic) => Err(panic),
         }
     }
 
@@ -182,9 +182,9 @@ fn start(slot: &Slot) -> Option<PoolWorker> {
 
 /// Answers one request (or sees the shutdown); false if the worker died.
 fn serve(slot: &Slot, worker: &mut PoolWorker) -> bool {
-    let received = match catch_unwind(AssertUnwindSafe(|| worker.receive())) {
+    let received = match panics::catch(|| worker.receive()) {
         Ok(received) => received.map_err(|e| e.to_string()),
-        Err(panic) => Err(panic_text(panic.as_ref())),
+        Err(panic) => Err(panic),
     };
     match received {
         Ok(Received::Handled) => {
@@ -216,7 +216,7 @@ fn wait(slot: &Slot) {
 /// shutdown handle is the slot's child, already set).
 fn finish(current: Option<PoolWorker>) {
     if let Some(mut worker) = current {
-        let _ = catch_unwind(AssertUnwindSafe(|| worker.receive()));
+        let _ = panics::catch(|| worker.receive());
     }
 }
 
@@ -226,8 +226,7 @@ fn recycle(slot: &Slot, current: &mut Option<PoolWorker>) {
         return;
     };
     let outcome = match slot.build() {
-        Ok(next) => catch_unwind(AssertUnwindSafe(|| hand_over(slot, old, next)))
-            .unwrap_or_else(|panic| HandOver::OldDied(panic_text(panic.as_ref()))),
+        Ok(next) => panics::catch(|| hand_over(slot, old, next)).unwrap_or_else(HandOver::OldDied),
         Err(error) => HandOver::ReplacementFailed(error),
     };
     match outcome {
@@ -308,12 +307,4 @@ fn retire(old: &mut PoolWorker, mut next: PoolWorker, patience: Duration) -> Han
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".to_string())
 }

@@ -3,9 +3,7 @@
 //! [`ActionThread`] ends its thread after the request in hand; it is never joined, so a stuck
 //! action can never hang the worker's shutdown.
 
-use std::any::Any;
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
@@ -14,6 +12,7 @@ use std::time::{Duration, Instant};
 use zmq::Message;
 
 use crate::action::WorkerAction;
+use crate::panics;
 use crate::wake::Waker;
 
 /// What the action produced for one request.
@@ -30,20 +29,9 @@ pub(crate) enum ActionResult {
 /// The action is used again after a panic: it is the action's own business to stay usable
 /// (a pool can be configured to build a fresh one instead).
 pub(crate) fn call_guarded<A: WorkerAction>(action: &mut A, body: Vec<Message>) -> ActionResult {
-    match catch_unwind(AssertUnwindSafe(|| action.call(body))) {
+    match panics::catch(|| action.call(body)) {
         Ok(reply) => ActionResult::Reply(reply),
-        Err(payload) => ActionResult::Panicked(panic_message(payload.as_ref())),
-    }
-}
-
-/// The text of a panic payload (a `&str` or a `String`), for logs and events.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
+        Err(message) => ActionResult::Panicked(message),
     }
 }
 

@@ -27,8 +27,6 @@ use crate::stats::StatsCell;
 pub use crate::stats::WorkerStats;
 use crate::transport::{self, Connection, SocketOptions, ZmqOperation};
 use crate::wake::Waker;
-#[cfg(feature = "tokio")]
-pub(crate) use action_thread::panic_message;
 use action_thread::{call_guarded, ActionResult, ActionThread};
 use heartbeater::Parking;
 
