@@ -47,6 +47,27 @@ pub(super) struct Held {
     retired: WorkerStats,
 }
 
+/// What ended a slot's worker, or kept one from starting.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SlotError {
+    /// The worker (or building it) failed.
+    #[error(transparent)]
+    Worker(#[from] Error),
+    /// The factory, the worker's loop or the hand-over panicked, with this message.
+    #[error("{0}")]
+    Panicked(String),
+}
+
+impl SlotError {
+    /// A result of [`panics::catch`] around a call that returns a worker's `Result`.
+    fn flatten<T>(caught: Result<Result<T, Error>, String>) -> Result<T, SlotError> {
+        match caught {
+            Ok(result) => Ok(result?),
+            Err(message) => Err(SlotError::Panicked(message)),
+        }
+    }
+}
+
 /// How a hand-over ended.
 enum HandOver {
     /// The replacement holds the slot; the old worker has left.
@@ -54,9 +75,9 @@ enum HandOver {
     /// The old worker stays (the supervisor dropped the replacement).
     Kept,
     /// The replacement could not be connected.
-    ReplacementFailed(String),
+    ReplacementFailed(SlotError),
     /// The old worker died meanwhile.
-    OldDied(String),
+    OldDied(SlotError),
 }
 
 impl Slot {
@@ -92,7 +113,7 @@ impl Slot {
     }
 
     /// A worker with a fresh action; a panicking factory is an error like any other.
-    fn build(&self) -> Result<PoolWorker, String> {
+    fn build(&self) -> Result<PoolWorker, SlotError> {
         let config = self.config.clone().shutdown_handle(self.shutdown.child());
         let build = || {
             let action = (self.factory)();
@@ -102,10 +123,7 @@ impl Slot {
                 Worker::new(config, action)
             }
         };
-        match panics::catch(build) {
-            Ok(built) => built.map_err(|e: Error| e.to_string()),
-            Err(panic) => Err(panic),
-        }
+        SlotError::flatten(panics::catch(build))
     }
 
     /// Makes `worker` the slot's current one; the previous one's final counters are kept.
@@ -182,11 +200,7 @@ fn start(slot: &Slot) -> Option<PoolWorker> {
 
 /// Answers one request (or sees the shutdown); false if the worker died.
 fn serve(slot: &Slot, worker: &mut PoolWorker) -> bool {
-    let received = match panics::catch(|| worker.receive()) {
-        Ok(received) => received.map_err(|e| e.to_string()),
-        Err(panic) => Err(panic),
-    };
-    match received {
+    match SlotError::flatten(panics::catch(|| worker.receive())) {
         Ok(Received::Handled) => {
             let requests = worker.stats().requests;
             slot.supervise(|s, now, i| s.handle_served(now, i, requests));
@@ -226,7 +240,8 @@ fn recycle(slot: &Slot, current: &mut Option<PoolWorker>) {
         return;
     };
     let outcome = match slot.build() {
-        Ok(next) => panics::catch(|| hand_over(slot, old, next)).unwrap_or_else(HandOver::OldDied),
+        Ok(next) => panics::catch(|| hand_over(slot, old, next))
+            .unwrap_or_else(|message| HandOver::OldDied(SlotError::Panicked(message))),
         Err(error) => HandOver::ReplacementFailed(error),
     };
     match outcome {
@@ -251,7 +266,7 @@ fn recycle(slot: &Slot, current: &mut Option<PoolWorker>) {
 /// until it says `DropReplacement` (dropping `next` sends its DISCONNECT).
 fn hand_over(slot: &Slot, old: &mut PoolWorker, mut next: PoolWorker) -> HandOver {
     if let Err(error) = next.connect() {
-        return HandOver::ReplacementFailed(error.to_string());
+        return HandOver::ReplacementFailed(error.into());
     }
     loop {
         let heard = next.broker_heard().then(|| next.id().clone());
@@ -272,10 +287,10 @@ fn hand_over(slot: &Slot, old: &mut PoolWorker, mut next: PoolWorker) -> HandOve
             _ => {}
         }
         if let Err(error) = next.receive_timeout(HAND_OVER_TICK) {
-            return HandOver::ReplacementFailed(error.to_string());
+            return HandOver::ReplacementFailed(error.into());
         }
         if let Err(error) = old.receive_timeout(Duration::ZERO) {
-            return HandOver::OldDied(error.to_string());
+            return HandOver::OldDied(error.into());
         }
     }
 }
@@ -294,10 +309,10 @@ fn retire(old: &mut PoolWorker, mut next: PoolWorker, patience: Duration) -> Han
         match old.receive_timeout(HAND_OVER_TICK) {
             Ok(Some(Received::Handled)) => break,
             Ok(_) => {}
-            Err(error) => return HandOver::OldDied(error.to_string()),
+            Err(error) => return HandOver::OldDied(error.into()),
         }
         if let Err(error) = next.receive_timeout(Duration::ZERO) {
-            return HandOver::ReplacementFailed(error.to_string());
+            return HandOver::ReplacementFailed(error.into());
         }
     }
     old.shutdown();
@@ -307,4 +322,30 @@ fn retire(old: &mut PoolWorker, mut next: PoolWorker, patience: Duration) -> Han
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_error_keeps_the_worker_error_and_shows_a_panic_as_its_message() {
+        assert_eq!(SlotError::flatten(Ok(Ok::<u8, Error>(3))).ok(), Some(3));
+        let failed = SlotError::flatten::<u8>(Ok(Err(Error::Io {
+            operation: "spawn",
+            source: std::io::Error::other("no threads"),
+        })));
+        match failed {
+            Err(error @ SlotError::Worker(Error::Io { operation, .. })) => {
+                assert_eq!(operation, "spawn");
+                assert_eq!(error.to_string(), "spawn failed: no threads");
+            }
+            other => panic!("expected a worker error, got {other:?}"),
+        }
+        let panicked = SlotError::flatten::<u8>(Err("factory broke".to_string()));
+        match panicked {
+            Err(error @ SlotError::Panicked(_)) => assert_eq!(error.to_string(), "factory broke"),
+            other => panic!("expected a panic, got {other:?}"),
+        }
+    }
 }

@@ -19,6 +19,7 @@
 //! ```
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
@@ -159,7 +160,8 @@ impl Supervisor {
 
     /// The slot's worker died (or could not be built): restart it after the backoff, or give
     /// the slot up if it died more than `max_restarts` times within the window.
-    pub(crate) fn handle_died(&mut self, now: Instant, slot: usize, error: String) {
+    /// `error` is shown in the log and carried as text by [`Event::WorkerRestarted`].
+    pub(crate) fn handle_died(&mut self, now: Instant, slot: usize, error: impl fmt::Display) {
         if self.recycling == Some(slot) {
             self.recycling = None;
         }
@@ -197,7 +199,7 @@ impl Supervisor {
         self.events.push_back(Event::WorkerRestarted {
             worker,
             restarts,
-            error,
+            error: error.to_string(),
         });
     }
 
@@ -249,7 +251,12 @@ impl Supervisor {
 
     /// The replacement could not be built or connected: the old worker stays, and the slot
     /// tries again after its patience.
-    pub(crate) fn handle_replacement_failed(&mut self, now: Instant, slot: usize, error: String) {
+    pub(crate) fn handle_replacement_failed(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        error: impl fmt::Display,
+    ) {
         if self.slots[slot].phase != Phase::HandingOver {
             return;
         }

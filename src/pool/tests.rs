@@ -69,7 +69,7 @@ fn running(
 
 /// The worker of `slot` dies at `now`; returns the restart delay chosen.
 fn die(s: &mut Supervisor, slot: usize, now: Instant) -> Duration {
-    s.handle_died(now, slot, "boom".into());
+    s.handle_died(now, slot, "boom");
     assert_eq!(s.phase(slot), Phase::Waiting);
     let at = s.next_deadline(slot).expect("a restart deadline");
     at - now
@@ -151,7 +151,7 @@ fn the_restart_limit_counts_only_deaths_inside_the_window() {
         })
         .collect();
     assert_eq!(restarted, vec![1, 2, 2]);
-    s.handle_died(t0 + 12_000 * MS, 0, "boom".into());
+    s.handle_died(t0 + 12_000 * MS, 0, "boom");
     assert_eq!(s.phase(0), Phase::GaveUp);
     assert_eq!(actions(&mut s, 0), vec![SlotAction::Stop]);
     assert_eq!(s.next_deadline(0), None);
@@ -167,7 +167,7 @@ fn a_slot_whose_first_build_fails_names_a_worker_of_its_service() {
     let t0 = Instant::now();
     let mut s = supervisor(1, restart(0), no_recycle());
     assert_eq!(actions(&mut s, 0), vec![SlotAction::Start]);
-    s.handle_died(t0, 0, "factory panicked".into());
+    s.handle_died(t0, 0, "factory panicked");
     let [Event::RestartLimitReached { worker, restarts }] = &events(&mut s)[..] else {
         panic!("expected the restart limit");
     };
@@ -182,7 +182,7 @@ fn events_name_the_worker_that_died() {
     actions(&mut s, 0);
     let id = WorkerId::next("echo");
     s.handle_started(t0, 0, id.clone());
-    s.handle_died(t0 + MS, 0, "zmq failed".into());
+    s.handle_died(t0 + MS, 0, "zmq failed");
     let [Event::WorkerRestarted {
         worker,
         restarts: 1,
@@ -204,7 +204,7 @@ fn shutdown_during_a_restart_wait_stops_the_slot_without_a_restart() {
     assert_eq!(s.next_deadline(0), None);
     s.handle_timeout(t0 + delay, 0);
     assert_eq!(actions(&mut s, 0), vec![], "no restart after the stop");
-    s.handle_died(t0 + delay, 0, "late".into());
+    s.handle_died(t0 + delay, 0, "late");
     assert_eq!(s.phase(0), Phase::Stopped);
     assert_eq!(s.restarts(0), 1);
 }
@@ -274,7 +274,7 @@ fn a_failed_replacement_frees_the_service_for_another_slot() {
     let mut s = running(2, restart(5), recycle_after(1), t0);
     s.handle_served(t0, 0, 1);
     assert_eq!(actions(&mut s, 0), vec![SlotAction::StartReplacement]);
-    s.handle_replacement_failed(t0 + MS, 0, "no fd".into());
+    s.handle_replacement_failed(t0 + MS, 0, "no fd");
     assert_eq!(s.phase(0), Phase::Running);
     s.handle_served(t0 + MS, 1, 1);
     assert_eq!(actions(&mut s, 1), vec![SlotAction::StartReplacement]);
