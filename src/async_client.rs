@@ -165,7 +165,7 @@ impl AsyncClient {
     ) -> impl Future<Output = Result<Vec<String>, ClientError>> + Send + 'static {
         let request = Request::new::<&str>("mmi.services", &[]);
         let inner = Arc::clone(&self.inner);
-        async move { crate::mmi::parse_services(inner.request(request?).await?) }
+        async move { Ok(crate::mmi::parse_services(inner.request(request?).await?)?) }
     }
 
     /// The load of `names` (all services when empty), from `mmi.stats` (an extension of our
@@ -181,7 +181,7 @@ impl AsyncClient {
     {
         let request = Request::new("mmi.stats", names);
         let inner = Arc::clone(&self.inner);
-        async move { crate::mmi::parse_stats(inner.request(request?).await?) }
+        async move { Ok(crate::mmi::parse_stats(inner.request(request?).await?)?) }
     }
 
     /// How many idle sockets the client keeps for the next requests.

@@ -45,6 +45,7 @@ use tracing::{debug, trace, warn};
 
 use crate::checks::{check_max_message_size, invalid, parse_endpoints, positive, ConfigError};
 use crate::config::DEFAULT_MAX_MESSAGE_SIZE;
+use crate::mmi::MmiError;
 use crate::protocol::{check_service_name, ClientMessage, ProtocolError};
 use crate::security::{check_curve, CurveClient, CurveKeys, PlainCredentials};
 use crate::session::SendOutcome;
@@ -336,6 +337,18 @@ pub(crate) fn zmq_error(operation: ZmqOperation) -> impl FnOnce(zmq::Error) -> C
     move |source| ClientError::Zmq { operation, source }
 }
 
+/// The clients report an MMI reply they cannot read as before `MmiError` existed: a `501` as
+/// [`ClientError::Unsupported`], anything else as [`ClientError::UnexpectedMmiCode`].
+impl From<MmiError> for ClientError {
+    fn from(error: MmiError) -> ClientError {
+        match error {
+            MmiError::Unsupported { service } => ClientError::Unsupported { service },
+            MmiError::UnexpectedCode { code } => ClientError::UnexpectedMmiCode { code },
+            MmiError::Malformed { what } => ClientError::UnexpectedMmiCode { code: what },
+        }
+    }
+}
+
 impl From<TransportError> for ClientError {
     fn from(error: TransportError) -> ClientError {
         ClientError::Zmq {
@@ -468,7 +481,9 @@ impl Client {
     ///
     /// As [`request`](Self::request); [`ClientError::Unsupported`] from a broker without it.
     pub fn services(&mut self) -> Result<Vec<String>, ClientError> {
-        crate::mmi::parse_services(self.request::<&str>("mmi.services", &[])?)
+        Ok(crate::mmi::parse_services(
+            self.request::<&str>("mmi.services", &[])?,
+        )?)
     }
 
     /// The load of `names` (all services when empty), from `mmi.stats` (an extension of our
@@ -481,7 +496,7 @@ impl Client {
         &mut self,
         names: &[&str],
     ) -> Result<Vec<crate::mmi::ServiceStats>, ClientError> {
-        crate::mmi::parse_stats(self.request("mmi.stats", names)?)
+        Ok(crate::mmi::parse_stats(self.request("mmi.stats", names)?)?)
     }
 
     /// Asks broker number `broker` whether the service has workers, waiting at most

@@ -1,7 +1,7 @@
 //! Broker introspection over 8/MMI: the standard `mmi.service`, and our broker's
 //! `mmi.services` (the service names) and `mmi.stats` (per-service load). Other brokers
-//! answer `501` to the extensions, which the clients report as
-//! [`ClientError::Unsupported`].
+//! answer `501` to the extensions, which the parsers report as [`MmiError::Unsupported`]
+//! (and the clients as [`ClientError::Unsupported`](crate::client::ClientError::Unsupported)).
 //!
 //! Frame layouts (reply bodies, each number decimal ASCII):
 //!
@@ -13,7 +13,29 @@
 
 use std::time::Duration;
 
-use crate::client::ClientError;
+/// Why an MMI reply could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MmiError {
+    /// The broker answered `501`: it does not support this `mmi.` extension.
+    #[error("{service} is not supported by this broker (501)")]
+    Unsupported {
+        /// The `mmi.` service asked.
+        service: String,
+    },
+    /// A reply code other than `200` and `501`.
+    #[error("unexpected mmi reply code {code}")]
+    UnexpectedCode {
+        /// The code received (lossy UTF-8).
+        code: String,
+    },
+    /// A `200` reply whose frames do not have the documented layout.
+    #[error("malformed mmi reply: {what}")]
+    Malformed {
+        /// What is wrong: `empty reply`, `7 frames after 200`, `not a number: "x"`.
+        what: String,
+    },
+}
 
 /// One service as `mmi.stats` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,9 +58,9 @@ pub struct ServiceStats {
 ///
 /// # Errors
 ///
-/// [`ClientError::Unsupported`] for `501`, [`ClientError::UnexpectedMmiCode`] for any other
-/// code but `200`.
-pub fn parse_services(reply: Vec<Vec<u8>>) -> Result<Vec<String>, ClientError> {
+/// [`MmiError::Unsupported`] for `501`, [`MmiError::UnexpectedCode`] for any other code but
+/// `200`, [`MmiError::Malformed`] for an empty reply.
+pub fn parse_services(reply: Vec<Vec<u8>>) -> Result<Vec<String>, MmiError> {
     let names = expect_ok("mmi.services", reply)?;
     Ok(names.iter().map(|n| text(n)).collect())
 }
@@ -47,9 +69,9 @@ pub fn parse_services(reply: Vec<Vec<u8>>) -> Result<Vec<String>, ClientError> {
 ///
 /// # Errors
 ///
-/// As [`parse_services`], and [`ClientError::UnexpectedMmiCode`] when the frames after `200`
-/// do not come in groups of six with numbers where numbers belong.
-pub fn parse_stats(reply: Vec<Vec<u8>>) -> Result<Vec<ServiceStats>, ClientError> {
+/// As [`parse_services`], and [`MmiError::Malformed`] when the frames after `200` do not come
+/// in groups of six with numbers where numbers belong.
+pub fn parse_stats(reply: Vec<Vec<u8>>) -> Result<Vec<ServiceStats>, MmiError> {
     let frames = expect_ok("mmi.stats", reply)?;
     if frames.len() % 6 != 0 {
         return Err(malformed(format!("{} frames after 200", frames.len())));
@@ -57,8 +79,8 @@ pub fn parse_stats(reply: Vec<Vec<u8>>) -> Result<Vec<ServiceStats>, ClientError
     frames.chunks(6).map(parse_one).collect()
 }
 
-fn parse_one(group: &[Vec<u8>]) -> Result<ServiceStats, ClientError> {
-    let number = |i: usize| -> Result<u64, ClientError> {
+fn parse_one(group: &[Vec<u8>]) -> Result<ServiceStats, MmiError> {
+    let number = |i: usize| -> Result<u64, MmiError> {
         std::str::from_utf8(&group[i])
             .ok()
             .and_then(|s| s.parse().ok())
@@ -75,22 +97,22 @@ fn parse_one(group: &[Vec<u8>]) -> Result<ServiceStats, ClientError> {
 }
 
 /// The frames after a `200`.
-fn expect_ok(service: &str, mut reply: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, ClientError> {
+fn expect_ok(service: &str, mut reply: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, MmiError> {
     if reply.is_empty() {
         return Err(malformed("empty reply".into()));
     }
     let code = reply.remove(0);
     match code.as_slice() {
         b"200" => Ok(reply),
-        b"501" => Err(ClientError::Unsupported {
+        b"501" => Err(MmiError::Unsupported {
             service: service.to_string(),
         }),
-        other => Err(ClientError::UnexpectedMmiCode { code: text(other) }),
+        other => Err(MmiError::UnexpectedCode { code: text(other) }),
     }
 }
 
-fn malformed(what: String) -> ClientError {
-    ClientError::UnexpectedMmiCode { code: what }
+fn malformed(what: String) -> MmiError {
+    MmiError::Malformed { what }
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -129,19 +151,30 @@ mod tests {
     fn a_501_is_unsupported_and_bad_layouts_are_errors_not_panics() {
         assert!(matches!(
             parse_stats(frames(&["501"])),
-            Err(ClientError::Unsupported { .. })
+            Err(MmiError::Unsupported { .. })
         ));
         assert!(matches!(
             parse_services(frames(&["501"])),
-            Err(ClientError::Unsupported { .. })
+            Err(MmiError::Unsupported { .. })
         ));
-        for bad in [
-            frames(&[]),
-            frames(&["404"]),
-            frames(&["200", "echo", "2"]),
-            frames(&["200", "echo", "x", "1", "0", "7", "0"]),
-        ] {
-            assert!(parse_stats(bad.clone()).is_err(), "{bad:?}");
+        let malformed = |what: &str| MmiError::Malformed { what: what.into() };
+        let cases = [
+            (frames(&[]), malformed("empty reply")),
+            (
+                frames(&["404"]),
+                MmiError::UnexpectedCode { code: "404".into() },
+            ),
+            (
+                frames(&["200", "echo", "2"]),
+                malformed("2 frames after 200"),
+            ),
+            (
+                frames(&["200", "echo", "x", "1", "0", "7", "0"]),
+                malformed("not a number: \"x\""),
+            ),
+        ];
+        for (bad, expected) in cases {
+            assert_eq!(parse_stats(bad.clone()), Err(expected), "{bad:?}");
         }
     }
 }
