@@ -59,6 +59,7 @@ pub mod broker;
 mod checks;
 pub mod client;
 pub mod config;
+mod driver;
 mod error;
 pub mod events;
 #[cfg(feature = "metrics")]

@@ -1,7 +1,9 @@
 //! Times each request into the service's duration histogram when the worker has metrics
-//! (feature `metrics`); without them it is empty and costs nothing.
+//! (feature `metrics`); without them it is empty and costs nothing. The durations are the
+//! session's (from a request's arrival to its answer): the one clock for a request.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::stats::StatsCell;
 
@@ -10,8 +12,6 @@ use crate::stats::StatsCell;
 pub(crate) struct RequestTimer {
     #[cfg(feature = "metrics")]
     histogram: Option<prometheus_client::metrics::histogram::Histogram>,
-    #[cfg(feature = "metrics")]
-    started: Option<std::time::Instant>,
 }
 
 impl RequestTimer {
@@ -24,7 +24,6 @@ impl RequestTimer {
     ) -> RequestTimer {
         RequestTimer {
             histogram: metrics.map(|m| m.register_worker(service, cell)),
-            started: None,
         }
     }
 
@@ -34,19 +33,13 @@ impl RequestTimer {
         RequestTimer::default()
     }
 
-    /// A request was handed to the action.
-    pub(crate) fn start(&mut self) {
+    /// A request finished after `duration`: it goes to the histogram.
+    pub(crate) fn observe(&self, duration: Duration) {
         #[cfg(feature = "metrics")]
-        if self.histogram.is_some() {
-            self.started = Some(std::time::Instant::now());
+        if let Some(histogram) = &self.histogram {
+            histogram.observe(duration.as_secs_f64());
         }
-    }
-
-    /// The action answered: its time goes to the histogram.
-    pub(crate) fn finish(&mut self) {
-        #[cfg(feature = "metrics")]
-        if let (Some(histogram), Some(started)) = (&self.histogram, self.started.take()) {
-            histogram.observe(started.elapsed().as_secs_f64());
-        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = duration;
     }
 }

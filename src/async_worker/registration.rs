@@ -7,17 +7,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tracing::{warn, Instrument, Span};
+use tracing::{Instrument, Span};
 use zmq::Message;
 
 use super::{AsyncAction, ReplyFuture};
 use crate::async_socket::AsyncSocket;
+use crate::driver::{self, Reports};
 use crate::error::Error;
 use crate::events::EventSink;
 use crate::panics::CatchUnwind;
 use crate::protocol::WorkerMessage;
 use crate::request_timer::RequestTimer;
-use crate::session::{Action, DisconnectReason, Session, State};
+use crate::session::{Action, Session, State};
 use crate::shutdown::{DrainHandle, ShutdownHandle};
 use crate::stats::{StatsCell, WorkerStats};
 use crate::transport::{self, LinkEvent, SocketOptions, ZmqOperation};
@@ -87,14 +88,13 @@ pub(super) struct Registration<A> {
     session: Session<Message>,
     context: zmq::Context,
     shared: Arc<Shared<A>>,
-    stats: Arc<StatsCell>,
+    reports: Reports,
     connection: Option<AsyncConnection>,
     /// The action's future for the request in hand, polled by this task itself: one request
     /// at a time per registration, so a task of its own would only add a spawn and a wake-up.
     task: Option<CatchUnwind<ReplyFuture>>,
     /// When a shutdown's grace period for the request in hand ends.
     grace_until: Option<Instant>,
-    timer: RequestTimer,
 }
 
 impl<A: AsyncAction> Registration<A> {
@@ -105,15 +105,15 @@ impl<A: AsyncAction> Registration<A> {
         stats: Arc<StatsCell>,
         timer: RequestTimer,
     ) -> Registration<A> {
+        let reports = Reports::new(stats, shared.events.clone(), timer);
         Registration {
             session,
             context,
             shared,
-            stats,
+            reports,
             connection: None,
             task: None,
             grace_until: None,
-            timer,
         }
     }
 
@@ -143,11 +143,9 @@ impl<A: AsyncAction> Registration<A> {
 
     /// Feeds shutdown and drain requests to the session; ends the grace period.
     fn check_controls(&mut self, now: Instant) {
-        let (shutdown, drained) = (
-            self.shared.shutdown.is_shutdown(),
-            self.shared.drain.is_drained(),
-        );
-        if self.session.handle_controls(now, shutdown, drained) && self.session.is_busy() {
+        let (shutdown, drain) = (&self.shared.shutdown, &self.shared.drain);
+        if driver::check_controls(&mut self.session, now, shutdown, drain) && self.session.is_busy()
+        {
             self.grace_until = now.checked_add(self.shared.grace);
         }
         if self.grace_until.is_some_and(|at| at <= now) {
@@ -177,7 +175,6 @@ impl<A: AsyncAction> Registration<A> {
                     self.send(message)?;
                 }
                 Action::Deliver { body } => {
-                    self.timer.start();
                     self.task = Some(CatchUnwind(self.shared.action.call(body)));
                 }
                 Action::Close { graceful, .. } => self.close(graceful),
@@ -194,12 +191,9 @@ impl<A: AsyncAction> Registration<A> {
         let (socket, monitor) =
             match transport::open_monitored_dealer(&self.context, &address, options) {
                 Ok(sockets) => sockets,
-                Err(error) if error.is_connect() => {
-                    warn!(broker = %address, %error, "cannot connect");
-                    self.session.handle_connect_failed(Instant::now());
-                    return Ok(());
+                Err(error) => {
+                    return driver::handle_open_failed(&mut self.session, &address, error)
                 }
-                Err(error) => return Err(error.into()),
             };
         self.connection = Some(AsyncConnection::register(socket, monitor)?);
         Ok(())
@@ -218,10 +212,8 @@ impl<A: AsyncAction> Registration<A> {
 
     fn close(&mut self, graceful: bool) {
         if let Some(mut connection) = self.connection.take() {
-            read_up_events(&mut connection);
-            if !graceful || !connection.up {
-                let _ = connection.dealer.socket().set_linger(0);
-            }
+            connection.up |= driver::read_up_events(connection.monitor.socket());
+            driver::close(connection.dealer.socket(), graceful, connection.up);
         }
     }
 
@@ -259,7 +251,9 @@ impl<A: AsyncAction> Registration<A> {
             }
             Input::Monitor(event) => {
                 let event = event.map_err(Error::zmq(ZmqOperation::RecvMonitorEvent))?;
-                self.handle_link_event(now, transport::parse_event_frames(&event));
+                if let Some(event) = transport::parse_event_frames(&event) {
+                    self.handle_link_event(now, event);
+                }
             }
             Input::Result(result) => {
                 self.task = None;
@@ -273,71 +267,37 @@ impl<A: AsyncAction> Registration<A> {
     }
 
     fn handle_result(&mut self, now: Instant, result: Result<Vec<Message>, String>) {
-        self.timer.finish();
         // A shutdown asked for during the action goes out right after this REPLY.
         self.check_controls(now);
-        let _ = match result {
-            Ok(reply) => self.session.handle_reply(now, reply),
-            Err(message) => self.session.handle_panic(now, message),
-        };
+        driver::handle_result(&mut self.session, now, result.into());
     }
 
     fn read_link_events(&mut self, now: Instant) {
         while let Some(connection) = &self.connection {
             match transport::try_recv_event(connection.monitor.socket()) {
-                Ok(Some(event)) => self.handle_link_event(now, Some(event)),
+                Ok(Some(event)) => self.handle_link_event(now, event),
                 _ => return,
             }
         }
     }
 
-    fn handle_link_event(&mut self, now: Instant, event: Option<LinkEvent>) {
-        let reason = match event {
-            Some(LinkEvent::HandshakeSucceeded) => {
-                if let Some(connection) = &mut self.connection {
-                    connection.up = true;
-                }
-                return;
+    fn handle_link_event(&mut self, now: Instant, event: LinkEvent) {
+        let options = &self.shared.options;
+        if driver::handle_link_event(&mut self.session, now, event, options) {
+            if let Some(connection) = &mut self.connection {
+                connection.up = true;
             }
-            Some(LinkEvent::AuthFailed { status }) => {
-                warn!(
-                    status,
-                    "authentication failed: the broker refused the credentials, not registered"
-                );
-                DisconnectReason::AuthenticationFailed
-            }
-            Some(LinkEvent::HandshakeFailed { event, value }) => {
-                let cause = transport::handshake_failure_cause(event, value);
-                warn!(cause, "security handshake failed, reconnecting");
-                DisconnectReason::ConnectionLost
-            }
-            Some(LinkEvent::Disconnected) => {
-                warn!("connection to the broker dropped, reconnecting");
-                DisconnectReason::ConnectionLost
-            }
-            None => return,
-        };
-        self.session.handle_connection_lost(now, reason);
+        }
     }
 
     fn publish(&mut self) {
-        let registered = self.session.broker_heard()
-            && !self.session.is_draining()
-            && !self.session.is_stopping();
-        self.stats.publish(self.session.stats(), registered);
-        while let Some(event) = self.session.poll_event() {
-            if let Some(sink) = &self.shared.events {
-                sink.emit(event);
-            }
-        }
+        self.reports.publish(&mut self.session);
     }
 }
 
 impl<A> Drop for Registration<A> {
     fn drop(&mut self) {
-        // Its counters are final: the metrics keep them in the totals of its service.
-        self.stats.publish(self.session.stats(), false);
-        self.stats.retire();
+        self.reports.retire(&self.session);
         // Dropped mid-way (the run future was dropped): the action's future goes with it, and
         // closing must not make the context wait for a linger.
         if let Some(connection) = self.connection.take() {
@@ -359,14 +319,5 @@ async fn sleep(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Reads the monitor events waiting and marks the connection up if its handshake passed.
-fn read_up_events(connection: &mut AsyncConnection) {
-    while let Ok(Some(event)) = transport::try_recv_event(connection.monitor.socket()) {
-        if event == LinkEvent::HandshakeSucceeded {
-            connection.up = true;
-        }
     }
 }

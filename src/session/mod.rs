@@ -58,6 +58,9 @@ use timer::{Timer, TimerTable};
 /// operator wants to hear about rather than a worker polling quietly for ever.
 pub const UNREACHABLE_AFTER: u32 = 3;
 
+/// Most request durations a session keeps for a driver that has not read them.
+const MAX_DURATIONS: usize = 16;
+
 /// The session's settings, taken from a validated [`WorkerConfig`](crate::WorkerConfig).
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -208,6 +211,10 @@ pub struct Session<F> {
     cancelling: bool,
     actions: VecDeque<Action<F>>,
     events: VecDeque<Event>,
+    /// How long the last requests took to finish, for the driver's metrics: at most
+    /// [`MAX_DURATIONS`] kept (the oldest dropped), so a driver that never reads them costs
+    /// nothing more.
+    durations: VecDeque<Duration>,
     stats: WorkerStats,
 }
 
@@ -232,6 +239,7 @@ impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
             cancelling: false,
             actions: VecDeque::new(),
             events: VecDeque::new(),
+            durations: VecDeque::new(),
             stats: WorkerStats::default(),
         }
     }
@@ -317,6 +325,19 @@ impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
     /// Whether a shutdown was asked for.
     pub fn is_stopping(&self) -> bool {
         self.stopping == Some(Stop::Shutdown) || self.state == State::Stopped
+    }
+
+    /// Whether the broker knows this worker now, as far as the worker can tell: heard on the
+    /// current connection, and neither draining nor stopping (for a readiness check).
+    pub fn registered(&self) -> bool {
+        self.broker_heard() && !self.is_draining() && !self.is_stopping()
+    }
+
+    /// How long a request that finished took, from its arrival to its answer (by the
+    /// action, the panic reply or the timeout reply, or dropped with its connection): one
+    /// per finished request, oldest first.
+    pub(crate) fn poll_request_duration(&mut self) -> Option<Duration> {
+        self.durations.pop_front()
     }
 
     /// Whether a drain was asked for and not yet resumed.
@@ -614,6 +635,10 @@ impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
     fn finished(&mut self, now: Instant, started: Instant, outcome: RequestOutcome) {
         let duration = now.saturating_duration_since(started);
         debug!(?outcome, ?duration, "request finished");
+        if self.durations.len() == MAX_DURATIONS {
+            self.durations.pop_front();
+        }
+        self.durations.push_back(duration);
         self.emit(|worker| Event::RequestFinished {
             worker,
             duration,

@@ -1605,3 +1605,50 @@ fn a_cancelled_action_frees_the_worker_without_a_reply_and_counts_as_late() {
     s.handle_message(t0 + TIMEOUT + 3 * MS, request(&[b"c2"], &[b"next"]));
     assert_eq!(drain(&mut s), vec![deliver(&[b"next"])]);
 }
+
+#[test]
+fn registered_means_heard_on_this_connection_and_neither_draining_nor_stopping() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    assert!(!s.registered(), "READY sent, nothing heard yet");
+    s.handle_message(t0 + MS, WorkerMessage::Heartbeat);
+    assert!(s.registered());
+    s.handle_drain(t0 + 2 * MS);
+    assert!(!s.registered(), "draining");
+    s.handle_resume(t0 + 3 * MS);
+    drain(&mut s);
+    assert!(!s.registered(), "a new connection: not heard on it yet");
+    s.handle_message(t0 + 4 * MS, WorkerMessage::Heartbeat);
+    assert!(s.registered());
+    s.handle_shutdown(t0 + 5 * MS);
+    assert!(!s.registered(), "stopping");
+}
+
+#[test]
+fn each_finished_request_gives_its_duration_from_arrival_to_answer_once() {
+    let t0 = Instant::now();
+    let mut s = busy(1, t0, t0 + 10 * MS);
+    assert_eq!(s.poll_request_duration(), None, "still in the action");
+    let _ = s.handle_reply(t0 + 35 * MS, frames(&[b"done"]));
+    assert_eq!(s.poll_request_duration(), Some(25 * MS));
+    assert_eq!(s.poll_request_duration(), None, "read once");
+    s.handle_message(t0 + 40 * MS, request(&[b"client-2"], &[b"boom"]));
+    drain(&mut s);
+    let _ = s.handle_panic(t0 + 41 * MS, "boom".into());
+    assert_eq!(s.poll_request_duration(), Some(MS));
+}
+
+#[test]
+fn a_driver_that_never_reads_durations_keeps_only_the_last_few() {
+    let t0 = Instant::now();
+    let mut s = started(1, t0);
+    for i in 0..(MAX_DURATIONS as u32 + 5) {
+        let at = t0 + i * 2 * MS;
+        s.handle_message(at, request(&[b"client"], &[b"work"]));
+        drain(&mut s);
+        let _ = s.handle_reply(at + MS, frames(&[b"done"]));
+        drain(&mut s);
+    }
+    let kept: Vec<Duration> = std::iter::from_fn(|| s.poll_request_duration()).collect();
+    assert_eq!(kept, vec![MS; MAX_DURATIONS]);
+}

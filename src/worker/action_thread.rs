@@ -12,27 +12,16 @@ use std::time::{Duration, Instant};
 use zmq::Message;
 
 use crate::action::WorkerAction;
+use crate::driver::ActionResult;
 use crate::panics;
 use crate::wake::Waker;
-
-/// What the action produced for one request.
-#[derive(Debug)]
-pub(crate) enum ActionResult {
-    /// The reply frames.
-    Reply(Vec<Message>),
-    /// The action panicked, with this message.
-    Panicked(String),
-}
 
 /// Calls the action, turning a panic into [`ActionResult::Panicked`].
 ///
 /// The action is used again after a panic: it is the action's own business to stay usable
 /// (a pool can be configured to build a fresh one instead).
 pub(crate) fn call_guarded<A: WorkerAction>(action: &mut A, body: Vec<Message>) -> ActionResult {
-    match panics::catch(|| action.call(body)) {
-        Ok(reply) => ActionResult::Reply(reply),
-        Err(message) => ActionResult::Panicked(message),
-    }
+    panics::catch(|| action.call(body)).into()
 }
 
 /// The action on a thread of its own. Requests go to it through one [`Slot`]; its results

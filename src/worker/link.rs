@@ -1,21 +1,17 @@
-//! What the socket monitor tells about the connection under the worker's DEALER, and what
-//! the worker does about it.
+//! The socket monitor under the worker's DEALER: what it tells goes to the session through
+//! the drivers' shared step ([`driver::handle_link_event`]).
 
 use std::time::Instant;
 
-use tracing::{debug, warn};
-
 use super::Worker;
 use crate::action::WorkerAction;
+use crate::driver;
 use crate::error::Error;
-use crate::security::Hex;
-use crate::session::DisconnectReason;
-use crate::transport::{self, Connection, LinkEvent, ZmqOperation};
+use crate::transport::{self, Connection, ZmqOperation};
 
 impl<A: WorkerAction> Worker<A> {
-    /// Acts on what the socket monitor saw: a connection refused in the handshake or dropped
-    /// under the socket is left at once (a new socket after the reconnect delay), instead of
-    /// leaving libzmq to retry it behind the session's back or waiting out broker liveness.
+    /// Reads what the socket monitor saw, until the connection is up, or lost (one loss is
+    /// enough: the session closes the socket).
     pub(super) fn read_link_events(&mut self) -> Result<(), Error> {
         while let Some(connection) = &mut self.connection {
             let Some(event) = transport::try_recv_event(&connection.monitor)
@@ -23,59 +19,17 @@ impl<A: WorkerAction> Worker<A> {
             else {
                 return Ok(());
             };
-            let reason = match event {
-                LinkEvent::HandshakeSucceeded => {
-                    debug!("connection up, handshake passed");
-                    connection.up = true;
-                    continue;
-                }
-                LinkEvent::AuthFailed { status } => self.auth_failed(status),
-                LinkEvent::HandshakeFailed { event, value } => {
-                    let cause = transport::handshake_failure_cause(event, value);
-                    warn!(
-                        cause,
-                        event, value, "security handshake failed, reconnecting"
-                    );
-                    DisconnectReason::ConnectionLost
-                }
-                LinkEvent::Disconnected => {
-                    warn!("connection to the broker dropped, reconnecting");
-                    DisconnectReason::ConnectionLost
-                }
-            };
-            self.session.handle_connection_lost(Instant::now(), reason);
-            return Ok(());
+            let now = Instant::now();
+            if !driver::handle_link_event(&mut self.session, now, event, &self.options) {
+                return Ok(());
+            }
+            connection.up = true;
         }
         Ok(())
-    }
-
-    /// Logs credentials the broker refused; the session counts it, backs off and retries.
-    fn auth_failed(&self, status: u32) -> DisconnectReason {
-        match (&self.options.plain, &self.options.curve) {
-            (Some(plain), _) => warn!(
-                user = %plain.username,
-                status,
-                "authentication failed: broker rejected the PLAIN credentials, not registered"
-            ),
-            (None, Some(curve)) => warn!(
-                public_key = %Hex(&curve.keys.public_key()),
-                status,
-                "authentication failed: broker rejected the CURVE key, not registered"
-            ),
-            (None, None) => warn!(
-                status,
-                "authentication failed: broker refused the connection"
-            ),
-        }
-        DisconnectReason::AuthenticationFailed
     }
 }
 
 /// Reads the monitor events waiting and marks the connection up if its handshake passed.
 pub(super) fn mark_up(connection: &mut Connection) {
-    while let Ok(Some(event)) = transport::try_recv_event(&connection.monitor) {
-        if event == LinkEvent::HandshakeSucceeded {
-            connection.up = true;
-        }
-    }
+    connection.up |= driver::read_up_events(&connection.monitor);
 }

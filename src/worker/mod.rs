@@ -10,13 +10,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info, info_span, trace, warn, Span};
+use tracing::{debug, info, info_span, trace, Span};
 use zmq::Message;
 
 use crate::action::WorkerAction;
 use crate::config::WorkerConfig;
+use crate::driver::{self, ActionResult, Reports};
 use crate::error::Error;
-use crate::events::{EventSink, Identity, WorkerId};
+use crate::events::{Identity, WorkerId};
 use crate::millis::millis_i64;
 use crate::protocol::WorkerMessage;
 use crate::request_timer::RequestTimer;
@@ -27,7 +28,7 @@ use crate::stats::StatsCell;
 pub use crate::stats::WorkerStats;
 use crate::transport::{self, Connection, SocketOptions, ZmqOperation};
 use crate::wake::Waker;
-use action_thread::{call_guarded, ActionResult, ActionThread};
+use action_thread::{call_guarded, ActionThread};
 use heartbeater::Parking;
 
 /// Most messages read in one poll pass before timers get their turn again.
@@ -86,14 +87,12 @@ pub struct Worker<A> {
     shutdown: ShutdownHandle,
     drain: DrainHandle,
     waker: Arc<Waker>,
-    events: Option<EventSink>,
-    stats: Arc<StatsCell>,
+    reports: Reports,
     span: Span,
     /// The span current when the worker was built: the parent of every connection's span.
     parent_span: Span,
     /// A reply just left: the next wait starts with a short blocking receive.
     hot: bool,
-    timer: RequestTimer,
 }
 
 impl<A: WorkerAction> Worker<A> {
@@ -158,12 +157,10 @@ impl<A: WorkerAction> Worker<A> {
             shutdown: settings.shutdown,
             drain: settings.drain,
             waker,
-            events: settings.events,
-            stats,
+            reports: Reports::new(stats, settings.events, timer),
             span,
             parent_span,
             hot: false,
-            timer,
         })
     }
 
@@ -293,32 +290,21 @@ impl<A: WorkerAction> Worker<A> {
 
     /// The counters so far.
     pub fn stats(&self) -> WorkerStats {
-        self.stats.snapshot()
+        self.reports.stats().snapshot()
     }
 
     pub(crate) fn stats_cell(&self) -> Arc<StatsCell> {
-        Arc::clone(&self.stats)
+        Arc::clone(self.reports.stats())
     }
 
     /// Publishes the counters and hands the session's events to the sink.
     fn publish(&mut self) {
-        self.stats.publish(self.session.stats(), self.registered());
-        while let Some(event) = self.session.poll_event() {
-            if let Some(sink) = &self.events {
-                sink.emit(event);
-            }
-        }
-    }
-
-    /// Whether the broker knows this worker now: heard on this connection, not draining.
-    fn registered(&self) -> bool {
-        self.session.broker_heard() && !self.session.is_draining() && !self.session.is_stopping()
+        self.reports.publish(&mut self.session);
     }
 
     /// Feeds shutdown and drain requests from the handles to the session.
     fn check_controls(&mut self, now: Instant) {
-        let (shutdown, drained) = (self.shutdown.is_shutdown(), self.drain.is_drained());
-        self.session.handle_controls(now, shutdown, drained);
+        driver::check_controls(&mut self.session, now, &self.shutdown, &self.drain);
     }
 
     /// Carries out every queued action. `Some` when `receive` should return.
@@ -359,17 +345,7 @@ impl<A: WorkerAction> Worker<A> {
                 self.connection = Some(connection);
                 Ok(())
             }
-            Err(error) => {
-                warn!(broker = %address, %error, "cannot connect");
-                self.session.handle_connect_failed(Instant::now());
-                // A broker address that does not resolve or bind is the broker's problem:
-                // back off and try the next one. Failing to make a socket is ours.
-                if error.is_connect() {
-                    Ok(())
-                } else {
-                    Err(error.into())
-                }
-            }
+            Err(error) => driver::handle_open_failed(&mut self.session, &address, error),
         }
     }
 
@@ -387,7 +363,6 @@ impl<A: WorkerAction> Worker<A> {
     }
 
     fn deliver(&mut self, body: Vec<Message>) {
-        self.timer.start();
         match &mut self.runner {
             Runner::Thread(thread) => thread.send_request(body),
             Runner::Inline(action, parking) => {
@@ -404,24 +379,16 @@ impl<A: WorkerAction> Worker<A> {
 
     /// Takes what the action produced and hands the reply to the session.
     fn handle_result(&mut self, result: ActionResult) {
-        self.timer.finish();
         let now = Instant::now();
         // A shutdown asked for during the action goes out right after this REPLY.
         self.check_controls(now);
-        let _ = match result {
-            ActionResult::Reply(reply) => self.session.handle_reply(now, reply),
-            ActionResult::Panicked(message) => self.session.handle_panic(now, message),
-        };
+        driver::handle_result(&mut self.session, now, result);
     }
 
     fn close(&mut self, graceful: bool) {
         if let Some(mut connection) = self.connection.take() {
             link::mark_up(&mut connection);
-            // Lingering helps only what can still be delivered: never to a broker that is
-            // gone or threw us out, nor on a connection that never came up.
-            if !graceful || !connection.up {
-                let _ = connection.socket.set_linger(0);
-            }
+            driver::close(&connection.socket, graceful, connection.up);
         }
     }
 
@@ -621,9 +588,7 @@ fn poll(
 
 impl<A> Drop for Worker<A> {
     fn drop(&mut self) {
-        // Its counters are final: the metrics keep them in the totals of its service.
-        self.stats.publish(self.session.stats(), false);
-        self.stats.retire();
+        self.reports.retire(&self.session);
         // A worker dropped without a shutdown still leaves politely: DISCONNECT, then a
         // bounded linger, so the broker forgets it at once instead of after its expiry.
         self.session.handle_drop();
