@@ -11,7 +11,7 @@ use crate::checks::{
     check_heartbeat, check_max_message_size, fits_millis, invalid, parse_endpoints, positive,
     validate_service_name, ConfigError,
 };
-use crate::config::{WorkerConfig, MAX_CONCURRENCY};
+use crate::config::{WorkerConfig, DEFAULT_SHUTDOWN_GRACE, MAX_CONCURRENCY};
 use crate::events::{EventSink, Identity};
 use crate::security::check_curve;
 use crate::session::SessionConfig;
@@ -59,6 +59,7 @@ pub(crate) struct SessionSettings {
     pub(crate) send_disconnect: bool,
     pub(crate) request_timeout: Option<Duration>,
     pub(crate) timeout_reply: Vec<Vec<u8>>,
+    pub(crate) shutdown_grace: Option<Duration>,
 }
 
 impl SessionSettings {
@@ -78,6 +79,7 @@ impl SessionSettings {
             seed: identity.seed,
             request_timeout: self.request_timeout,
             timeout_reply: self.timeout_reply.clone(),
+            shutdown_grace: self.shutdown_grace,
         }
     }
 }
@@ -105,7 +107,7 @@ pub(crate) fn worker_settings(
         check_curve("curve_credentials", config.plain.is_some())?;
     }
     Ok(WorkerSettings {
-        session: session_settings(config, endpoints),
+        session: session_settings(config, endpoints, mode),
         socket: socket_options(config),
         context: config.context.clone(),
         shutdown: config.shutdown.clone().unwrap_or_default(),
@@ -116,7 +118,7 @@ pub(crate) fn worker_settings(
     })
 }
 
-fn session_settings(config: &WorkerConfig, endpoints: Vec<String>) -> SessionSettings {
+fn session_settings(config: &WorkerConfig, endpoints: Vec<String>, mode: Mode) -> SessionSettings {
     SessionSettings {
         service: config.service_name.clone(),
         endpoints,
@@ -129,6 +131,10 @@ fn session_settings(config: &WorkerConfig, endpoints: Vec<String>) -> SessionSet
         send_disconnect: config.send_disconnect,
         request_timeout: config.request_timeout,
         timeout_reply: config.timeout_reply.clone(),
+        shutdown_grace: match mode {
+            Mode::Async => Some(config.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE)),
+            Mode::Inline | Mode::Threaded => None,
+        },
     }
 }
 

@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use tracing::{error, info};
 use zmq::Message;
 
-use crate::config::{WorkerConfig, DEFAULT_SHUTDOWN_GRACE};
+use crate::config::WorkerConfig;
 use crate::error::Error;
 use crate::events::{Identity, WorkerId};
 use crate::pool::plan::contexts_for;
@@ -138,7 +138,6 @@ impl<A: AsyncAction> AsyncWorker<A> {
             shutdown,
             drain,
             events,
-            grace: config.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
         });
         Ok(AsyncWorker {
             shared,

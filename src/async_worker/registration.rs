@@ -4,7 +4,7 @@
 //! session's actions out.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::watch;
 use tracing::{Instrument, Span};
@@ -81,7 +81,6 @@ pub(super) struct Shared<A> {
     pub(super) shutdown: ShutdownHandle,
     pub(super) drain: DrainHandle,
     pub(super) events: Option<EventSink>,
-    pub(super) grace: Duration,
 }
 
 pub(super) struct Registration<A> {
@@ -93,8 +92,6 @@ pub(super) struct Registration<A> {
     /// The action's future for the request in hand, polled by this task itself: one request
     /// at a time per registration, so a task of its own would only add a spawn and a wake-up.
     task: Option<CatchUnwind<ReplyFuture>>,
-    /// When a shutdown's grace period for the request in hand ends.
-    grace_until: Option<Instant>,
 }
 
 impl<A: AsyncAction> Registration<A> {
@@ -113,7 +110,6 @@ impl<A: AsyncAction> Registration<A> {
             reports,
             connection: None,
             task: None,
-            grace_until: None,
         }
     }
 
@@ -141,18 +137,10 @@ impl<A: AsyncAction> Registration<A> {
         }
     }
 
-    /// Feeds shutdown and drain requests to the session; ends the grace period.
+    /// Feeds shutdown and drain requests to the session (which times a shutdown's grace).
     fn check_controls(&mut self, now: Instant) {
         let (shutdown, drain) = (&self.shared.shutdown, &self.shared.drain);
-        if driver::check_controls(&mut self.session, now, shutdown, drain) && self.session.is_busy()
-        {
-            self.grace_until = now.checked_add(self.shared.grace);
-        }
-        if self.grace_until.is_some_and(|at| at <= now) {
-            // The session logs it: the request in hand gets the timeout reply.
-            self.grace_until = None;
-            self.session.handle_cancel(now);
-        }
+        driver::check_controls(&mut self.session, now, shutdown, drain);
     }
 
     /// A request already answered (deadline, grace) needs its action no more: cancel it.
@@ -220,10 +208,7 @@ impl<A: AsyncAction> Registration<A> {
     /// Waits for the broker, the monitor (until the connection is up), the action, the next
     /// deadline or a shutdown/drain/resume, whichever comes first.
     async fn wait(&mut self, control: &mut watch::Receiver<()>) -> Input {
-        let deadline = match (self.session.next_deadline(), self.grace_until) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let deadline = self.session.next_deadline();
         let (dealer, monitor) = match self.connection.as_mut() {
             Some(c) if c.up => (Some(&mut c.dealer), None),
             Some(c) => (Some(&mut c.dealer), Some(&mut c.monitor)),

@@ -91,6 +91,10 @@ pub struct SessionConfig {
     pub request_timeout: Option<Duration>,
     /// The reply body sent for a request whose deadline passed.
     pub timeout_reply: Vec<Vec<u8>>,
+    /// How long a shutdown waits for the request in the action before it answers it with
+    /// `timeout_reply` (see [`Session::handle_cancel`]); `None` waits for the action. For a
+    /// driver that can cancel its action: the async worker.
+    pub shutdown_grace: Option<Duration>,
 }
 
 /// Where the session stands.
@@ -377,6 +381,11 @@ impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
 
     /// Runs every timer due at `now` (and, in [`State::Start`], connects).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.timers.is_due(Timer::Grace, now) {
+            // The session logs it: the request in hand gets the timeout reply.
+            self.timers.stop(Timer::Grace);
+            self.handle_cancel(now);
+        }
         match self.state {
             State::Start => self.connect(now),
             State::Backoff if self.timers.is_due(Timer::Reconnect, now) => {
@@ -698,6 +707,7 @@ impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
             let began = !self.is_stopping();
             if began {
                 self.handle_shutdown(now);
+                self.arm_grace(now);
             }
             return began;
         }
@@ -707,6 +717,17 @@ impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
             self.handle_resume(now);
         }
         false
+    }
+
+    /// A shutdown began with a request in the action: it gets `shutdown_grace` to finish.
+    fn arm_grace(&mut self, now: Instant) {
+        let grace = self.config.shutdown_grace;
+        if let Some(at) = grace
+            .filter(|_| self.is_busy())
+            .and_then(|g| now.checked_add(g))
+        {
+            self.timers.set(Timer::Grace, at);
+        }
     }
 
     /// Asks for a graceful stop: an in-flight request is finished and answered first, then
@@ -937,7 +958,12 @@ impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
     fn disconnect(&mut self, now: Instant, reason: DisconnectReason) {
         self.count_unanswered(now);
         self.close(reason, false);
+        // A shutdown's grace outlives the connection: the action may still be busy.
+        let grace = self.timers.get(Timer::Grace);
         self.timers.stop_all();
+        if let Some(at) = grace {
+            self.timers.set(Timer::Grace, at);
+        }
         if self.held.take().is_some() {
             // Its connection is gone: nobody can route a reply to it.
             warn!("held request lost with its connection");

@@ -34,6 +34,7 @@ fn config(endpoints: usize) -> SessionConfig {
         seed: 0x5eed_1234_abcd_0001,
         request_timeout: None,
         timeout_reply: vec![b"timed out".to_vec()],
+        shutdown_grace: None,
     }
 }
 
@@ -1651,4 +1652,78 @@ fn a_driver_that_never_reads_durations_keeps_only_the_last_few() {
     }
     let kept: Vec<Duration> = std::iter::from_fn(|| s.poll_request_duration()).collect();
     assert_eq!(kept, vec![MS; MAX_DURATIONS]);
+}
+
+fn with_grace(grace: Duration) -> SessionConfig {
+    SessionConfig {
+        shutdown_grace: Some(grace),
+        ..config(1)
+    }
+}
+
+#[test]
+fn a_shutdown_while_busy_answers_with_the_timeout_reply_once_its_grace_is_over() {
+    let t0 = Instant::now();
+    let grace = 50 * MS;
+    let mut s = Session::new(with_grace(grace));
+    s.handle_timeout(t0);
+    drain(&mut s);
+    s.handle_message(t0, request(&[b"client-1"], &[b"slow"]));
+    drain(&mut s);
+    assert!(s.handle_controls(t0 + MS, true, false));
+    // The grace (51 ms) comes before the next heartbeat (100 ms).
+    assert_eq!(s.next_deadline(), Some(t0 + MS + grace));
+    // A moment before it ends, the request is still the action's.
+    s.handle_timeout(t0 + grace);
+    assert!(s.is_busy() && !s.is_awaiting_late_result());
+    assert_eq!(drain(&mut s), vec![]);
+    s.handle_timeout(t0 + MS + grace);
+    assert_eq!(
+        drain(&mut s),
+        vec![
+            reply(&[b"client-1"], &[b"timed out"]),
+            Action::Send(WorkerMessage::Disconnect),
+            close(DisconnectReason::Shutdown, true),
+            Action::Stopped,
+        ]
+    );
+    assert!(s.is_awaiting_late_result());
+    assert_eq!(s.stats().timeouts, 1);
+}
+
+#[test]
+fn a_shutdown_while_idle_or_without_grace_sets_no_grace_deadline() {
+    let t0 = Instant::now();
+    let mut idle = Session::<Vec<u8>>::new(with_grace(50 * MS));
+    idle.handle_timeout(t0);
+    drain(&mut idle);
+    idle.handle_controls(t0 + MS, true, false);
+    assert_eq!(idle.state(), State::Stopped);
+    assert_eq!(idle.next_deadline(), None);
+    // Without a grace the stop waits for the action, however long.
+    let mut s = busy(1, t0, t0);
+    s.handle_controls(t0 + MS, true, false);
+    s.handle_timeout(t0 + 3_600_000 * MS);
+    assert!(s.is_busy() && !s.is_awaiting_late_result());
+}
+
+#[test]
+fn a_grace_outlives_a_connection_lost_while_the_action_runs() {
+    let t0 = Instant::now();
+    let grace = 50 * MS;
+    let mut s = Session::new(with_grace(grace));
+    s.handle_timeout(t0);
+    drain(&mut s);
+    s.handle_message(t0, request(&[b"client-1"], &[b"slow"]));
+    drain(&mut s);
+    s.handle_controls(t0 + MS, true, false);
+    s.handle_connection_lost(t0 + 2 * MS, DisconnectReason::ConnectionLost);
+    drain(&mut s);
+    assert!(s.next_deadline() <= Some(t0 + MS + grace));
+    s.handle_timeout(t0 + MS + grace);
+    assert!(
+        s.is_awaiting_late_result(),
+        "answered, the stop no longer waits"
+    );
+    assert_eq!(s.stats().timeouts, 1);
 }

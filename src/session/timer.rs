@@ -11,6 +11,9 @@ pub(crate) enum Timer {
     Reconnect = 2,
     /// When the in-flight request is answered with the timeout reply.
     RequestDeadline = 3,
+    /// When a shutdown stops waiting for the request in the action and answers it with the
+    /// timeout reply (`shutdown_grace`).
+    Grace = 4,
 }
 
 impl From<Timer> for usize {
@@ -20,4 +23,4 @@ impl From<Timer> for usize {
 }
 
 /// The deadlines of the session, one per [`Timer`].
-pub(crate) type TimerTable = crate::timers::TimerTable<Timer, 4>;
+pub(crate) type TimerTable = crate::timers::TimerTable<Timer, 5>;
