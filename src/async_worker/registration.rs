@@ -145,11 +145,9 @@ impl<A: AsyncAction> Registration<A> {
 
     /// A request already answered (deadline, grace) needs its action no more: cancel it.
     fn cancel_if_answered(&mut self, now: Instant) {
-        if !self.session.is_awaiting_late_result() {
-            return;
+        if self.session.poll_cancel(now) {
+            self.task = None; // dropping the future cancels the action
         }
-        self.task = None; // dropping the future cancels the action
-        self.session.handle_action_cancelled(now);
     }
 
     fn run_actions(&mut self) -> Result<(), Error> {

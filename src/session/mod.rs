@@ -699,6 +699,16 @@ impl<F: Deref<Target = [u8]> + for<'a> From<&'a [u8]>> Session<F> {
         }
     }
 
+    /// For a driver that can cancel its action (drop its future): true when the request in
+    /// the action was already answered (by its deadline or a shutdown's grace), and the driver
+    /// must drop the action now; the session takes it as cancelled, as with
+    /// [`handle_action_cancelled`](Self::handle_action_cancelled).
+    pub fn poll_cancel(&mut self, now: Instant) -> bool {
+        let cancel = self.is_awaiting_late_result();
+        self.handle_action_cancelled(now);
+        cancel
+    }
+
     /// Feeds the state of the shutdown and drain handles, as a driver reads them on each
     /// turn: a shutdown once, a drain or a resume when the drained flag changed. True when a
     /// shutdown began with this call.

@@ -1592,10 +1592,12 @@ fn a_cancelled_action_frees_the_worker_without_a_reply_and_counts_as_late() {
     drain(&mut s);
     s.handle_message(t0, request(&[b"c1"], &[b"slow"]));
     drain(&mut s);
+    assert!(!s.poll_cancel(t0 + MS), "unanswered: the action keeps it");
+    assert!(s.is_busy());
     s.handle_timeout(t0 + TIMEOUT);
     assert!(contains_run(&drain(&mut s), &timeout_reply(&[b"c1"])));
     // The driver drops the action's future instead of waiting for it.
-    s.handle_action_cancelled(t0 + TIMEOUT + MS);
+    assert!(s.poll_cancel(t0 + TIMEOUT + MS));
     assert!(!s.is_busy() && !s.is_awaiting_late_result());
     assert_eq!(drain(&mut s), vec![], "no second reply");
     assert_eq!((s.stats().timeouts, s.stats().late_replies), (1, 1));
