@@ -1,7 +1,7 @@
 //! The crate's top-level error.
 
 use crate::checks::ConfigError;
-use crate::transport::{TransportError, ZmqOperation};
+use crate::io::transport::{TransportError, ZmqOperation};
 
 /// What can go wrong that a worker cannot handle by itself.
 ///

@@ -42,62 +42,52 @@
 //! so that a unit test can check it end to end.
 // `deny`, not `forbid`: two calls need `unsafe`, each with its reason where it is made. The
 // async socket registers a descriptor with tokio, whose API for it is `unsafe`
-// (`async_socket.rs`); stopping a socket monitor goes through libzmq's raw binding
+// (`io/async_socket.rs`); stopping a socket monitor goes through libzmq's raw binding
 // (`transport::stop_monitor`). Nothing else may use `unsafe`.
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod action;
-#[cfg(feature = "tokio")]
-mod async_client;
-#[cfg(feature = "tokio")]
-mod async_socket;
-#[cfg(feature = "tokio")]
-mod async_worker;
 pub mod broker;
 mod checks;
 pub mod client;
 pub mod config;
-mod driver;
+mod drivers;
 mod error;
 pub mod events;
+mod io;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
 mod millis;
-pub mod mmi;
-mod panics;
-pub mod pool;
 pub mod protocol;
-mod request_timer;
-mod security;
 pub mod session;
-mod settings;
 mod shutdown;
 mod stats;
 pub mod testkit;
 mod timers;
-mod transport;
-mod wake;
-mod worker;
 
 pub use action::{BytesAction, WorkerAction};
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-pub use async_client::AsyncClient;
+pub use client::async_client::AsyncClient;
+pub use config::{ConfigError, WorkerConfig};
+#[doc(inline)]
+pub use drivers::pool;
+pub use drivers::sync::{Received, Worker, WorkerStats};
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-pub use async_worker::{AsyncAction, AsyncStats, AsyncSummary, AsyncWorker, ReplyFuture};
-pub use config::{ConfigError, WorkerConfig};
+pub use drivers::tokio::{AsyncAction, AsyncStats, AsyncSummary, AsyncWorker, ReplyFuture};
 pub use error::Error;
 pub use events::{Event, Events, RequestOutcome, WorkerId};
+pub use io::security::{curve_available, CurveKeys};
+pub use io::transport::ZmqOperation;
+#[doc(inline)]
+pub use protocol::mmi;
 pub use protocol::ProtocolError;
-pub use security::{curve_available, CurveKeys};
 pub use session::UNREACHABLE_AFTER;
 pub use shutdown::{DrainHandle, ShutdownHandle, SignalGuard};
-pub use transport::ZmqOperation;
-pub use worker::{Received, Worker, WorkerStats};
 /// The `zmq` crate this library is built on, for sharing a [`zmq::Context`].
 pub use zmq;
 /// A frame: the buffer ZeroMQ received or will send, dereferencing to `[u8]`.

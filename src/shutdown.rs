@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::wake::{Waker, Wakers};
+use crate::io::wake::{Waker, Wakers};
 
 /// Asks one or more workers to stop gracefully. `Clone + Send + Sync`; [`shutdown`]
 /// never blocks, and is safe to call any number of times, from any thread.

@@ -56,7 +56,7 @@ fn rss_kib() -> u64 {
 }
 
 /// Our broker (the `broker` example) in a process of its own. A worker holds 9 file
-/// descriptors (see `FDS_PER_WORKER` in src/settings.rs) and a broker one more per worker:
+/// descriptors (see `FDS_PER_WORKER` in src/drivers/pool/plan.rs) and a broker one more per worker:
 /// 2 000 of each in one process need 20 000, a common hard limit (this machine's), which a
 /// process without CAP_SYS_RESOURCE cannot raise. Its log tells what its stats would.
 struct ChildBroker {

@@ -8,7 +8,7 @@ use crate::checks::{
     check_heartbeat, check_max_message_size, fits_millis, invalid, positive, ConfigError,
 };
 use crate::config::{DEFAULT_HEARTBEAT, DEFAULT_LIVENESS, DEFAULT_MAX_MESSAGE_SIZE};
-use crate::security::{check_curve, CurveKeys, Hex, PlainCredentials};
+use crate::io::security::{check_curve, CurveKeys, Hex, PlainCredentials};
 
 use super::state::Settings;
 

@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 
 use super::stats::{BrokerStats, SharedStats};
 use super::BrokerError;
-use crate::wake::{Waker, Wakers};
+use crate::io::wake::{Waker, Wakers};
 
 /// Stops a running [`Broker`](super::Broker): `Clone + Send + Sync`, cheap to hand around.
 ///

@@ -44,9 +44,9 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, info_span, warn};
 
 use crate::checks::ConfigError;
+use crate::io::transport::{self, TransportError, ZmqOperation};
+use crate::io::wake::Waker;
 use crate::millis::millis_i32;
-use crate::transport::{self, TransportError, ZmqOperation};
-use crate::wake::Waker;
 pub use config::{
     BrokerConfig, DEFAULT_LINGER, DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUED_TOTAL,
     DEFAULT_MAX_QUEUE_AGE, DEFAULT_MAX_SERVICES,

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use crate::security::{Hex, PlainCredentials};
+use crate::io::security::{Hex, PlainCredentials};
 
 /// Where libzmq sends ZAP requests, in the context of the socket being authenticated.
 pub(crate) const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";

@@ -21,8 +21,8 @@ use crossbeam_channel::{Receiver, Sender};
 use tracing::{debug, warn};
 use zmq::Message;
 
+use crate::io::transport::{self, Connection};
 use crate::protocol::WorkerMessage;
-use crate::transport::{self, Connection};
 
 /// Where one worker parks its socket while its inline action runs.
 #[derive(Default)]

@@ -26,16 +26,16 @@ use tokio::task::JoinSet;
 use tracing::{error, info};
 use zmq::Message;
 
+use crate::config::settings::{worker_settings, Mode, WorkerSettings};
 use crate::config::WorkerConfig;
+use crate::drivers::pool::plan::contexts_for;
+use crate::drivers::request_timer::RequestTimer;
 use crate::error::Error;
 use crate::events::{Identity, WorkerId};
-use crate::pool::plan::contexts_for;
-use crate::request_timer::RequestTimer;
+use crate::io::wake::Waker;
 use crate::session::Session;
-use crate::settings::{worker_settings, Mode, WorkerSettings};
 use crate::shutdown::{DrainHandle, ShutdownHandle};
 use crate::stats::{StatsCell, WorkerStats};
-use crate::wake::Waker;
 use registration::{Registration, Shared};
 
 /// A boxed future of reply frames, as [`AsyncAction::call`] returns it.

@@ -15,7 +15,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use zmq::Message;
 
-use crate::transport;
+use crate::io::transport;
 
 /// The socket's `ZMQ_FD`, borrowed: libzmq owns and closes it.
 #[derive(Debug)]

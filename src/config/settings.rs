@@ -3,7 +3,7 @@
 //! [`Worker::threaded`](crate::Worker::threaded), the async worker and the pool's plan alike.
 //! Every rule of a worker's config lives here or in [`checks`](crate::checks), so no entry
 //! point can accept what another refuses. The gate imports nothing above it: the pool checks
-//! its own rules and plans its resources in `pool/plan.rs`, through this gate.
+//! its own rules and plans its resources in `drivers/pool/plan.rs`, through this gate.
 
 use std::time::Duration;
 
@@ -13,10 +13,10 @@ use crate::checks::{
 };
 use crate::config::{WorkerConfig, DEFAULT_SHUTDOWN_GRACE, MAX_CONCURRENCY};
 use crate::events::{EventSink, Identity};
-use crate::security::check_curve;
+use crate::io::security::check_curve;
+use crate::io::transport::{self, SocketOptions};
 use crate::session::SessionConfig;
 use crate::shutdown::{DrainHandle, ShutdownHandle};
-use crate::transport::{self, SocketOptions};
 
 /// Where a worker's action runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

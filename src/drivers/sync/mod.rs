@@ -14,20 +14,20 @@ use tracing::{debug, info, info_span, trace, Span};
 use zmq::Message;
 
 use crate::action::WorkerAction;
+use crate::config::settings::{worker_settings, Mode, WorkerSettings};
 use crate::config::WorkerConfig;
-use crate::driver::{self, ActionResult, Reports};
+use crate::drivers::request_timer::RequestTimer;
+use crate::drivers::step::{self, ActionResult, Reports};
 use crate::error::Error;
 use crate::events::{Identity, WorkerId};
+use crate::io::transport::{self, Connection, SocketOptions, ZmqOperation};
+use crate::io::wake::Waker;
 use crate::millis::millis_i64;
 use crate::protocol::WorkerMessage;
-use crate::request_timer::RequestTimer;
 use crate::session::{Action, Session, State};
-use crate::settings::{worker_settings, Mode, WorkerSettings};
 use crate::shutdown::{DrainHandle, ShutdownHandle};
 use crate::stats::StatsCell;
 pub use crate::stats::WorkerStats;
-use crate::transport::{self, Connection, SocketOptions, ZmqOperation};
-use crate::wake::Waker;
 use action_thread::{call_guarded, ActionThread};
 use heartbeater::Parking;
 
@@ -304,7 +304,7 @@ impl<A: WorkerAction> Worker<A> {
 
     /// Feeds shutdown and drain requests from the handles to the session.
     fn check_controls(&mut self, now: Instant) {
-        driver::check_controls(&mut self.session, now, &self.shutdown, &self.drain);
+        step::check_controls(&mut self.session, now, &self.shutdown, &self.drain);
     }
 
     /// Carries out every queued action. `Some` when `receive` should return.
@@ -345,7 +345,7 @@ impl<A: WorkerAction> Worker<A> {
                 self.connection = Some(connection);
                 Ok(())
             }
-            Err(error) => driver::handle_open_failed(&mut self.session, &address, error),
+            Err(error) => step::handle_open_failed(&mut self.session, &address, error),
         }
     }
 
@@ -382,13 +382,13 @@ impl<A: WorkerAction> Worker<A> {
         let now = Instant::now();
         // A shutdown asked for during the action goes out right after this REPLY.
         self.check_controls(now);
-        driver::handle_result(&mut self.session, now, result);
+        step::handle_result(&mut self.session, now, result);
     }
 
     fn close(&mut self, graceful: bool) {
         if let Some(mut connection) = self.connection.take() {
             link::mark_up(&mut connection);
-            driver::close(&connection.socket, graceful, connection.up);
+            step::close(&connection.socket, graceful, connection.up);
         }
     }
 

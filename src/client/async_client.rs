@@ -10,14 +10,14 @@ use tokio::sync::Semaphore;
 use tracing::{debug, trace, warn};
 use zmq::Message;
 
-use crate::async_socket::AsyncSocket;
 use crate::client::{
     ask_again, check_reply, check_service, lookup_answer, lookup_frames, mmi_answer, open_dealer,
     zmq_error, ClientConfig, ClientError, Exchange, Lookup, Miss, Routes, Step, LOOKUP_INTERVAL,
     LOOKUP_WAIT,
 };
+use crate::io::async_socket::AsyncSocket;
+use crate::io::transport::{self, ZmqOperation};
 use crate::protocol::ClientMessage;
-use crate::transport::{self, ZmqOperation};
 
 /// An MDP/0.1 client for tokio, with many requests in flight. Cheap to clone (the clones
 /// share the sockets and the bound on requests in flight), `Send` and `Sync`: share it
@@ -165,7 +165,11 @@ impl AsyncClient {
     ) -> impl Future<Output = Result<Vec<String>, ClientError>> + Send + 'static {
         let request = Request::new::<&str>("mmi.services", &[]);
         let inner = Arc::clone(&self.inner);
-        async move { Ok(crate::mmi::parse_services(inner.request(request?).await?)?) }
+        async move {
+            Ok(crate::protocol::mmi::parse_services(
+                inner.request(request?).await?,
+            )?)
+        }
     }
 
     /// The load of `names` (all services when empty), from `mmi.stats` (an extension of our
@@ -177,11 +181,16 @@ impl AsyncClient {
     pub fn service_stats(
         &self,
         names: &[&str],
-    ) -> impl Future<Output = Result<Vec<crate::mmi::ServiceStats>, ClientError>> + Send + 'static
-    {
+    ) -> impl Future<Output = Result<Vec<crate::protocol::mmi::ServiceStats>, ClientError>>
+           + Send
+           + 'static {
         let request = Request::new("mmi.stats", names);
         let inner = Arc::clone(&self.inner);
-        async move { Ok(crate::mmi::parse_stats(inner.request(request?).await?)?) }
+        async move {
+            Ok(crate::protocol::mmi::parse_stats(
+                inner.request(request?).await?,
+            )?)
+        }
     }
 
     /// How many idle sockets the client keeps for the next requests.

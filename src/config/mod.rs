@@ -1,12 +1,14 @@
 //! Worker configuration: required values in [`WorkerConfig::new`], everything else with a
 //! documented default, all of it validated when the [`Worker`](crate::Worker) is built.
 
+pub(crate) mod settings;
+
 use std::fmt;
 use std::time::Duration;
 
 pub use crate::checks::{parse_endpoints, validate_service_name, ConfigError, MAX_DURATION};
 use crate::events::{EventSink, Events};
-use crate::security::{CurveClient, CurveKeys, PlainCredentials};
+use crate::io::security::{CurveClient, CurveKeys, PlainCredentials};
 use crate::shutdown::{DrainHandle, ShutdownHandle};
 
 /// Heartbeat of the reference broker (zguide `mdbroker`): a slower worker heartbeat makes it flap.
@@ -241,7 +243,7 @@ impl WorkerConfig {
     /// this many workers for the service (MDP/0.1 gives one request at a time to a worker),
     /// each on its own socket, all driven by the async driver. From 1 to
     /// [`MAX_CONCURRENCY`]; a sync [`Worker`](crate::Worker) refuses anything but 1 (use a
-    /// [`WorkerPool`](crate::pool::WorkerPool) for N sync workers). Defaults to 1.
+    /// [`WorkerPool`](crate::drivers::pool::WorkerPool) for N sync workers). Defaults to 1.
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency;
         self

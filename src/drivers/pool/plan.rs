@@ -8,7 +8,7 @@ use std::fs;
 use super::service::PoolService;
 use super::supervisor::{RecyclePolicy, RestartPolicy};
 use crate::checks::{invalid, parse_endpoints, positive, ConfigError};
-use crate::settings::{worker_settings, Mode};
+use crate::config::settings::{worker_settings, Mode};
 
 /// Sockets one pool worker holds: its DEALER, and the two of its socket monitor (libzmq's
 /// internal PAIR and ours). Its wake-up line is a Unix socketpair, not a zmq socket, and a

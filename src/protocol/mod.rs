@@ -14,6 +14,8 @@
 //! Decoding is total: every sequence of frames yields a message or a [`ProtocolError`]
 //! saying what was wrong, never a panic.
 
+pub mod mmi;
+
 use std::fmt;
 use std::ops::Deref;
 

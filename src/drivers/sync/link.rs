@@ -1,13 +1,13 @@
 //! The socket monitor under the worker's DEALER: what it tells goes to the session through
-//! the drivers' shared step ([`driver::handle_link_event`]).
+//! the drivers' shared step ([`step::handle_link_event`]).
 
 use std::time::Instant;
 
 use super::Worker;
 use crate::action::WorkerAction;
-use crate::driver;
+use crate::drivers::step;
 use crate::error::Error;
-use crate::transport::{self, Connection, ZmqOperation};
+use crate::io::transport::{self, Connection, ZmqOperation};
 
 impl<A: WorkerAction> Worker<A> {
     /// Reads what the socket monitor saw, until the connection is up, or lost (one loss is
@@ -20,7 +20,7 @@ impl<A: WorkerAction> Worker<A> {
                 return Ok(());
             };
             let now = Instant::now();
-            if !driver::handle_link_event(&mut self.session, now, event, &self.options) {
+            if !step::handle_link_event(&mut self.session, now, event, &self.options) {
                 return Ok(());
             }
             connection.up = true;
@@ -31,5 +31,5 @@ impl<A: WorkerAction> Worker<A> {
 
 /// Reads the monitor events waiting and marks the connection up if its handshake passed.
 pub(super) fn mark_up(connection: &mut Connection) {
-    connection.up |= driver::read_up_events(&connection.monitor);
+    connection.up |= step::read_up_events(&connection.monitor);
 }

@@ -11,17 +11,17 @@ use tracing::{Instrument, Span};
 use zmq::Message;
 
 use super::{AsyncAction, ReplyFuture};
-use crate::async_socket::AsyncSocket;
-use crate::driver::{self, Reports};
+use crate::drivers::panics::CatchUnwind;
+use crate::drivers::request_timer::RequestTimer;
+use crate::drivers::step::{self, Reports};
 use crate::error::Error;
 use crate::events::EventSink;
-use crate::panics::CatchUnwind;
+use crate::io::async_socket::AsyncSocket;
+use crate::io::transport::{self, LinkEvent, SocketOptions, ZmqOperation};
 use crate::protocol::WorkerMessage;
-use crate::request_timer::RequestTimer;
 use crate::session::{Action, Session, State};
 use crate::shutdown::{DrainHandle, ShutdownHandle};
 use crate::stats::{StatsCell, WorkerStats};
-use crate::transport::{self, LinkEvent, SocketOptions, ZmqOperation};
 
 /// The DEALER and its monitor, registered with the runtime.
 struct AsyncConnection {
@@ -140,7 +140,7 @@ impl<A: AsyncAction> Registration<A> {
     /// Feeds shutdown and drain requests to the session (which times a shutdown's grace).
     fn check_controls(&mut self, now: Instant) {
         let (shutdown, drain) = (&self.shared.shutdown, &self.shared.drain);
-        driver::check_controls(&mut self.session, now, shutdown, drain);
+        step::check_controls(&mut self.session, now, shutdown, drain);
     }
 
     /// A request already answered (deadline, grace) needs its action no more: cancel it.
@@ -177,9 +177,7 @@ impl<A: AsyncAction> Registration<A> {
         let (socket, monitor) =
             match transport::open_monitored_dealer(&self.context, &address, options) {
                 Ok(sockets) => sockets,
-                Err(error) => {
-                    return driver::handle_open_failed(&mut self.session, &address, error)
-                }
+                Err(error) => return step::handle_open_failed(&mut self.session, &address, error),
             };
         self.connection = Some(AsyncConnection::register(socket, monitor)?);
         Ok(())
@@ -198,8 +196,8 @@ impl<A: AsyncAction> Registration<A> {
 
     fn close(&mut self, graceful: bool) {
         if let Some(mut connection) = self.connection.take() {
-            connection.up |= driver::read_up_events(connection.monitor.socket());
-            driver::close(connection.dealer.socket(), graceful, connection.up);
+            connection.up |= step::read_up_events(connection.monitor.socket());
+            step::close(connection.dealer.socket(), graceful, connection.up);
         }
     }
 
@@ -252,7 +250,7 @@ impl<A: AsyncAction> Registration<A> {
     fn handle_result(&mut self, now: Instant, result: Result<Vec<Message>, String>) {
         // A shutdown asked for during the action goes out right after this REPLY.
         self.check_controls(now);
-        driver::handle_result(&mut self.session, now, result.into());
+        step::handle_result(&mut self.session, now, result.into());
     }
 
     fn read_link_events(&mut self, now: Instant) {
@@ -266,7 +264,7 @@ impl<A: AsyncAction> Registration<A> {
 
     fn handle_link_event(&mut self, now: Instant, event: LinkEvent) {
         let options = &self.shared.options;
-        if driver::handle_link_event(&mut self.session, now, event, options) {
+        if step::handle_link_event(&mut self.session, now, event, options) {
             if let Some(connection) = &mut self.connection {
                 connection.up = true;
             }

@@ -45,12 +45,14 @@ use tracing::{debug, trace, warn};
 
 use crate::checks::{check_max_message_size, invalid, parse_endpoints, positive, ConfigError};
 use crate::config::DEFAULT_MAX_MESSAGE_SIZE;
-use crate::mmi::MmiError;
+use crate::io::security::{check_curve, CurveClient, CurveKeys, PlainCredentials};
+use crate::io::transport::{self, SocketOptions, TransportError, ZmqOperation};
+use crate::protocol::mmi::MmiError;
 use crate::protocol::{check_service_name, ClientMessage, ProtocolError};
-use crate::security::{check_curve, CurveClient, CurveKeys, PlainCredentials};
 use crate::session::SendOutcome;
-use crate::transport::{self, SocketOptions, TransportError, ZmqOperation};
 
+#[cfg(feature = "tokio")]
+pub(crate) mod async_client;
 mod route;
 
 pub(crate) use route::{Lookup, Miss, Routes, Step};
@@ -481,7 +483,7 @@ impl Client {
     ///
     /// As [`request`](Self::request); [`ClientError::Unsupported`] from a broker without it.
     pub fn services(&mut self) -> Result<Vec<String>, ClientError> {
-        Ok(crate::mmi::parse_services(
+        Ok(crate::protocol::mmi::parse_services(
             self.request::<&str>("mmi.services", &[])?,
         )?)
     }
@@ -495,8 +497,10 @@ impl Client {
     pub fn service_stats(
         &mut self,
         names: &[&str],
-    ) -> Result<Vec<crate::mmi::ServiceStats>, ClientError> {
-        Ok(crate::mmi::parse_stats(self.request("mmi.stats", names)?)?)
+    ) -> Result<Vec<crate::protocol::mmi::ServiceStats>, ClientError> {
+        Ok(crate::protocol::mmi::parse_stats(
+            self.request("mmi.stats", names)?,
+        )?)
     }
 
     /// Asks broker number `broker` whether the service has workers, waiting at most

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use zmq::Message;
 
 use crate::action::WorkerAction;
-use crate::driver::ActionResult;
-use crate::panics;
-use crate::wake::Waker;
+use crate::drivers::panics;
+use crate::drivers::step::ActionResult;
+use crate::io::wake::Waker;
 
 /// Calls the action, turning a panic into [`ActionResult::Panicked`].
 ///

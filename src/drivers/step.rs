@@ -12,14 +12,14 @@ use std::time::Instant;
 use tracing::{debug, warn};
 use zmq::Message;
 
+use crate::drivers::request_timer::RequestTimer;
 use crate::error::Error;
 use crate::events::EventSink;
-use crate::request_timer::RequestTimer;
-use crate::security::Hex;
+use crate::io::security::Hex;
+use crate::io::transport::{self, LinkEvent, SocketOptions, TransportError};
 use crate::session::{DisconnectReason, Session};
 use crate::shutdown::{DrainHandle, ShutdownHandle};
 use crate::stats::StatsCell;
-use crate::transport::{self, LinkEvent, SocketOptions, TransportError};
 
 /// What the action produced for one request.
 #[derive(Debug)]
@@ -31,7 +31,7 @@ pub(crate) enum ActionResult {
 }
 
 impl From<Result<Vec<Message>, String>> for ActionResult {
-    /// The output of [`panics::catch`](crate::panics::catch) around the action.
+    /// The output of [`panics::catch`](crate::drivers::panics::catch) around the action.
     fn from(caught: Result<Vec<Message>, String>) -> ActionResult {
         match caught {
             Ok(reply) => ActionResult::Reply(reply),

@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::config::WorkerConfig;
+use crate::drivers::panics;
+use crate::drivers::sync::{Received, Worker, WorkerStats};
 use crate::error::Error;
 use crate::events::{Event, EventSink, WorkerId};
-use crate::panics;
 use crate::shutdown::ShutdownHandle;
 use crate::stats::StatsCell;
-use crate::worker::{Received, Worker, WorkerStats};
 
 use super::service::{BoxedAction, Factory};
 use super::supervisor::{SlotAction, Supervisor};

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use zmq::Message;
 
+use crate::io::security::{CurveClient, CurveKeys, PlainCredentials};
 use crate::millis::{millis_i32, millis_i64};
-use crate::security::{CurveClient, CurveKeys, PlainCredentials};
 use crate::session::SendOutcome;
 
 mod operation;

@@ -43,12 +43,12 @@ use std::time::Duration;
 
 use tracing::{error, info};
 
+use crate::config::settings::Mode;
 use crate::config::WorkerConfig;
+use crate::drivers::sync::WorkerStats;
 use crate::error::Error;
 use crate::events::{seed, EventSink, Events, WorkerId};
-use crate::settings::Mode;
 use crate::shutdown::{DrainHandle, ShutdownHandle};
-use crate::worker::WorkerStats;
 use plan::{open_files, pool_settings, ServiceSettings};
 pub use service::PoolService;
 use slot::{run_slot, Held, Slot};
