@@ -13,19 +13,39 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Map of the crate
+//!
+//! | you want | start at |
+//! |---|---|
+//! | one worker, blocking | [`Worker`] (inline, or [`Worker::threaded`] for `request_timeout`) |
+//! | many workers and services in one process, supervised | [`pool::WorkerPool`] |
+//! | a worker on tokio, `concurrency` registrations | `AsyncWorker` (feature `tokio`) |
+//! | to send requests | [`client::Client`], `AsyncClient` (feature `tokio`) |
+//! | a broker to run or embed | [`broker::Broker`] |
+//! | Prometheus metrics and `/healthz` | `metrics` (feature `metrics`) |
+//! | to test your action end to end | [`testkit`] |
+//! | your own event loop | [`session::Session`]: messages and time in, actions out |
+//! | the `mdp` command-line tool | the `majordomo-cli` crate in this repository |
+//!
 //! # Layers
 //!
 //! ```text
-//! protocol   frames <-> WorkerMessage      pure: no socket, no clock
-//! session    messages + time -> actions     pure state machine, time is an input
-//! worker     socket, poll, action calls     the only layer that does I/O
+//! drivers    Worker, WorkerPool, AsyncWorker     sockets, threads, tokio: carry decisions out
+//! services   Broker, Client, AsyncClient         the other two MDP roles, same layering
+//! config     WorkerConfig -> settings gate       checks and derives; pure
+//! io         transport, security, wake           the only layer that opens ZeroMQ sockets
+//! session    messages + time -> actions          pure state machine, time is an input
+//! protocol   frames <-> messages                 pure: no socket, no clock
 //! ```
 //!
 //! [`protocol`] decodes and encodes MDP/0.1 frames, generic over the frame type so that
 //! `zmq::Message` buffers reach the action without a copy. [`session`] decides when to
 //! heartbeat, when the broker is dead, when to reconnect and to which address, and keeps
-//! exactly one REPLY per REQUEST; it is tested with simulated time. [`Worker`] carries the
-//! session's decisions out on a DEALER socket.
+//! exactly one REPLY per REQUEST; it is tested with simulated time. The drivers ([`Worker`],
+//! the pool's slots, `AsyncWorker`) carry the session's decisions out on a DEALER socket and
+//! share every step except their way of waiting. The pool's supervisor and the broker's state
+//! are pure in the same way. `docs/ARCHITECTURE.md` in the repository draws the layers, the
+//! import rules, one turn of a driver loop and the timer tables.
 //!
 //! # Behaviour on broker failure
 //!
