@@ -203,10 +203,14 @@ fn a_pool_of_two_thousand_workers_registers_every_one_with_our_broker() {
     assert_eq!(summary.restarts, 0);
     assert!(summary.workers.iter().all(|(id, _)| id.is_some()));
     let stats = broker.stop();
-    assert_eq!(
-        stat(&stats, "workers_registered"),
-        Some(WORKERS as u64),
-        "{stats}"
+    // Every worker registered once; a worker that heard nothing for `heartbeat × liveness`
+    // while 2 000 READYs queued up at the broker (seen on a machine loaded by other builds)
+    // reconnects and registers again, and says so in its own counters.
+    let registered = stat(&stats, "workers_registered").unwrap_or(0);
+    assert!(
+        (WORKERS as u64..=WORKERS as u64 + summary.total.reconnects).contains(&registered),
+        "{stats} {:?}",
+        summary.total
     );
     assert_eq!(stat(&stats, "workers_expired"), Some(0), "{stats}");
 }
