@@ -32,8 +32,10 @@ mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handle;
-pub(crate) mod state;
-pub(crate) mod stats;
+#[cfg(feature = "metrics")]
+mod metrics;
+mod state;
+mod stats;
 mod zap;
 
 use std::fmt;
@@ -132,7 +134,7 @@ pub struct Broker {
     stats: SharedStats,
     /// Snapshot queries of the metrics (feature `metrics`), answered between loop turns.
     #[cfg(feature = "metrics")]
-    snapshots: Option<crate::metrics::SnapshotQueries>,
+    snapshots: Option<metrics::SnapshotQueries>,
     _context: zmq::Context,
 }
 
@@ -167,11 +169,7 @@ impl Broker {
         let settings = config.settings();
         let stats = SharedStats::default();
         #[cfg(feature = "metrics")]
-        let snapshots = config.metrics.as_ref().map(|metrics| {
-            let (source, queries) = crate::metrics::BrokerSource::new(stats.clone());
-            metrics.register_broker(source);
-            queries
-        });
+        let snapshots = (config.metrics.as_ref()).map(|m| metrics::register(m, stats.clone()));
         let stop = StopHandle::default();
         let waker = Waker::new().ok();
         if let Some(waker) = &waker {
