@@ -38,10 +38,6 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn zmq(operation: ZmqOperation) -> impl FnOnce(zmq::Error) -> Error {
-        move |source| Error::Zmq { operation, source }
-    }
-
     pub(crate) fn io(operation: &'static str) -> impl FnOnce(std::io::Error) -> Error {
         move |source| Error::Io { operation, source }
     }

@@ -28,9 +28,9 @@
 //! [`UNREACHABLE_AFTER`](crate::UNREACHABLE_AFTER) connection attempts in a row. Workers that are gone (a pool replaced them) leave their
 //! final counters in the totals of their service, so counters never go down.
 
-mod broker;
 mod http;
 
+use std::any::Any;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use prometheus_client::collector::Collector;
@@ -42,7 +42,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::stats::{StatsCell, WorkerStats};
-pub(crate) use broker::{BrokerSource, SnapshotQueries};
 pub use http::MetricsServer;
 
 /// The label of every per-service metric.
@@ -64,7 +63,22 @@ struct Inner {
     registry: Mutex<Registry>,
     workers: Arc<Workers>,
     durations: Family<ServiceLabel, Histogram>,
-    brokers: Arc<broker::Brokers>,
+    parts: Mutex<Vec<PartEntry>>,
+}
+
+/// A part of the metrics that a layer above keeps (the broker's collector lives with the
+/// broker, so `metrics` imports nothing of it): encoded at every scrape after the workers'
+/// metrics, and asked for the health of a process without workers.
+pub(crate) trait Part: Collector {
+    /// Whether something this part reports on runs now.
+    fn is_running(&self) -> bool;
+}
+
+/// A registered [`Part`], kept twice: as itself, to be found again by its type, and as a part.
+#[derive(Debug)]
+struct PartEntry {
+    any: Arc<dyn Any + Send + Sync>,
+    part: Arc<dyn Part>,
 }
 
 /// The stats cells of the registered workers, read at scrape time, and the final counters
@@ -85,7 +99,6 @@ impl Metrics {
     /// An empty set of metrics; workers and brokers given it register themselves.
     pub fn new() -> Metrics {
         let workers = Arc::new(Workers::default());
-        let brokers = Arc::new(broker::Brokers::default());
         let durations = Family::<ServiceLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(duration_buckets())
         });
@@ -96,13 +109,12 @@ impl Metrics {
             "Time from a request's delivery to the action until its reply",
             durations.clone(),
         );
-        registry.register_collector(Box::new(Arc::clone(&brokers)));
         Metrics {
             inner: Arc::new(Inner {
                 registry: Mutex::new(registry),
                 workers,
                 durations,
-                brokers,
+                parts: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -121,7 +133,9 @@ impl Metrics {
     pub fn is_ready(&self) -> bool {
         match self.inner.workers.is_ready() {
             Some(ready) => ready,
-            None => self.inner.brokers.any_running(),
+            None => lock(&self.inner.parts)
+                .iter()
+                .any(|entry| entry.part.is_running()),
         }
     }
 
@@ -158,9 +172,24 @@ impl Metrics {
         self.inner.durations.get_or_create(&label).clone()
     }
 
-    /// Registers a broker whose statistics are read at scrape time.
-    pub(crate) fn register_broker(&self, source: BrokerSource) {
-        self.inner.brokers.register(source);
+    /// The one `P` of these metrics, made and registered at its first use: how a layer
+    /// above adds what it reports (every broker of the process shares one collector).
+    pub(crate) fn part<P: Part + Default>(&self) -> Arc<P> {
+        let mut parts = lock(&self.inner.parts);
+        let found = parts
+            .iter()
+            .find_map(|entry| Arc::clone(&entry.any).downcast::<P>().ok());
+        if let Some(part) = found {
+            return part;
+        }
+        let part = Arc::new(P::default());
+        let entry = PartEntry {
+            any: Arc::clone(&part) as Arc<dyn Any + Send + Sync>,
+            part: Arc::clone(&part) as Arc<dyn Part>,
+        };
+        parts.push(entry);
+        lock(&self.inner.registry).register_collector(Box::new(Arc::clone(&part)));
+        part
     }
 }
 
@@ -365,4 +394,48 @@ fn per_service(workers: Vec<(Arc<str>, WorkerStats, Option<bool>)>) -> Vec<(Arc<
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A part that reports one counter and runs while `running` is set.
+    #[derive(Debug, Default)]
+    struct Lamp {
+        running: AtomicBool,
+    }
+
+    impl Collector for Lamp {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            let metric = ConstCounter::new(7u64);
+            let descriptor =
+                encoder.encode_descriptor("lamp_lit", "Lit", None, metric.metric_type())?;
+            metric.encode(descriptor)
+        }
+    }
+
+    impl Part for Lamp {
+        fn is_running(&self) -> bool {
+            self.running.load(Ordering::Relaxed)
+        }
+    }
+
+    #[test]
+    fn a_part_is_made_once_encoded_once_and_decides_health_without_workers() {
+        let metrics = Metrics::new();
+        assert!(!metrics.is_ready(), "nothing registered");
+        assert!(!metrics.encode().contains("lamp_lit"));
+
+        let lamp = metrics.part::<Lamp>();
+        let again = metrics.clone().part::<Lamp>();
+        assert!(Arc::ptr_eq(&lamp, &again), "one part per type");
+        assert_eq!(metrics.encode().matches("lamp_lit_total 7").count(), 1);
+
+        assert!(!metrics.is_ready(), "the part does not run yet");
+        lamp.running.store(true, Ordering::Relaxed);
+        assert!(metrics.is_ready());
+        assert_eq!(metrics.not_ready_reason(), None);
+    }
 }

@@ -32,8 +32,10 @@ mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handle;
-pub(crate) mod state;
-pub(crate) mod stats;
+#[cfg(feature = "metrics")]
+mod metrics;
+mod state;
+mod stats;
 mod zap;
 
 use std::fmt;
@@ -46,7 +48,6 @@ use tracing::{debug, info, info_span, warn};
 use crate::checks::ConfigError;
 use crate::io::transport::{self, TransportError, ZmqOperation};
 use crate::io::wake::Waker;
-use crate::millis::millis_i32;
 pub use config::{
     BrokerConfig, DEFAULT_LINGER, DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUED_TOTAL,
     DEFAULT_MAX_QUEUE_AGE, DEFAULT_MAX_SERVICES,
@@ -62,6 +63,8 @@ use zap::{Verdict, ZapHandler, ZAP_ENDPOINT};
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Messages read per loop turn before timers run again, so a flood cannot starve heartbeats.
 const MAX_READS_PER_TURN: usize = 1000;
+/// Shortest poll wait: ZeroMQ counts whole milliseconds, and a wait of none would spin.
+const MIN_POLL: Duration = Duration::from_millis(1);
 
 /// The listen queue of a `tcp://` bind (`ZMQ_BACKLOG`; the kernel caps it at
 /// `net.core.somaxconn`). libzmq's default of 100 drops the SYNs of a pool of thousands
@@ -105,10 +108,6 @@ pub enum BrokerError {
     Panicked,
 }
 
-fn zmq_error(operation: ZmqOperation) -> impl FnOnce(zmq::Error) -> BrokerError {
-    move |source| BrokerError::Zmq { operation, source }
-}
-
 impl From<TransportError> for BrokerError {
     fn from(error: TransportError) -> BrokerError {
         BrokerError::Zmq {
@@ -135,7 +134,7 @@ pub struct Broker {
     stats: SharedStats,
     /// Snapshot queries of the metrics (feature `metrics`), answered between loop turns.
     #[cfg(feature = "metrics")]
-    snapshots: Option<crate::metrics::SnapshotQueries>,
+    snapshots: Option<metrics::SnapshotQueries>,
     _context: zmq::Context,
 }
 
@@ -162,24 +161,15 @@ impl Broker {
             !config.plain_users.is_empty(),
             config.curve_server.as_ref(),
         )?;
-        socket
-            .bind(&config.bind)
-            .map_err(|source| BrokerError::Bind {
-                endpoint: config.bind.clone(),
-                source,
-            })?;
-        let endpoint = match socket.get_last_endpoint() {
-            Ok(Ok(endpoint)) => endpoint,
-            _ => config.bind.clone(),
-        };
+        transport::bind(&socket, &config.bind).map_err(|source| BrokerError::Bind {
+            endpoint: config.bind.clone(),
+            source,
+        })?;
+        let endpoint = transport::bound_endpoint(&socket).unwrap_or_else(|| config.bind.clone());
         let settings = config.settings();
         let stats = SharedStats::default();
         #[cfg(feature = "metrics")]
-        let snapshots = config.metrics.as_ref().map(|metrics| {
-            let (source, queries) = crate::metrics::BrokerSource::new(stats.clone());
-            metrics.register_broker(source);
-            queries
-        });
+        let snapshots = (config.metrics.as_ref()).map(|m| metrics::register(m, stats.clone()));
         let stop = StopHandle::default();
         let waker = Waker::new().ok();
         if let Some(waker) = &waker {
@@ -285,22 +275,15 @@ impl Broker {
             .state
             .next_deadline()
             .saturating_duration_since(Instant::now());
-        let timeout = millis_i32(until_deadline.min(POLL_INTERVAL)).max(1);
-        let mut items = vec![self.socket.as_poll_item(zmq::POLLIN)];
-        if let Some((zap, _)) = &self.zap {
-            items.push(zap.as_poll_item(zmq::POLLIN));
-        }
-        if let Some(waker) = &self.waker {
-            items.push(zmq::PollItem::from_fd(waker.fd(), zmq::POLLIN));
-        }
-        transport::poll(&mut items, i64::from(timeout)).map_err(zmq_error(ZmqOperation::Poll))?;
-        if let Some(waker) = &self.waker {
+        // At least a millisecond: a deadline due now is handled after one short look.
+        let timeout = until_deadline.min(POLL_INTERVAL).max(MIN_POLL);
+        let zap = self.zap.as_ref().map(|(zap, _)| zap);
+        let waker = self.waker.as_deref();
+        let ready = transport::poll_inputs(Some(&self.socket), zap, waker, Some(timeout))?;
+        if let Some(waker) = waker {
             waker.clear();
         }
-        Ok((
-            items[0].is_readable(),
-            self.zap.is_some() && items[1].is_readable(),
-        ))
+        Ok((ready.socket, ready.other))
     }
 
     /// Answers every waiting ZAP request (the REP socket takes them one at a time).
@@ -308,9 +291,7 @@ impl Broker {
         let Some((zap, handler)) = &self.zap else {
             return Ok(());
         };
-        while let Some(request) =
-            transport::try_recv_bytes(zap).map_err(zmq_error(ZmqOperation::RecvZapRequest))?
-        {
+        while let Some(request) = transport::try_recv_zap_request(zap)? {
             let (reply, verdict) = handler.handle_request(&request);
             let address = request
                 .get(3)
@@ -331,17 +312,14 @@ impl Broker {
                 }
                 Verdict::Malformed => warn!("malformed ZAP request, refused"),
             }
-            zap.send_multipart(reply, 0)
-                .map_err(zmq_error(ZmqOperation::SendZapReply))?;
+            transport::send_zap_reply(zap, reply)?;
         }
         Ok(())
     }
 
     fn read_messages(&mut self) -> Result<(), BrokerError> {
         for _ in 0..MAX_READS_PER_TURN {
-            let Some(frames) =
-                transport::try_recv_bytes(&self.socket).map_err(zmq_error(ZmqOperation::Recv))?
-            else {
+            let Some(frames) = transport::try_recv_routed(&self.socket)? else {
                 break;
             };
             self.state.handle_message(Instant::now(), frames);
@@ -410,16 +388,11 @@ fn bind_zap(
     if config.plain_users.is_empty() && config.curve_clients.is_empty() {
         return Ok(None);
     }
-    let socket = context
-        .socket(zmq::REP)
-        .map_err(zmq_error(ZmqOperation::Socket))?;
-    transport::set_linger(&socket, Duration::ZERO)?;
-    socket
-        .bind(ZAP_ENDPOINT)
-        .map_err(|source| BrokerError::Bind {
-            endpoint: ZAP_ENDPOINT.to_string(),
-            source,
-        })?;
+    let socket = transport::open_zap_handler(context)?;
+    transport::bind(&socket, ZAP_ENDPOINT).map_err(|source| BrokerError::Bind {
+        endpoint: ZAP_ENDPOINT.to_string(),
+        source,
+    })?;
     let handler = ZapHandler::new(&config.plain_users, &config.curve_clients);
     Ok(Some((socket, handler)))
 }

@@ -12,11 +12,10 @@ use zmq::Message;
 
 use crate::client::{
     ask_again, check_reply, check_service, lookup_answer, lookup_frames, mmi_answer, open_dealer,
-    zmq_error, ClientConfig, ClientError, Exchange, Lookup, Miss, Routes, Step, LOOKUP_INTERVAL,
-    LOOKUP_WAIT,
+    ClientConfig, ClientError, Exchange, Lookup, Miss, Routes, Step, LOOKUP_INTERVAL, LOOKUP_WAIT,
 };
 use crate::io::async_socket::AsyncSocket;
-use crate::io::transport::{self, ZmqOperation};
+use crate::io::transport;
 use crate::protocol::ClientMessage;
 
 /// An MDP/0.1 client for tokio, with many requests in flight. Cheap to clone (the clones
@@ -312,16 +311,13 @@ impl Inner {
         let deadline = started + self.config.reply_timeout();
         match tokio::time::timeout_at(deadline, current.send_mut(frames)).await {
             Err(_) => return Ok(Exchange::NotConnected),
-            Ok(sent) => sent.map_err(zmq_error(ZmqOperation::Send))?,
+            Ok(sent) => sent?,
         }
         debug!(broker, "sent");
         let reply_deadline = deadline.min(tokio::time::Instant::now() + reply_wait);
         match tokio::time::timeout_at(reply_deadline, current.recv()).await {
             Err(_) => Ok(Exchange::NoReply),
-            Ok(reply) => Ok(Exchange::Reply((
-                current,
-                reply.map_err(zmq_error(ZmqOperation::Recv))?,
-            ))),
+            Ok(reply) => Ok(Exchange::Reply((current, reply?))),
         }
     }
 

@@ -335,10 +335,6 @@ pub enum ClientError {
     },
 }
 
-pub(crate) fn zmq_error(operation: ZmqOperation) -> impl FnOnce(zmq::Error) -> ClientError {
-    move |source| ClientError::Zmq { operation, source }
-}
-
 /// The clients report an MMI reply they cannot read as before `MmiError` existed: a `501` as
 /// [`ClientError::Unsupported`], anything else as [`ClientError::UnexpectedMmiCode`].
 impl From<MmiError> for ClientError {
@@ -534,7 +530,7 @@ impl Client {
         let started = Instant::now();
         let socket = self.socket(broker)?;
         let messages = frames.iter().map(|f| zmq::Message::from(&f[..])).collect();
-        match transport::send_outcome(transport::send_frames(socket, messages)) {
+        match transport::send_frames(socket, messages) {
             SendOutcome::Sent => {}
             SendOutcome::WouldBlock => {
                 self.socket = None;
@@ -544,13 +540,10 @@ impl Client {
         }
         debug!(frames = frames.len(), "sent");
         let wait = reply_wait.min(timeout.saturating_sub(started.elapsed()));
-        if !transport::wait_readable(socket, wait).map_err(zmq_error(ZmqOperation::Poll))? {
+        let Some(reply) = transport::recv_bytes_timeout(socket, wait)? else {
             self.socket = None;
             return Ok(Exchange::NoReply);
-        }
-        let reply = socket
-            .recv_multipart(0)
-            .map_err(zmq_error(ZmqOperation::Recv))?;
+        };
         trace!(?reply, "reply received");
         Ok(Exchange::Reply(reply))
     }

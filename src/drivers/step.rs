@@ -192,6 +192,6 @@ pub(crate) fn read_up_events(monitor: &zmq::Socket) -> bool {
 /// that is gone or threw us out, nor on a connection that never came up.
 pub(crate) fn close(socket: &zmq::Socket, graceful: bool, up: bool) {
     if !graceful || !up {
-        let _ = socket.set_linger(0);
+        transport::discard_on_close(socket);
     }
 }

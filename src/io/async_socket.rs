@@ -11,11 +11,12 @@
 use std::io;
 use std::os::unix::io::{AsRawFd, RawFd};
 
-use tokio::io::unix::AsyncFd;
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::Interest;
 use zmq::Message;
 
-use crate::io::transport;
+use crate::io::transport::{self, failed, LinkEvent, TransportError, ZmqOperation};
+use crate::session::SendOutcome;
 
 /// The socket's `ZMQ_FD`, borrowed: libzmq owns and closes it.
 #[derive(Debug)]
@@ -75,12 +76,16 @@ impl AsyncSocket {
     /// Cancel-safe: a message is taken out of the socket only in a poll that returns it.
     /// Takes `&mut self`: a `zmq::Socket` is `Send` but not `Sync`, and a future holding
     /// `&mut AsyncSocket` stays `Send` (one holding `&AsyncSocket` would not).
-    pub(crate) async fn recv(&mut self) -> Result<Vec<Message>, zmq::Error> {
+    ///
+    /// # Errors
+    ///
+    /// A failed [`ZmqOperation::Recv`].
+    pub(crate) async fn recv(&mut self) -> Result<Vec<Message>, TransportError> {
         loop {
             if let Some(frames) = transport::try_recv_frames(&self.socket)? {
                 return Ok(frames);
             }
-            let mut guard = self.fd.readable().await.map_err(io_to_zmq)?;
+            let mut guard = readable(&self.fd, ZmqOperation::Recv).await?;
             // Tried once more under the guard: only a try that finds nothing may clear the
             // readiness, and tokio keeps any edge that arrived after the guard was taken.
             if let Some(frames) = transport::try_recv_frames(&self.socket)? {
@@ -90,22 +95,51 @@ impl AsyncSocket {
         }
     }
 
+    /// Receives the next monitor event of this socket, a monitor's PAIR, as [`recv`](Self::recv)
+    /// does a message; `None` for an event the worker does not act on.
+    ///
+    /// # Errors
+    ///
+    /// A failed [`ZmqOperation::RecvMonitorEvent`].
+    pub(crate) async fn recv_event(&mut self) -> Result<Option<LinkEvent>, TransportError> {
+        let frames = self.recv().await.map_err(|error| TransportError {
+            operation: ZmqOperation::RecvMonitorEvent,
+            source: error.source,
+        })?;
+        Ok(transport::parse_event_frames(&frames))
+    }
+
     /// Sends `frames` as one multipart message without blocking the runtime: a send that
     /// finds the pipe full (`EAGAIN`: sends nothing) waits for the socket's descriptor and
     /// tries again. The future is `Send`, as that of [`recv`](Self::recv); dropped
     /// before it returns, it has sent the whole message or nothing.
-    pub(crate) async fn send_mut(&mut self, frames: &[Vec<u8>]) -> Result<(), zmq::Error> {
+    ///
+    /// # Errors
+    ///
+    /// A failed [`ZmqOperation::Send`].
+    pub(crate) async fn send_mut(&mut self, frames: &[Vec<u8>]) -> Result<(), TransportError> {
         loop {
             if try_send(&self.socket, frames)? {
                 return Ok(());
             }
-            let mut guard = self.fd.readable().await.map_err(io_to_zmq)?;
+            let mut guard = readable(&self.fd, ZmqOperation::Send).await?;
             if try_send(&self.socket, frames)? {
                 return Ok(());
             }
             guard.clear_ready();
         }
     }
+}
+
+/// Waits until the socket's descriptor may have changed; a reactor error is a failed
+/// `operation`. Borrows the descriptor alone: a future holding `&AsyncSocket` would not be
+/// `Send`.
+async fn readable(
+    fd: &AsyncFd<SignalFd>,
+    operation: ZmqOperation,
+) -> Result<AsyncFdReadyGuard<'_, SignalFd>, TransportError> {
+    let ready = fd.readable().await;
+    ready.map_err(|error| failed(operation)(io_to_zmq(error)))
 }
 
 /// Sends `frames` with `DONTWAIT`; false when the pipe is full and nothing was sent (once
@@ -116,25 +150,26 @@ impl AsyncSocket {
 /// stay signalled with a "writable again" command unread, and no new edge would ever come.
 /// Reading `ZMQ_EVENTS` processes every pending command: after it, the pipe is writable
 /// (send again) or the next command makes a new edge.
-fn try_send(socket: &zmq::Socket, frames: &[Vec<u8>]) -> Result<bool, zmq::Error> {
+fn try_send(socket: &zmq::Socket, frames: &[Vec<u8>]) -> Result<bool, TransportError> {
     if send_now(socket, frames)? {
         return Ok(true);
     }
-    if socket.get_events()?.contains(zmq::POLLOUT) {
+    let events = socket.get_events().map_err(failed(ZmqOperation::Send))?;
+    if events.contains(zmq::POLLOUT) {
         return send_now(socket, frames);
     }
     Ok(false)
 }
 
-fn send_now(socket: &zmq::Socket, frames: &[Vec<u8>]) -> Result<bool, zmq::Error> {
+fn send_now(socket: &zmq::Socket, frames: &[Vec<u8>]) -> Result<bool, TransportError> {
     let messages = frames
         .iter()
         .map(|frame| Message::from(&frame[..]))
         .collect();
-    match transport::send_frames_now(socket, messages) {
-        Ok(()) => Ok(true),
-        Err(zmq::Error::EAGAIN) => Ok(false),
-        Err(error) => Err(error),
+    match transport::try_send_frames(socket, messages) {
+        SendOutcome::Sent => Ok(true),
+        SendOutcome::WouldBlock => Ok(false),
+        SendOutcome::Failed(error) => Err(error),
     }
 }
 

@@ -1,20 +1,34 @@
 //! The one place that sets up ZeroMQ sockets and moves whole messages through them, for the
 //! worker, the client and the broker alike: socket options (security, size limit, linger,
 //! send timeout), the worker's connection monitor, EINTR-safe receive, send and poll, and one
-//! error type that carries the failed operation.
+//! error type that carries the failed operation. Nothing outside `io` calls a socket.
+//!
+//! Here: the error, socket options, the DEALERs and the monitor. `frames` moves whole
+//! messages through a DEALER, `poll` waits on a loop's inputs, `router` serves the broker's
+//! ROUTER and ZAP sockets, `operation` names every call.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use zmq::Message;
 
-use crate::io::security::{CurveClient, CurveKeys, PlainCredentials};
-use crate::millis::{millis_i32, millis_i64};
-use crate::session::SendOutcome;
+use crate::io::security::{CurveClient, PlainCredentials};
+use crate::millis::millis_i32;
 
+mod frames;
 mod operation;
+mod poll;
+mod router;
 
+pub(crate) use frames::{
+    recv_bytes_timeout, recv_frames_timeout, send_frames, try_recv_frames, try_send_frames,
+};
 pub use operation::ZmqOperation;
+pub(crate) use poll::{poll_inputs, Ready};
+pub(crate) use router::{
+    bind, bound_endpoint, open_router, open_zap_handler, send_routed, send_zap_reply,
+    try_recv_routed, try_recv_zap_request, RoutedSendError,
+};
 
 /// A ZeroMQ call that failed, and which one.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +103,12 @@ pub(crate) fn set_linger(socket: &zmq::Socket, linger: Duration) -> Result<(), T
         .map_err(failed(ZmqOperation::SetLinger))
 }
 
+/// Lets `socket` close at once, dropping what it still queues (`ZMQ_LINGER` 0). Nothing to
+/// report: it fails only on a socket or context already gone, which closes at once anyway.
+pub(crate) fn discard_on_close(socket: &zmq::Socket) {
+    let _ = socket.set_linger(0);
+}
+
 /// Sets `ZMQ_MAXMSGSIZE` (validated to fit an `int64_t`).
 pub(crate) fn set_max_message_size(socket: &zmq::Socket, size: u64) -> Result<(), TransportError> {
     socket
@@ -117,44 +137,6 @@ fn curve_client(socket: &zmq::Socket, curve: &CurveClient) -> Result<(), Transpo
     socket
         .set_curve_secretkey(&curve.keys.secret_key())
         .map_err(failed(ZmqOperation::SetCurveSecretKey))
-}
-
-/// The broker's ROUTER, not yet bound: `linger`, `max_message_size`, a listen `backlog`, and
-/// `ZMQ_ROUTER_MANDATORY`, so a message for a peer whose connection is gone fails instead
-/// of vanishing; a PLAIN server if `plain`, a CURVE server with `curve`'s keys.
-pub(crate) fn open_router(
-    context: &zmq::Context,
-    linger: Duration,
-    max_message_size: u64,
-    backlog: i32,
-    plain: bool,
-    curve: Option<&CurveKeys>,
-) -> Result<zmq::Socket, TransportError> {
-    let socket = context
-        .socket(zmq::ROUTER)
-        .map_err(failed(ZmqOperation::Socket))?;
-    set_linger(&socket, linger)?;
-    set_max_message_size(&socket, max_message_size)?;
-    socket
-        .set_backlog(backlog)
-        .map_err(failed(ZmqOperation::SetBacklog))?;
-    socket
-        .set_router_mandatory(true)
-        .map_err(failed(ZmqOperation::SetRouterMandatory))?;
-    if plain {
-        socket
-            .set_plain_server(true)
-            .map_err(failed(ZmqOperation::SetPlainServer))?;
-    }
-    if let Some(keys) = curve {
-        socket
-            .set_curve_server(true)
-            .map_err(failed(ZmqOperation::SetCurveServer))?;
-        socket
-            .set_curve_secretkey(&keys.secret_key())
-            .map_err(failed(ZmqOperation::SetCurveSecretKey))?;
-    }
-    Ok(socket)
 }
 
 /// A DEALER connected to a broker, and the PAIR socket that receives its monitor events.
@@ -319,11 +301,14 @@ fn open_monitor(
 }
 
 /// Reads one monitor event; `None` when nothing is waiting or the event is of no interest.
-pub(crate) fn try_recv_event(monitor: &zmq::Socket) -> Result<Option<LinkEvent>, zmq::Error> {
-    let Some(frames) = try_recv_frames(monitor)? else {
-        return Ok(None);
-    };
-    Ok(parse_event_frames(&frames))
+///
+/// # Errors
+///
+/// A failed [`ZmqOperation::RecvMonitorEvent`].
+pub(crate) fn try_recv_event(monitor: &zmq::Socket) -> Result<Option<LinkEvent>, TransportError> {
+    let frames = frames::recv_frames(monitor, zmq::DONTWAIT)
+        .map_err(failed(ZmqOperation::RecvMonitorEvent))?;
+    Ok(frames.and_then(|frames| parse_event_frames(&frames)))
 }
 
 /// The event a monitor message carries, if it is one the worker acts on.
@@ -347,171 +332,6 @@ fn parse_event(frame: &[u8]) -> Option<LinkEvent> {
     }
 }
 
-/// Receives one whole multipart message as owned byte vectors (the broker keeps frames
-/// beyond the receive); `None` when nothing is waiting or a signal interrupted the call.
-pub(crate) fn try_recv_bytes(socket: &zmq::Socket) -> Result<Option<Vec<Vec<u8>>>, zmq::Error> {
-    match socket.recv_multipart(zmq::DONTWAIT) {
-        Ok(frames) => Ok(Some(frames)),
-        Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => Ok(None),
-        Err(error) => Err(error),
-    }
-}
-
-/// Receives one whole multipart message; `None` when nothing is waiting (or a signal
-/// interrupted the call: the caller's loop simply comes back).
-pub(crate) fn try_recv_frames(socket: &zmq::Socket) -> Result<Option<Vec<Message>>, zmq::Error> {
-    recv_frames(socket, zmq::DONTWAIT)
-}
-
-/// Receives one whole multipart message, waiting up to `timeout` in a blocking receive (no
-/// poll: the cheapest wait there is); `None` if none came.
-pub(crate) fn recv_frames_timeout(
-    socket: &zmq::Socket,
-    timeout: Duration,
-) -> Result<Option<Vec<Message>>, zmq::Error> {
-    socket.set_rcvtimeo(millis_i32(timeout))?;
-    recv_frames(socket, 0)
-}
-
-/// The first part with `flags` (`None` on `EAGAIN`: nothing within the timeout), then the rest.
-fn recv_frames(socket: &zmq::Socket, flags: i32) -> Result<Option<Vec<Message>>, zmq::Error> {
-    let mut first = Message::new();
-    match socket.recv(&mut first, flags) {
-        Ok(()) => {}
-        Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let mut more = first.get_more();
-    let mut frames = Vec::with_capacity(if more { 8 } else { 1 });
-    frames.push(first);
-    // The remaining parts of a multipart message arrive together with the first one.
-    while more {
-        let mut frame = Message::new();
-        match socket.recv(&mut frame, 0) {
-            Ok(()) => {}
-            // The rest of a multipart message is already here; a signal can still interrupt.
-            Err(zmq::Error::EINTR) => continue,
-            Err(e) => return Err(e),
-        }
-        more = frame.get_more();
-        frames.push(frame);
-    }
-    Ok(Some(frames))
-}
-
-/// Sends frames as one multipart message. A send that times out sends nothing (ZeroMQ
-/// accepts the rest of a multipart message once it accepted its first part, so only the first
-/// part can block, time out or be interrupted by a signal). An interrupted first part is sent
-/// again: it is always a small header frame here (the empty delimiter, or a one-byte kind).
-pub(crate) fn send_frames(socket: &zmq::Socket, frames: Vec<Message>) -> Result<(), zmq::Error> {
-    let last = frames.len().saturating_sub(1);
-    for (i, frame) in frames.into_iter().enumerate() {
-        let flags = if i < last { zmq::SNDMORE } else { 0 };
-        if i == 0 && frame.len() <= 64 {
-            send_retrying(socket, &frame, flags)?;
-        } else {
-            socket.send(frame, flags)?;
-        }
-    }
-    Ok(())
-}
-
-/// What a send's result means to the session: a full pipe (`EAGAIN`: the send timed out, or
-/// found the pipe full) sent nothing; any other error is a failed [`ZmqOperation::Send`].
-pub(crate) fn send_outcome(sent: Result<(), zmq::Error>) -> SendOutcome<TransportError> {
-    match sent {
-        Ok(()) => SendOutcome::Sent,
-        Err(zmq::Error::EAGAIN) => SendOutcome::WouldBlock,
-        Err(source) => SendOutcome::Failed(failed(ZmqOperation::Send)(source)),
-    }
-}
-
-/// Why a [`send_routed`] failed.
-#[derive(Debug)]
-pub(crate) enum RoutedSendError {
-    /// No peer has the identity of the first frame (`EHOSTUNREACH` on a ROUTER with
-    /// `ZMQ_ROUTER_MANDATORY`): nothing was sent, and the frames come back whole.
-    Unroutable(Vec<Vec<u8>>),
-    /// Any other failure (a full pipe: `EAGAIN`); nothing was sent.
-    Failed(zmq::Error),
-}
-
-/// Sends `frames` (the peer's identity first) on a ROUTER without waiting. The identity
-/// frame goes first on its own, borrowed: a ROUTER refuses a message for a gone peer at its
-/// first frame, so on `EHOSTUNREACH` the caller gets the message back instead of losing it;
-/// the others are handed to ZeroMQ without a copy.
-pub(crate) fn send_routed(
-    socket: &zmq::Socket,
-    frames: Vec<Vec<u8>>,
-) -> Result<(), RoutedSendError> {
-    let last = frames.len().saturating_sub(1);
-    let Some(identity) = frames.first() else {
-        return Ok(());
-    };
-    let flags = if last > 0 { zmq::SNDMORE } else { 0 };
-    match socket.send(&identity[..], flags | zmq::DONTWAIT) {
-        Ok(()) => {}
-        Err(zmq::Error::EHOSTUNREACH) => return Err(RoutedSendError::Unroutable(frames)),
-        Err(error) => return Err(RoutedSendError::Failed(error)),
-    }
-    // The rest of a message whose first part was accepted is accepted too.
-    for (i, frame) in frames.into_iter().enumerate().skip(1) {
-        let flags = if i < last { zmq::SNDMORE } else { 0 };
-        socket
-            .send(frame, flags | zmq::DONTWAIT)
-            .map_err(RoutedSendError::Failed)?;
-    }
-    Ok(())
-}
-
-/// Sends frames as one multipart message without waiting: a full pipe is an `EAGAIN`.
-pub(crate) fn send_frames_now(
-    socket: &zmq::Socket,
-    frames: Vec<Message>,
-) -> Result<(), zmq::Error> {
-    let last = frames.len().saturating_sub(1);
-    for (i, frame) in frames.into_iter().enumerate() {
-        let flags = if i < last { zmq::SNDMORE } else { 0 };
-        socket.send(frame, flags | zmq::DONTWAIT)?;
-    }
-    Ok(())
-}
-
-fn send_retrying(socket: &zmq::Socket, frame: &[u8], flags: i32) -> Result<(), zmq::Error> {
-    loop {
-        match socket.send(frame, flags) {
-            Err(zmq::Error::EINTR) => continue,
-            other => return other,
-        }
-    }
-}
-
-/// Waits until `socket` has a message to read or `timeout` has passed, through signal
-/// interruptions; true when a message is waiting.
-pub(crate) fn wait_readable(socket: &zmq::Socket, timeout: Duration) -> Result<bool, zmq::Error> {
-    let deadline = std::time::Instant::now().checked_add(timeout);
-    loop {
-        let left = deadline.map_or(timeout, |d| {
-            d.saturating_duration_since(std::time::Instant::now())
-        });
-        match socket.poll(zmq::POLLIN, millis_i64(left)) {
-            Ok(ready) => return Ok(ready > 0),
-            Err(zmq::Error::EINTR) if !left.is_zero() => continue,
-            Err(zmq::Error::EINTR) => return Ok(false),
-            Err(error) => return Err(error),
-        }
-    }
-}
-
-/// Polls `items`; a signal interrupting the wait counts as "nothing ready" (signal handlers,
-/// e.g. the one wiring SIGTERM to shutdown, must never turn into a worker error).
-pub(crate) fn poll(items: &mut [zmq::PollItem<'_>], timeout_ms: i64) -> Result<i32, zmq::Error> {
-    match zmq::poll(items, timeout_ms) {
-        Err(zmq::Error::EINTR) => Ok(0),
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -520,22 +340,6 @@ mod tests {
         let mut frame = number.to_ne_bytes().to_vec();
         frame.extend_from_slice(&value.to_ne_bytes());
         frame
-    }
-
-    #[test]
-    fn a_full_pipe_would_block_and_any_other_send_error_failed() {
-        assert!(matches!(send_outcome(Ok(())), SendOutcome::Sent));
-        assert!(matches!(
-            send_outcome(Err(zmq::Error::EAGAIN)),
-            SendOutcome::WouldBlock
-        ));
-        match send_outcome(Err(zmq::Error::ETERM)) {
-            SendOutcome::Failed(error) => {
-                assert_eq!(error.operation, ZmqOperation::Send);
-                assert_eq!(error.source, zmq::Error::ETERM);
-            }
-            other => panic!("expected a failed send, got {other:?}"),
-        }
     }
 
     #[test]

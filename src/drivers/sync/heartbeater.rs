@@ -23,6 +23,7 @@ use zmq::Message;
 
 use crate::io::transport::{self, Connection};
 use crate::protocol::WorkerMessage;
+use crate::session::SendOutcome;
 
 /// Where one worker parks its socket while its inline action runs.
 #[derive(Default)]
@@ -107,9 +108,10 @@ impl Parking {
                 return Some(due);
             }
             let frames = WorkerMessage::<Message>::Heartbeat.encode();
-            match transport::send_frames_now(&connection.socket, frames) {
-                Ok(()) => debug!("heartbeat sent while the action runs"),
-                Err(error) => debug!(%error, "heartbeat while busy not sent"),
+            match transport::try_send_frames(&connection.socket, frames) {
+                SendOutcome::Sent => debug!("heartbeat sent while the action runs"),
+                SendOutcome::WouldBlock => debug!("heartbeat while busy not sent: pipe full"),
+                SendOutcome::Failed(error) => debug!(%error, "heartbeat while busy not sent"),
             }
             slot.sent += 1;
             slot.last = Some(now);

@@ -7,16 +7,14 @@ use super::Worker;
 use crate::action::WorkerAction;
 use crate::drivers::step;
 use crate::error::Error;
-use crate::io::transport::{self, Connection, ZmqOperation};
+use crate::io::transport::{self, Connection};
 
 impl<A: WorkerAction> Worker<A> {
     /// Reads what the socket monitor saw, until the connection is up, or lost (one loss is
     /// enough: the session closes the socket).
     pub(super) fn read_link_events(&mut self) -> Result<(), Error> {
         while let Some(connection) = &mut self.connection {
-            let Some(event) = transport::try_recv_event(&connection.monitor)
-                .map_err(Error::zmq(ZmqOperation::RecvMonitorEvent))?
-            else {
+            let Some(event) = transport::try_recv_event(&connection.monitor)? else {
                 return Ok(());
             };
             let now = Instant::now();

@@ -20,9 +20,8 @@ use crate::drivers::request_timer::RequestTimer;
 use crate::drivers::step::{self, ActionResult, Reports};
 use crate::error::Error;
 use crate::events::{Identity, WorkerId};
-use crate::io::transport::{self, Connection, SocketOptions, ZmqOperation};
+use crate::io::transport::{self, Connection, SocketOptions};
 use crate::io::wake::Waker;
-use crate::millis::millis_i64;
 use crate::protocol::WorkerMessage;
 use crate::session::{Action, Session, State};
 use crate::shutdown::{DrainHandle, ShutdownHandle};
@@ -357,9 +356,7 @@ impl<A: WorkerAction> Worker<A> {
         let command = message.command();
         trace!(%command, "sending");
         let sent = transport::send_frames(&connection.socket, message.encode());
-        Ok(self
-            .session
-            .handle_sent(command, transport::send_outcome(sent))?)
+        Ok(self.session.handle_sent(command, sent)?)
     }
 
     fn deliver(&mut self, body: Vec<Message>) {
@@ -429,7 +426,7 @@ impl<A: WorkerAction> Worker<A> {
         if std::mem::take(&mut self.hot) && self.try_hot_receive(timeout)? {
             return Ok(());
         }
-        let ready = poll(self.connection.as_ref(), &self.waker, timeout)?;
+        let ready = self.poll(timeout)?;
         if ready.woken {
             self.waker.clear();
         }
@@ -438,10 +435,10 @@ impl<A: WorkerAction> Worker<A> {
                 self.handle_result(result);
             }
         }
-        if ready.broker {
+        if ready.socket {
             self.read_messages()?;
         }
-        if ready.monitor || !(ready.broker || ready.woken) {
+        if ready.other || !(ready.socket || ready.woken) {
             // The monitor is polled until the connection is up; after that, a dropped
             // connection means silence, so it is read whenever a wait ends empty.
             self.read_link_events()?;
@@ -456,13 +453,28 @@ impl<A: WorkerAction> Worker<A> {
             return Ok(false);
         };
         let wait = timeout.map_or(HOT_WAIT, |t| t.min(HOT_WAIT));
-        let frames = transport::recv_frames_timeout(&connection.socket, wait)
-            .map_err(Error::zmq(ZmqOperation::Recv))?;
-        let Some(frames) = frames else {
+        let Some(frames) = transport::recv_frames_timeout(&connection.socket, wait)? else {
             return Ok(false);
         };
         self.session.handle_frames(Instant::now(), frames);
         Ok(true)
+    }
+
+    /// Polls the broker socket (and its monitor until the connection is up) with the
+    /// worker's wake-up line; `None` waits until something happens.
+    fn poll(&self, timeout: Option<Duration>) -> Result<transport::Ready, Error> {
+        let socket = self.connection.as_ref().map(|c| &c.socket);
+        let monitor = self
+            .connection
+            .as_ref()
+            .filter(|c| !c.up)
+            .map(|c| &c.monitor);
+        Ok(transport::poll_inputs(
+            socket,
+            monitor,
+            Some(&self.waker),
+            timeout,
+        )?)
     }
 
     /// Reads what is waiting. An inline worker stops as soon as a request is in hand (the
@@ -473,9 +485,7 @@ impl<A: WorkerAction> Worker<A> {
             let Some(connection) = &mut self.connection else {
                 return Ok(());
             };
-            let Some(frames) = transport::try_recv_frames(&connection.socket)
-                .map_err(Error::zmq(ZmqOperation::Recv))?
-            else {
+            let Some(frames) = transport::try_recv_frames(&connection.socket)? else {
                 return Ok(());
             };
             connection.up = true;
@@ -532,60 +542,6 @@ fn worker_span(parent: &Span, id: &WorkerId, broker: Option<&str>) -> Span {
     )
 }
 
-/// What a poll found readable.
-#[derive(Debug, Clone, Copy, Default)]
-struct Ready {
-    broker: bool,
-    monitor: bool,
-    woken: bool,
-}
-
-/// Polls the broker socket (and its monitor until the connection is up) with the worker's
-/// wake-up line; `None` waits until something happens. The poll set lives on the stack.
-fn poll(
-    connection: Option<&Connection>,
-    waker: &Waker,
-    timeout: Option<Duration>,
-) -> Result<Ready, Error> {
-    let timeout = timeout.map_or(-1, millis_i64);
-    let wake = zmq::PollItem::from_fd(waker.fd(), zmq::POLLIN);
-    let poll = |items: &mut [zmq::PollItem<'_>]| {
-        transport::poll(items, timeout).map_err(Error::zmq(ZmqOperation::Poll))
-    };
-    match connection {
-        Some(c) if c.up => {
-            let mut items = [c.socket.as_poll_item(zmq::POLLIN), wake];
-            poll(&mut items)?;
-            Ok(Ready {
-                broker: items[0].is_readable(),
-                monitor: false,
-                woken: items[1].is_readable(),
-            })
-        }
-        Some(c) => {
-            let mut items = [
-                c.socket.as_poll_item(zmq::POLLIN),
-                c.monitor.as_poll_item(zmq::POLLIN),
-                wake,
-            ];
-            poll(&mut items)?;
-            Ok(Ready {
-                broker: items[0].is_readable(),
-                monitor: items[1].is_readable(),
-                woken: items[2].is_readable(),
-            })
-        }
-        None => {
-            let mut items = [wake];
-            poll(&mut items)?;
-            Ok(Ready {
-                woken: items[0].is_readable(),
-                ..Ready::default()
-            })
-        }
-    }
-}
-
 impl<A> Drop for Worker<A> {
     fn drop(&mut self) {
         self.reports.retire(&self.session);
@@ -602,9 +558,7 @@ impl<A> Drop for Worker<A> {
                 let _ = transport::send_frames(&connection.socket, message.encode());
             }
         }
-        if !connection.up {
-            let _ = connection.socket.set_linger(0);
-        }
+        step::close(&connection.socket, true, connection.up);
         info!("worker dropped");
     }
 }

@@ -17,7 +17,7 @@ use crate::drivers::step::{self, Reports};
 use crate::error::Error;
 use crate::events::EventSink;
 use crate::io::async_socket::AsyncSocket;
-use crate::io::transport::{self, LinkEvent, SocketOptions, ZmqOperation};
+use crate::io::transport::{self, LinkEvent, SocketOptions, TransportError};
 use crate::protocol::WorkerMessage;
 use crate::session::{Action, Session, State};
 use crate::shutdown::{DrainHandle, ShutdownHandle};
@@ -66,8 +66,8 @@ impl Drop for AsyncConnection {
 
 /// What ended a wait.
 enum Input {
-    Frames(Result<Vec<Message>, zmq::Error>),
-    Monitor(Result<Vec<Message>, zmq::Error>),
+    Frames(Result<Vec<Message>, TransportError>),
+    Monitor(Result<Option<LinkEvent>, TransportError>),
     /// The action's reply, or its panic's message.
     Result(Result<Vec<Message>, String>),
     Timer,
@@ -188,10 +188,8 @@ impl<A: AsyncAction> Registration<A> {
             return Ok(());
         };
         let command = message.command();
-        let sent = transport::send_frames_now(connection.dealer.socket(), message.encode());
-        Ok(self
-            .session
-            .handle_sent(command, transport::send_outcome(sent))?)
+        let sent = transport::try_send_frames(connection.dealer.socket(), message.encode());
+        Ok(self.session.handle_sent(command, sent)?)
     }
 
     fn close(&mut self, graceful: bool) {
@@ -213,7 +211,7 @@ impl<A: AsyncAction> Registration<A> {
         let task = self.task.as_mut();
         tokio::select! {
             frames = recv(dealer) => Input::Frames(frames),
-            event = recv(monitor) => Input::Monitor(event),
+            event = recv_event(monitor) => Input::Monitor(event),
             result = async { match task { Some(task) => task.await, None => std::future::pending().await } } => Input::Result(result),
             () = sleep(deadline) => Input::Timer,
             _ = control.changed() => Input::Control,
@@ -224,15 +222,14 @@ impl<A: AsyncAction> Registration<A> {
         let now = Instant::now();
         match input {
             Input::Frames(frames) => {
-                let frames = frames.map_err(Error::zmq(ZmqOperation::Recv))?;
+                let frames = frames?;
                 if let Some(connection) = &mut self.connection {
                     connection.up = true;
                 }
                 self.session.handle_frames(now, frames);
             }
             Input::Monitor(event) => {
-                let event = event.map_err(Error::zmq(ZmqOperation::RecvMonitorEvent))?;
-                if let Some(event) = transport::parse_event_frames(&event) {
+                if let Some(event) = event? {
                     self.handle_link_event(now, event);
                 }
             }
@@ -282,15 +279,25 @@ impl<A> Drop for Registration<A> {
         // Dropped mid-way (the run future was dropped): the action's future goes with it, and
         // closing must not make the context wait for a linger.
         if let Some(connection) = self.connection.take() {
-            let _ = connection.dealer.socket().set_linger(0);
+            transport::discard_on_close(connection.dealer.socket());
         }
     }
 }
 
 /// Receives from `socket`, or never if there is none.
-async fn recv(socket: Option<&mut AsyncSocket>) -> Result<Vec<Message>, zmq::Error> {
+async fn recv(socket: Option<&mut AsyncSocket>) -> Result<Vec<Message>, TransportError> {
     match socket {
         Some(socket) => socket.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Receives the next event from `monitor`, or never if there is none.
+async fn recv_event(
+    monitor: Option<&mut AsyncSocket>,
+) -> Result<Option<LinkEvent>, TransportError> {
+    match monitor {
+        Some(monitor) => monitor.recv_event().await,
         None => std::future::pending().await,
     }
 }

@@ -1,8 +1,9 @@
-//! The brokers' metrics: global counters from the statistics each broker publishes every
-//! loop turn, and per-service figures from a snapshot the broker thread takes when asked (a
-//! scrape pays for the walk over the services, never a loop turn).
+//! The brokers' metrics (feature `metrics`): global counters from the statistics each broker
+//! publishes every loop turn, and per-service figures from a snapshot the broker thread takes
+//! when asked (a scrape pays for the walk over the services, never a loop turn). One
+//! [`Brokers`] collector per [`Metrics`], a [`Part`] of it, adds up every broker given them.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -12,16 +13,24 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
-use super::lock;
-use crate::broker::state::{QueueTimes, ServiceReport, Snapshot, QUEUE_TIME_BUCKETS};
-use crate::broker::stats::{BrokerStats, SharedStats};
+use super::state::{QueueTimes, ServiceReport, Snapshot, QUEUE_TIME_BUCKETS};
+use super::stats::{BrokerStats, SharedStats};
+use crate::metrics::{Metrics, Part};
 
 /// How long a scrape waits for a broker's snapshot (its loop turns at least every 50 ms).
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(1);
 
+/// Registers a broker whose statistics are `stats` with `metrics`; returns the queries for
+/// snapshots it answers between loop turns.
+pub(crate) fn register(metrics: &Metrics, stats: SharedStats) -> SnapshotQueries {
+    let (source, queries) = BrokerSource::new(stats);
+    metrics.part::<Brokers>().register(source);
+    queries
+}
+
 /// A broker as the metrics see it.
 #[derive(Debug)]
-pub(crate) struct BrokerSource {
+struct BrokerSource {
     stats: SharedStats,
     queries: Sender<Sender<Snapshot>>,
     /// Alive while the broker (its [`SnapshotQueries`]) is.
@@ -38,7 +47,7 @@ pub(crate) struct SnapshotQueries(
 );
 
 impl BrokerSource {
-    pub(crate) fn new(stats: SharedStats) -> (BrokerSource, SnapshotQueries) {
+    fn new(stats: SharedStats) -> (BrokerSource, SnapshotQueries) {
         // A few scrapes at once at most; a full channel makes a scrape skip the snapshot.
         let (queries, receiver) = crossbeam_channel::bounded(8);
         let running = std::sync::Arc::new(());
@@ -84,20 +93,22 @@ impl SnapshotQueries {
 
 /// Every broker registered with the metrics.
 #[derive(Debug, Default)]
-pub(super) struct Brokers {
+pub(crate) struct Brokers {
     list: Mutex<Vec<BrokerSource>>,
 }
 
-impl Brokers {
-    pub(super) fn register(&self, source: BrokerSource) {
-        lock(&self.list).push(source);
-    }
-
+impl Part for Brokers {
     /// Whether a registered broker still runs.
-    pub(super) fn any_running(&self) -> bool {
+    fn is_running(&self) -> bool {
         lock(&self.list)
             .iter()
             .any(|s| s.running.strong_count() > 0)
+    }
+}
+
+impl Brokers {
+    fn register(&self, source: BrokerSource) {
+        lock(&self.list).push(source);
     }
 
     /// Each live broker's statistics and snapshot; brokers that stopped are forgotten.
@@ -351,4 +362,8 @@ fn add_times(sum: &mut QueueTimes, t: &QueueTimes) {
     }
     sum.sum_seconds += t.sum_seconds;
     sum.count += t.count;
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
