@@ -45,10 +45,10 @@ use tracing::{error, info};
 
 use crate::config::settings::Mode;
 use crate::config::WorkerConfig;
-use crate::drivers::sync::WorkerStats;
 use crate::error::Error;
 use crate::events::{seed, EventSink, Events, WorkerId};
 use crate::shutdown::{DrainHandle, ShutdownHandle};
+use crate::stats::Summary;
 use plan::{open_files, pool_settings, ServiceSettings};
 pub use service::PoolService;
 use slot::{run_slot, Held, Slot};
@@ -289,19 +289,8 @@ pub struct WorkerPool {
 }
 
 /// What a pool did, from [`WorkerPool::stop`], [`WorkerPool::join`] or
-/// [`WorkerPool::stats`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PoolSummary {
-    /// Per slot: the worker holding it (none before the first start) and the counters of
-    /// every worker that held it.
-    pub workers: Vec<(Option<WorkerId>, WorkerStats)>,
-    /// All counters added up.
-    pub total: WorkerStats,
-    /// Workers rebuilt after dying.
-    pub restarts: u64,
-    /// Workers replaced by recycling.
-    pub recycles: u64,
-}
+/// [`WorkerPool::stats`]: one entry per slot, the totals, restarts and recycles.
+pub type PoolSummary = Summary;
 
 impl WorkerPool {
     /// A builder with no service yet.
@@ -351,11 +340,10 @@ impl WorkerPool {
 
     /// A cheap snapshot of every worker's counters.
     pub fn stats(&self) -> PoolSummary {
-        let mut summary = PoolSummary::default();
+        let mut summary = Summary::default();
         for slot in &self.slots {
             let (id, stats) = slot.snapshot();
-            summary.total.add(&stats);
-            summary.workers.push((id, stats));
+            summary.push(id, stats);
             let (restarts, recycles) = slot.counts();
             summary.restarts += restarts;
             summary.recycles += recycles;
