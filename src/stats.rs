@@ -128,8 +128,8 @@ impl StatsCell {
         self.retired.load(Ordering::Relaxed)
     }
 
-    /// Whether the worker was registered at its last publication.
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))] // read by the metrics
+    /// Whether the worker was registered at its last publication (read by the metrics, and
+    /// by a pool hand-over to learn that the broker heard the replacement).
     pub(crate) fn is_registered(&self) -> bool {
         self.registered.load(Ordering::Relaxed)
     }
