@@ -28,9 +28,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod hand_over;
 pub(crate) mod plan;
 mod service;
 mod slot;
+mod slot_thread;
 pub(crate) mod supervisor;
 #[cfg(test)]
 mod tests;
@@ -51,7 +53,8 @@ use crate::shutdown::{DrainHandle, ShutdownHandle};
 use crate::stats::Summary;
 use plan::{open_files, pool_settings, ServiceSettings};
 pub use service::PoolService;
-use slot::{run_slot, Held, Slot};
+use slot::{Held, Slot};
+use slot_thread::run_slot;
 use supervisor::{RestartPolicy, Supervisor};
 
 /// Builds a [`WorkerPool`].
