@@ -135,7 +135,7 @@ fn idle_async(workers: usize, seconds: u64) {
     );
     stop.shutdown();
     let summary = runtime.block_on(run).expect("join").expect("run");
-    println!("stopped: {} registrations", summary.registrations.len());
+    println!("stopped: {} registrations", summary.workers.len());
     let _ = broker.stop();
 }
 

@@ -74,7 +74,7 @@ async fn main() -> ExitCode {
         Ok(summary) => {
             let total = summary.total;
             tracing::info!(
-                registrations = summary.registrations.len(),
+                registrations = summary.workers.len(),
                 requests = total.requests,
                 reconnects = total.reconnects,
                 malformed_dropped = total.malformed_dropped,

@@ -15,8 +15,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use majordomo_worker::pool::{PoolService, PoolSummary, WorkerPool};
-use majordomo_worker::{Event, Events, Message, ShutdownHandle, WorkerConfig};
+use majordomo_worker::pool::{PoolService, WorkerPool};
+use majordomo_worker::{Event, Events, Message, ShutdownHandle, Summary, WorkerConfig};
 use metrics_flag::MetricsFlag;
 
 #[path = "support/metrics_flag.rs"]
@@ -79,7 +79,7 @@ fn run(
     broker: &str,
     work: Duration,
     metrics: &MetricsFlag,
-) -> Result<PoolSummary, Box<dyn std::error::Error>> {
+) -> Result<Summary, Box<dyn std::error::Error>> {
     let events = Events::bounded(1024);
     let echo = metrics.worker(WorkerConfig::new(broker, "echo"));
     let upper = WorkerConfig::new(broker, "upper").request_timeout(Duration::from_secs(30));

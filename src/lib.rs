@@ -108,6 +108,7 @@ pub use protocol::mmi;
 pub use protocol::ProtocolError;
 pub use session::UNREACHABLE_AFTER;
 pub use shutdown::{DrainHandle, ShutdownHandle, SignalGuard};
+pub use stats::Summary;
 /// The `zmq` crate this library is built on, for sharing a [`zmq::Context`].
 pub use zmq;
 /// A frame: the buffer ZeroMQ received or will send, dereferencing to `[u8]`.

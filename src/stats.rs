@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use crate::events::WorkerId;
+
 /// Declares [`WorkerStats`] from one list of counters, with [`WorkerStats::add`]: adding a
 /// counter is one line here.
 macro_rules! worker_stats {
@@ -72,6 +74,30 @@ impl WorkerStats {
     }
 }
 
+/// What a group of workers did: a [`WorkerPool`](crate::pool::WorkerPool)'s slots or an
+/// `AsyncWorker`'s registrations, each with its counters, and their total.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Per pool slot or async registration: the worker holding it and the counters of every
+    /// worker that held it. A pool slot has no worker before its first start; an async
+    /// registration always has one.
+    pub workers: Vec<(Option<WorkerId>, WorkerStats)>,
+    /// All counters added up.
+    pub total: WorkerStats,
+    /// Workers rebuilt after dying (always 0 for an async worker).
+    pub restarts: u64,
+    /// Workers replaced by recycling (always 0 for an async worker).
+    pub recycles: u64,
+}
+
+impl Summary {
+    /// Adds one slot's or registration's entry, and its counters to the total.
+    pub(crate) fn push(&mut self, worker: Option<WorkerId>, stats: WorkerStats) {
+        self.total.add(&stats);
+        self.workers.push((worker, stats));
+    }
+}
+
 /// Counters readable from any thread; written by the worker once per loop turn.
 #[derive(Debug, Default)]
 pub(crate) struct StatsCell {
@@ -102,8 +128,8 @@ impl StatsCell {
         self.retired.load(Ordering::Relaxed)
     }
 
-    /// Whether the worker was registered at its last publication.
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))] // read by the metrics
+    /// Whether the worker was registered at its last publication (read by the metrics, and
+    /// by a pool hand-over to learn that the broker heard the replacement).
     pub(crate) fn is_registered(&self) -> bool {
         self.registered.load(Ordering::Relaxed)
     }
@@ -133,5 +159,21 @@ mod tests {
         assert_eq!(sum.replies, 4);
         assert_eq!(sum.connections_lost, 6);
         assert!(sum.in_flight);
+    }
+
+    #[test]
+    fn a_summary_lists_each_worker_and_adds_their_counters_up() {
+        let one = WorkerStats {
+            requests: 2,
+            replies: 1,
+            ..WorkerStats::default()
+        };
+        let id = WorkerId::next("echo");
+        let mut summary = Summary::default();
+        summary.push(Some(id.clone()), one);
+        summary.push(None, one);
+        assert_eq!(summary.workers, vec![(Some(id), one), (None, one)]);
+        assert_eq!((summary.total.requests, summary.total.replies), (4, 2));
+        assert_eq!((summary.restarts, summary.recycles), (0, 0));
     }
 }

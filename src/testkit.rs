@@ -194,7 +194,7 @@ impl TestBroker {
     ///     .await?;
     /// assert_eq!(broker.stats().workers, 4);
     /// let summary = worker.stop().await?;
-    /// assert_eq!(summary.registrations.len(), 4);
+    /// assert_eq!(summary.workers.len(), 4);
     /// # Ok(())
     /// # }
     /// ```

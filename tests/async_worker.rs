@@ -97,7 +97,7 @@ async fn fifty_registrations_serve_fifty_slow_requests_at_once() {
     );
     assert!(took < Duration::from_secs(5), "took {took:?}");
     let summary = worker.stop().await.expect("stop");
-    assert_eq!(summary.registrations.len(), 50);
+    assert_eq!(summary.workers.len(), 50);
     assert_eq!(summary.total.replies, 50);
     assert_eq!(gauge.cancelled.load(Ordering::SeqCst), 0);
 }

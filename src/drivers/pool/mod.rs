@@ -28,9 +28,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod hand_over;
 pub(crate) mod plan;
 mod service;
 mod slot;
+mod slot_thread;
 pub(crate) mod supervisor;
 #[cfg(test)]
 mod tests;
@@ -45,13 +47,14 @@ use tracing::{error, info};
 
 use crate::config::settings::Mode;
 use crate::config::WorkerConfig;
-use crate::drivers::sync::WorkerStats;
 use crate::error::Error;
 use crate::events::{seed, EventSink, Events, WorkerId};
 use crate::shutdown::{DrainHandle, ShutdownHandle};
+use crate::stats::Summary;
 use plan::{open_files, pool_settings, ServiceSettings};
 pub use service::PoolService;
-use slot::{run_slot, Held, Slot};
+use slot::{Held, Slot};
+use slot_thread::run_slot;
 use supervisor::{RestartPolicy, Supervisor};
 
 /// Builds a [`WorkerPool`].
@@ -289,19 +292,8 @@ pub struct WorkerPool {
 }
 
 /// What a pool did, from [`WorkerPool::stop`], [`WorkerPool::join`] or
-/// [`WorkerPool::stats`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PoolSummary {
-    /// Per slot: the worker holding it (none before the first start) and the counters of
-    /// every worker that held it.
-    pub workers: Vec<(Option<WorkerId>, WorkerStats)>,
-    /// All counters added up.
-    pub total: WorkerStats,
-    /// Workers rebuilt after dying.
-    pub restarts: u64,
-    /// Workers replaced by recycling.
-    pub recycles: u64,
-}
+/// [`WorkerPool::stats`]: one entry per slot, the totals, restarts and recycles.
+pub type PoolSummary = Summary;
 
 impl WorkerPool {
     /// A builder with no service yet.
@@ -351,11 +343,10 @@ impl WorkerPool {
 
     /// A cheap snapshot of every worker's counters.
     pub fn stats(&self) -> PoolSummary {
-        let mut summary = PoolSummary::default();
+        let mut summary = Summary::default();
         for slot in &self.slots {
             let (id, stats) = slot.snapshot();
-            summary.total.add(&stats);
-            summary.workers.push((id, stats));
+            summary.push(id, stats);
             let (restarts, recycles) = slot.counts();
             summary.restarts += restarts;
             summary.recycles += recycles;

@@ -152,6 +152,7 @@ fn service_settings(service: &PoolService) -> Result<ServiceSettings, ConfigErro
             after_requests: service.recycle_after_requests,
             after: service.recycle_after,
             patience,
+            heartbeat: config.heartbeat,
         },
     })
 }

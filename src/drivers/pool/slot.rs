@@ -1,13 +1,13 @@
-//! The thread of one pool slot: a driver over its service's [`Supervisor`]. It builds
-//! workers, serves with them, feeds what happened (and the time) to the supervisor, and
-//! carries out the [`SlotAction`]s it gets back. No restart or recycle decision is made here.
+//! One pool slot: a place in the pool held by a succession of workers, the counters they
+//! leave, and its way to the service's [`Supervisor`]. Its thread is `slot_thread.rs`; a
+//! recycle's hand-over is `hand_over.rs`.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::config::WorkerConfig;
 use crate::drivers::panics;
-use crate::drivers::sync::{Received, Worker, WorkerStats};
+use crate::drivers::sync::{Worker, WorkerStats};
 use crate::error::Error;
 use crate::events::{Event, EventSink, WorkerId};
 use crate::shutdown::ShutdownHandle;
@@ -16,14 +16,8 @@ use crate::stats::StatsCell;
 use super::service::{BoxedAction, Factory};
 use super::supervisor::{SlotAction, Supervisor};
 
-type PoolWorker = Worker<BoxedAction>;
-
-/// How often a hand-over looks at the replacement, the old worker and the clock.
-const HAND_OVER_TICK: Duration = Duration::from_millis(5);
-
-/// Longest wait of a slot with no worker and no deadline (it should not happen: such a
-/// slot has a `Stop` queued); bounded all the same, so the thread sees a shutdown.
-const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// A worker of a pool slot.
+pub(super) type PoolWorker = Worker<BoxedAction>;
 
 /// One place in the pool, held by a succession of workers (restarts, recycles).
 pub(super) struct Slot {
@@ -60,7 +54,7 @@ pub(super) enum SlotError {
 
 impl SlotError {
     /// A result of [`panics::catch`] around a call that returns a worker's `Result`.
-    fn flatten<T>(caught: Result<Result<T, Error>, String>) -> Result<T, SlotError> {
+    pub(super) fn flatten<T>(caught: Result<Result<T, Error>, String>) -> Result<T, SlotError> {
         match caught {
             Ok(result) => Ok(result?),
             Err(message) => Err(SlotError::Panicked(message)),
@@ -68,28 +62,13 @@ impl SlotError {
     }
 }
 
-/// How a hand-over ended.
-enum HandOver {
-    /// The replacement holds the slot; the old worker has left.
-    Done(Box<PoolWorker>),
-    /// The old worker stays (the supervisor dropped the replacement).
-    Kept,
-    /// The replacement could not be connected.
-    ReplacementFailed(SlotError),
-    /// The old worker died meanwhile.
-    OldDied(SlotError),
-}
-
 impl Slot {
-    /// How long a retiring worker waits for a request to leave right after (see `retire`):
-    /// a heartbeat without one means traffic so thin that a crossing request is unlikely.
-    fn retire_patience(&self) -> Duration {
-        self.config.heartbeat
-    }
-
     /// Runs `input` on the service's supervisor with the time now, then sends the events it
     /// queued.
-    fn supervise<R>(&self, input: impl FnOnce(&mut Supervisor, Instant, usize) -> R) -> R {
+    pub(super) fn supervise<R>(
+        &self,
+        input: impl FnOnce(&mut Supervisor, Instant, usize) -> R,
+    ) -> R {
         let mut supervisor = lock(&self.supervisor);
         let result = input(&mut supervisor, Instant::now(), self.index);
         while let Some(event) = supervisor.poll_event() {
@@ -105,7 +84,7 @@ impl Slot {
     }
 
     /// The slot's next action once its due deadlines have run.
-    fn next_action(&self) -> Option<SlotAction> {
+    pub(super) fn next_action(&self) -> Option<SlotAction> {
         self.supervise(|s, now, i| {
             s.handle_timeout(now, i);
             s.poll_action(i)
@@ -113,7 +92,7 @@ impl Slot {
     }
 
     /// A worker with a fresh action; a panicking factory is an error like any other.
-    fn build(&self) -> Result<PoolWorker, SlotError> {
+    pub(super) fn build(&self) -> Result<PoolWorker, SlotError> {
         let config = self.config.clone().shutdown_handle(self.shutdown.child());
         let build = || {
             let action = (self.factory)();
@@ -127,12 +106,24 @@ impl Slot {
     }
 
     /// Makes `worker` the slot's current one; the previous one's final counters are kept.
-    fn install(&self, worker: &PoolWorker) {
+    pub(super) fn install(&self, worker: &PoolWorker) {
         let mut held = lock(&self.held);
         if let Some((_, old)) = held.current.take() {
             held.retired.add(&old.snapshot());
         }
         held.current = Some((worker.id().clone(), worker.stats_cell()));
+    }
+
+    /// Tells the supervisor that the slot's `worker` has just answered a request.
+    pub(super) fn report_served(&self, worker: &PoolWorker) {
+        let requests = worker.stats().requests;
+        self.supervise(|s, now, i| s.handle_served(now, i, requests));
+    }
+
+    /// Keeps the final counters of a worker that served without holding the slot (a
+    /// replacement the supervisor dropped).
+    pub(super) fn keep_counters(&self, stats: &WorkerStats) {
+        lock(&self.held).retired.add(stats);
     }
 
     /// The worker holding the slot (none before the first start) and the counters of every
@@ -156,171 +147,8 @@ impl Slot {
     }
 }
 
-/// The slot's thread: carries out the supervisor's actions until it says stop.
-pub(super) fn run_slot(slot: &Slot) {
-    let mut current: Option<PoolWorker> = None;
-    loop {
-        match slot.next_action() {
-            Some(SlotAction::Start) => current = start(slot),
-            Some(SlotAction::StartReplacement) => recycle(slot, &mut current),
-            Some(SlotAction::Stop) => return finish(current),
-            // Only meaningful inside a hand-over, where they are read.
-            Some(SlotAction::Retire | SlotAction::DropReplacement) => {}
-            None => match current.as_mut() {
-                Some(worker) => {
-                    if !serve(slot, worker) {
-                        current = None;
-                    }
-                }
-                None => wait(slot),
-            },
-        }
-    }
-}
-
-/// Builds the slot's worker and tells the supervisor how that went.
-fn start(slot: &Slot) -> Option<PoolWorker> {
-    if slot.shutdown.is_shutdown() {
-        slot.supervise(|s, now, i| s.handle_shutdown(now, i));
-        return None;
-    }
-    match slot.build() {
-        Ok(worker) => {
-            slot.install(&worker);
-            let id = worker.id().clone();
-            slot.supervise(|s, now, i| s.handle_started(now, i, id));
-            Some(worker)
-        }
-        Err(error) => {
-            slot.supervise(|s, now, i| s.handle_died(now, i, error));
-            None
-        }
-    }
-}
-
-/// Answers one request (or sees the shutdown); false if the worker died.
-fn serve(slot: &Slot, worker: &mut PoolWorker) -> bool {
-    match SlotError::flatten(panics::catch(|| worker.receive())) {
-        Ok(Received::Handled) => {
-            let requests = worker.stats().requests;
-            slot.supervise(|s, now, i| s.handle_served(now, i, requests));
-            true
-        }
-        Ok(Received::ShutDown) => {
-            slot.supervise(|s, now, i| s.handle_shutdown(now, i));
-            true
-        }
-        Err(error) => {
-            slot.supervise(|s, now, i| s.handle_died(now, i, error));
-            false
-        }
-    }
-}
-
-/// With no worker: waits for the next deadline (a restart) or the pool's shutdown.
-fn wait(slot: &Slot) {
-    let deadline = lock(&slot.supervisor).next_deadline(slot.index);
-    let timeout = deadline.map_or(IDLE_WAIT, |at| at.saturating_duration_since(Instant::now()));
-    if slot.shutdown.wait_timeout(timeout) {
-        slot.supervise(|s, now, i| s.handle_shutdown(now, i));
-    }
-}
-
-/// The slot is done: a worker still held answers what it holds and sends DISCONNECT (its
-/// shutdown handle is the slot's child, already set).
-fn finish(current: Option<PoolWorker>) {
-    if let Some(mut worker) = current {
-        let _ = panics::catch(|| worker.receive());
-    }
-}
-
-/// Replaces the slot's worker without a gap, as far as the supervisor lets it.
-fn recycle(slot: &Slot, current: &mut Option<PoolWorker>) {
-    let Some(old) = current.as_mut() else {
-        return;
-    };
-    let outcome = match slot.build() {
-        Ok(next) => panics::catch(|| hand_over(slot, old, next))
-            .unwrap_or_else(|message| HandOver::OldDied(SlotError::Panicked(message))),
-        Err(error) => HandOver::ReplacementFailed(error),
-    };
-    match outcome {
-        HandOver::Done(next) => {
-            slot.install(&next);
-            *current = Some(*next);
-        }
-        HandOver::Kept => {}
-        HandOver::ReplacementFailed(error) => {
-            slot.supervise(|s, now, i| s.handle_replacement_failed(now, i, error));
-        }
-        HandOver::OldDied(error) => {
-            *current = None;
-            slot.supervise(|s, now, i| s.handle_died(now, i, error));
-        }
-    }
-}
-
-/// The fresh worker connects and sends READY; both serve until the broker has sent
-/// something to the fresh one (proof that its READY arrived: a READY on a new TCP connection
-/// can be overtaken by the old socket's DISCONNECT) and the supervisor says `Retire`, or
-/// until it says `DropReplacement` (dropping `next` sends its DISCONNECT).
-fn hand_over(slot: &Slot, old: &mut PoolWorker, mut next: PoolWorker) -> HandOver {
-    if let Err(error) = next.connect() {
-        return HandOver::ReplacementFailed(error.into());
-    }
-    loop {
-        let heard = next.broker_heard().then(|| next.id().clone());
-        let stopping = slot.shutdown.is_shutdown();
-        let action = slot.supervise(|s, now, i| {
-            if let Some(id) = heard {
-                s.handle_replacement_heard(now, i, id);
-            }
-            if stopping {
-                s.handle_shutdown(now, i);
-            }
-            s.handle_timeout(now, i);
-            s.poll_action(i)
-        });
-        match action {
-            Some(SlotAction::Retire) => return retire(old, next, slot.retire_patience()),
-            Some(SlotAction::DropReplacement) => return HandOver::Kept,
-            _ => {}
-        }
-        if let Err(error) = next.receive_timeout(HAND_OVER_TICK) {
-            return HandOver::ReplacementFailed(error.into());
-        }
-        if let Err(error) = old.receive_timeout(Duration::ZERO) {
-            return HandOver::OldDied(error.into());
-        }
-    }
-}
-
-/// The old worker leaves right after it sent a reply, or after `patience` without one.
-///
-/// A DISCONNECT can cross a request the broker routes to the leaving worker: that request
-/// is lost. Right after a REPLY the broker has just put the old worker behind the fresh one in
-/// its least-recently-used list, and the DISCONNECT follows the REPLY on the same connection,
-/// so it arrives before the broker can pick the old worker again. Leaving at any other moment
-/// (say, just after the fresh worker replied) put the old one first in line; the recycle test
-/// lost a request that way about once in five runs.
-fn retire(old: &mut PoolWorker, mut next: PoolWorker, patience: Duration) -> HandOver {
-    let give_up = Instant::now() + patience;
-    while Instant::now() < give_up {
-        match old.receive_timeout(HAND_OVER_TICK) {
-            Ok(Some(Received::Handled)) => break,
-            Ok(_) => {}
-            Err(error) => return HandOver::OldDied(error.into()),
-        }
-        if let Err(error) = next.receive_timeout(Duration::ZERO) {
-            return HandOver::ReplacementFailed(error.into());
-        }
-    }
-    old.shutdown();
-    let _ = old.receive();
-    HandOver::Done(Box::new(next))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// The mutex's value, also after a thread panicked holding it.
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 

@@ -4,19 +4,27 @@
 //! held by a succession of workers). It decides when a dead worker is built again (backoff
 //! with jitter), when a slot is given up (too many restarts within the window), and how a
 //! worker is recycled without a gap (one recycle per service at a time; the old worker
-//! leaves only once the broker has heard the new one; a replacement not heard within its
-//! patience is dropped and tried again later). It never reads the clock and never touches a
-//! socket: the pool's slot threads feed it inputs (`handle_*(now, slot, …)`) and carry out
-//! its [`SlotAction`]s, waking up at [`next_deadline`](Supervisor::next_deadline).
+//! leaves only once the broker has heard the new one, right after one of its REPLYs or after
+//! a heartbeat without one; a replacement not heard within its patience is dropped and tried
+//! again later). It never reads the clock and never touches a socket: the pool's slot threads
+//! feed it inputs (`handle_*(now, slot, …)`) and carry out its [`SlotAction`]s, waking up at
+//! [`next_deadline`](Supervisor::next_deadline).
 //!
 //! ```text
 //!            Start                   died, restarts <= max          deadline
 //!  (new) ─────────────▶ Running ───────────────────────▶ Waiting ─────────────▶ (Start)
 //!                        │   ▲   died, restarts > max ──▶ GaveUp (Stop)
-//!           recycle due  │   │ heard: Retire / patience over: DropReplacement
+//!           recycle due  │   │ patience over, replacement failed: DropReplacement
 //!                        ▼   │
-//!                      HandingOver          shutdown from any phase ──▶ Stopped (Stop)
+//!                      HandingOver ─────────────────▶ Retiring ──▶ Running
+//!                                  replacement heard       old replied, or retire
+//!                                                          deadline: Retire
+//!                                           shutdown from any phase ──▶ Stopped (Stop)
 //! ```
+//!
+//! While a hand-over lasts, the slot looks whether the broker has heard the replacement at
+//! every [`Timer::HeardCheck`] (once a heartbeat: a broker heartbeats a fresh worker within
+//! one), since nothing wakes the slot when it happens.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -51,6 +59,11 @@ pub(crate) struct RecyclePolicy {
     /// How long the broker may take to acknowledge a replacement (`2 × heartbeat ×
     /// liveness`), and how long the slot waits before it tries again after giving up.
     pub(crate) patience: Duration,
+    /// The workers' heartbeat: how often a hand-over looks whether the broker has heard the
+    /// replacement, and how long the old worker then waits for a request to leave right after
+    /// its REPLY (a heartbeat without one means traffic so thin that a crossing request is
+    /// unlikely).
+    pub(crate) heartbeat: Duration,
 }
 
 /// What a slot thread must do next.
@@ -60,10 +73,11 @@ pub(crate) enum SlotAction {
     Start,
     /// Build a replacement for the slot's worker and connect it; both serve meanwhile.
     StartReplacement,
-    /// The broker heard the replacement: the old worker answers what it holds, sends
-    /// DISCONNECT and leaves; the replacement holds the slot from now on.
+    /// The old worker has just replied (or waited its retire deadline): it answers what it
+    /// holds, sends DISCONNECT and leaves now; the replacement holds the slot from now on.
     Retire,
-    /// Drop the replacement and keep the old worker (not heard in time, or the pool stops).
+    /// Drop the replacement and keep the old worker (not heard in time, failed, the old
+    /// worker died, or the pool stops).
     DropReplacement,
     /// The slot is done: the pool stops, or its workers died too often.
     Stop,
@@ -78,6 +92,9 @@ pub(crate) enum Phase {
     Running,
     /// A worker serves while its replacement waits for the broker.
     HandingOver,
+    /// The broker heard the replacement; the old worker serves until it replies once more,
+    /// or until the retire deadline, then leaves.
+    Retiring,
     /// Its worker died; the next one is built at the restart deadline.
     Waiting,
     /// Its workers died too often.
@@ -92,6 +109,8 @@ struct SlotState {
     phase: Phase,
     /// The worker holding the slot, or the last one that did: what events name.
     worker: WorkerId,
+    /// The replacement the broker has heard, while the old worker retires.
+    replacement: Option<WorkerId>,
     /// When the running worker started; `None` while no worker runs.
     born: Option<Instant>,
     /// Deaths within the restart window, oldest first.
@@ -129,6 +148,7 @@ impl Supervisor {
             .map(|(i, worker)| SlotState {
                 phase: Phase::Starting,
                 worker,
+                replacement: None,
                 born: None,
                 deaths: VecDeque::new(),
                 backoff: Backoff::new(restart.initial, restart.max, seed ^ i as u64),
@@ -177,6 +197,7 @@ impl Supervisor {
             s.backoff.reset();
         }
         s.born = None;
+        s.replacement = None;
         s.timers.stop_all();
         s.deaths
             .retain(|at| now.duration_since(*at) < restart.window);
@@ -218,6 +239,8 @@ impl Supervisor {
         s.phase = Phase::HandingOver;
         s.timers.stop(Timer::RecycleRetry);
         s.timers.set(Timer::HandOver, now + self.recycle.patience);
+        s.timers
+            .set(Timer::HeardCheck, now + self.recycle.heartbeat);
         s.actions.push_back(SlotAction::StartReplacement);
         self.recycling = Some(slot);
     }
@@ -231,36 +254,82 @@ impl Supervisor {
         by_count || by_age
     }
 
-    /// The broker has sent something to the replacement, proof that its READY arrived: the
-    /// old worker may leave.
+    /// The broker has sent something to the replacement `new`, proof that its READY
+    /// arrived: the old worker leaves right after its next REPLY, or at the retire deadline
+    /// (a heartbeat from now) without one.
     pub(crate) fn handle_replacement_heard(&mut self, now: Instant, slot: usize, new: WorkerId) {
         let s = &mut self.slots[slot];
         if s.phase != Phase::HandingOver {
             return;
         }
+        s.phase = Phase::Retiring;
+        s.replacement = Some(new);
+        s.timers.stop(Timer::HandOver);
+        s.timers.stop(Timer::HeardCheck);
+        s.timers.set(Timer::Retire, now + self.recycle.heartbeat);
+    }
+
+    /// The old worker has just sent a REPLY during the hand-over. Once the replacement is
+    /// heard, this is the moment it leaves: the broker has just put it behind the replacement
+    /// in its queue, so no request can cross its DISCONNECT.
+    pub(crate) fn handle_old_replied(&mut self, now: Instant, slot: usize) {
+        if self.slots[slot].phase == Phase::Retiring {
+            self.retire(now, slot);
+        }
+    }
+
+    /// The old worker died during the hand-over. Before the replacement was heard the slot
+    /// drops it and restarts as for any death; once it was heard, the replacement holds the
+    /// slot at once.
+    pub(crate) fn handle_old_died(&mut self, now: Instant, slot: usize, error: impl fmt::Display) {
+        match self.slots[slot].phase {
+            Phase::HandingOver => {
+                self.slots[slot]
+                    .actions
+                    .push_back(SlotAction::DropReplacement);
+                self.handle_died(now, slot, error);
+            }
+            Phase::Retiring => {
+                warn!(worker = %self.slots[slot].worker, %error, "the retiring worker failed");
+                self.retire(now, slot);
+            }
+            _ => self.handle_died(now, slot, error),
+        }
+    }
+
+    /// The old worker leaves now; the replacement holds the slot.
+    fn retire(&mut self, now: Instant, slot: usize) {
+        let s = &mut self.slots[slot];
+        let Some(new) = s.replacement.take() else {
+            return;
+        };
         let old = std::mem::replace(&mut s.worker, new.clone());
         info!(%old, %new, "worker recycled");
         s.phase = Phase::Running;
         s.born = Some(now);
         s.recycles += 1;
-        s.timers.stop(Timer::HandOver);
+        s.timers.stop(Timer::Retire);
         s.actions.push_back(SlotAction::Retire);
         self.recycling = None;
         self.events.push_back(Event::Recycled { old, new });
     }
 
-    /// The replacement could not be built or connected: the old worker stays, and the slot
-    /// tries again after its patience.
+    /// The replacement could not be built, connected or kept serving before the old worker
+    /// left: the old worker stays (the slot drops the replacement), and the slot tries again
+    /// after its patience.
     pub(crate) fn handle_replacement_failed(
         &mut self,
         now: Instant,
         slot: usize,
         error: impl fmt::Display,
     ) {
-        if self.slots[slot].phase != Phase::HandingOver {
+        if !matches!(self.slots[slot].phase, Phase::HandingOver | Phase::Retiring) {
             return;
         }
         warn!(worker = %self.slots[slot].worker, %error, "cannot start the replacement worker, keeping the old one");
+        self.slots[slot]
+            .actions
+            .push_back(SlotAction::DropReplacement);
         self.postpone_recycle(now, slot);
     }
 
@@ -269,23 +338,30 @@ impl Supervisor {
     fn postpone_recycle(&mut self, now: Instant, slot: usize) {
         let s = &mut self.slots[slot];
         s.phase = Phase::Running;
+        s.replacement = None;
         s.timers.stop(Timer::HandOver);
+        s.timers.stop(Timer::HeardCheck);
+        s.timers.stop(Timer::Retire);
         s.timers
             .set(Timer::RecycleRetry, now + self.recycle.patience);
         self.recycling = None;
     }
 
-    /// The pool stops: the slot ends once its worker has finished (a replacement in the
-    /// making is dropped first).
-    pub(crate) fn handle_shutdown(&mut self, _now: Instant, slot: usize) {
+    /// The pool stops: the slot ends once its worker has finished (a replacement the broker
+    /// has not heard is dropped first; one it has heard stays, and the old worker leaves).
+    pub(crate) fn handle_shutdown(&mut self, now: Instant, slot: usize) {
+        match self.slots[slot].phase {
+            Phase::GaveUp | Phase::Stopped => return,
+            Phase::HandingOver => {
+                self.slots[slot]
+                    .actions
+                    .push_back(SlotAction::DropReplacement);
+                self.recycling = None;
+            }
+            Phase::Retiring => self.retire(now, slot),
+            Phase::Starting | Phase::Running | Phase::Waiting => {}
+        }
         let s = &mut self.slots[slot];
-        if matches!(s.phase, Phase::GaveUp | Phase::Stopped) {
-            return;
-        }
-        if s.phase == Phase::HandingOver {
-            s.actions.push_back(SlotAction::DropReplacement);
-            self.recycling = None;
-        }
         s.phase = Phase::Stopped;
         s.timers.stop_all();
         s.actions.push_back(SlotAction::Stop);
@@ -303,10 +379,17 @@ impl Supervisor {
         if s.timers.is_due(Timer::RecycleRetry, now) {
             s.timers.stop(Timer::RecycleRetry);
         }
+        if s.timers.is_due(Timer::HeardCheck, now) {
+            s.timers
+                .set(Timer::HeardCheck, now + self.recycle.heartbeat);
+        }
         if s.timers.is_due(Timer::HandOver, now) {
             warn!(worker = %s.worker, ?patience, "replacement not acknowledged by the broker, recycle postponed");
             s.actions.push_back(SlotAction::DropReplacement);
             self.postpone_recycle(now, slot);
+        }
+        if self.slots[slot].timers.is_due(Timer::Retire, now) {
+            self.retire(now, slot);
         }
     }
 

@@ -12,6 +12,7 @@ const INITIAL: Duration = Duration::from_millis(100);
 const MAX: Duration = Duration::from_millis(1600);
 const WINDOW: Duration = Duration::from_secs(10);
 const PATIENCE: Duration = Duration::from_millis(600);
+const HEARTBEAT: Duration = Duration::from_millis(100);
 
 fn restart(max_restarts: u32) -> RestartPolicy {
     RestartPolicy {
@@ -27,6 +28,7 @@ fn recycle_after(requests: u64) -> RecyclePolicy {
         after_requests: Some(requests),
         after: None,
         patience: PATIENCE,
+        heartbeat: HEARTBEAT,
     }
 }
 
@@ -35,6 +37,7 @@ fn no_recycle() -> RecyclePolicy {
         after_requests: None,
         after: None,
         patience: PATIENCE,
+        heartbeat: HEARTBEAT,
     }
 }
 
@@ -225,11 +228,145 @@ fn recycle_starts_a_replacement_after_the_request_count_and_retires_the_old_work
     assert_eq!(actions(&mut s, 0), vec![]);
     let new = WorkerId::next("echo");
     s.handle_replacement_heard(t0 + 100 * MS, 0, new.clone());
+    assert_eq!(
+        actions(&mut s, 0),
+        vec![],
+        "the old worker waits for its next reply"
+    );
+    assert_eq!(s.phase(0), Phase::Retiring);
+    assert_eq!(s.next_deadline(0), Some(t0 + 100 * MS + HEARTBEAT));
+    s.handle_old_replied(t0 + 120 * MS, 0);
     assert_eq!(actions(&mut s, 0), vec![SlotAction::Retire]);
     assert_eq!(s.phase(0), Phase::Running);
-    assert_eq!(s.next_deadline(0), None, "the hand-over timer is gone");
+    assert_eq!(s.next_deadline(0), None, "the hand-over timers are gone");
     assert!(matches!(&events(&mut s)[..], [Event::Recycled { new: n, .. }] if *n == new));
     assert_eq!(s.recycles(0), 1);
+}
+
+/// A slot of `s` whose replacement starts at `t0` (the slot's worker answered its
+/// `requests`th request).
+fn handing_over(s: &mut Supervisor, slot: usize, t0: Instant, requests: u64) {
+    s.handle_served(t0, slot, requests);
+    assert_eq!(actions(s, slot), vec![SlotAction::StartReplacement]);
+}
+
+#[test]
+fn a_hand_over_looks_for_the_broker_once_a_heartbeat_until_its_patience_runs_out() {
+    let t0 = Instant::now();
+    let mut s = running(1, restart(5), recycle_after(1), t0);
+    handing_over(&mut s, 0, t0, 1);
+    let mut looks = vec![];
+    while let Some(at) = s.next_deadline(0) {
+        if at > t0 + PATIENCE {
+            break;
+        }
+        looks.push(at - t0);
+        s.handle_timeout(at, 0);
+        if at < t0 + PATIENCE {
+            assert_eq!(actions(&mut s, 0), vec![], "a look decides nothing");
+        }
+    }
+    assert_eq!(
+        looks,
+        (1..=6).map(|n| HEARTBEAT * n).collect::<Vec<_>>(),
+        "one look a heartbeat, the last at the patience"
+    );
+    assert_eq!(actions(&mut s, 0), vec![SlotAction::DropReplacement]);
+    assert_eq!(
+        s.next_deadline(0),
+        Some(t0 + 2 * PATIENCE),
+        "only the retry wait"
+    );
+}
+
+#[test]
+fn a_heard_replacement_retires_an_old_worker_without_replies_at_the_retire_deadline() {
+    let t0 = Instant::now();
+    let mut s = running(1, restart(5), recycle_after(1), t0);
+    handing_over(&mut s, 0, t0, 1);
+    let heard = t0 + 250 * MS;
+    s.handle_replacement_heard(heard, 0, WorkerId::next("echo"));
+    assert_eq!(s.next_deadline(0), Some(heard + HEARTBEAT), "no more looks");
+    s.handle_timeout(heard + HEARTBEAT - MS, 0);
+    assert_eq!(actions(&mut s, 0), vec![]);
+    assert_eq!(s.recycles(0), 0, "not recycled while the old worker serves");
+    s.handle_timeout(heard + HEARTBEAT, 0);
+    assert_eq!(actions(&mut s, 0), vec![SlotAction::Retire]);
+    assert_eq!((s.phase(0), s.recycles(0)), (Phase::Running, 1));
+    assert_eq!(s.next_deadline(0), None);
+}
+
+#[test]
+fn a_reply_of_the_old_worker_before_the_replacement_is_heard_retires_nothing() {
+    let t0 = Instant::now();
+    let mut s = running(1, restart(5), recycle_after(1), t0);
+    handing_over(&mut s, 0, t0, 1);
+    s.handle_old_replied(t0 + MS, 0);
+    assert_eq!(actions(&mut s, 0), vec![]);
+    assert_eq!(s.phase(0), Phase::HandingOver);
+}
+
+#[test]
+fn a_replacement_failing_while_the_old_worker_retires_is_dropped_and_the_old_one_stays() {
+    let t0 = Instant::now();
+    let mut s = running(1, restart(5), recycle_after(1), t0);
+    handing_over(&mut s, 0, t0, 1);
+    s.handle_replacement_heard(t0 + MS, 0, WorkerId::next("echo"));
+    s.handle_replacement_failed(t0 + 2 * MS, 0, "zmq failed");
+    assert_eq!(actions(&mut s, 0), vec![SlotAction::DropReplacement]);
+    assert_eq!((s.phase(0), s.recycles(0)), (Phase::Running, 0));
+    assert_eq!(
+        s.next_deadline(0),
+        Some(t0 + 2 * MS + PATIENCE),
+        "retry wait"
+    );
+    s.handle_old_replied(t0 + 3 * MS, 0);
+    assert_eq!(actions(&mut s, 0), vec![], "the old worker holds the slot");
+    assert_eq!(events(&mut s), vec![]);
+}
+
+#[test]
+fn an_old_worker_dying_after_its_replacement_was_heard_hands_the_slot_over_at_once() {
+    let t0 = Instant::now();
+    let mut s = running(1, restart(5), recycle_after(1), t0);
+    handing_over(&mut s, 0, t0, 1);
+    let new = WorkerId::next("echo");
+    s.handle_replacement_heard(t0 + MS, 0, new.clone());
+    s.handle_old_died(t0 + 2 * MS, 0, "zmq failed");
+    assert_eq!(actions(&mut s, 0), vec![SlotAction::Retire]);
+    assert_eq!(
+        (s.phase(0), s.restarts(0), s.recycles(0)),
+        (Phase::Running, 0, 1)
+    );
+    assert!(matches!(&events(&mut s)[..], [Event::Recycled { new: n, .. }] if *n == new));
+}
+
+#[test]
+fn an_old_worker_dying_before_its_replacement_was_heard_drops_it_and_restarts() {
+    let t0 = Instant::now();
+    let mut s = running(1, restart(5), recycle_after(1), t0);
+    handing_over(&mut s, 0, t0, 1);
+    s.handle_old_died(t0 + MS, 0, "zmq failed");
+    assert_eq!(actions(&mut s, 0), vec![SlotAction::DropReplacement]);
+    assert_eq!((s.phase(0), s.restarts(0)), (Phase::Waiting, 1));
+    // The late "heard" of the dropped replacement changes nothing.
+    s.handle_replacement_heard(t0 + 2 * MS, 0, WorkerId::next("echo"));
+    assert_eq!(s.phase(0), Phase::Waiting);
+}
+
+#[test]
+fn shutdown_while_the_old_worker_retires_lets_it_leave_then_stops() {
+    let t0 = Instant::now();
+    let mut s = running(1, restart(5), recycle_after(1), t0);
+    handing_over(&mut s, 0, t0, 1);
+    s.handle_replacement_heard(t0 + MS, 0, WorkerId::next("echo"));
+    s.handle_shutdown(t0 + 2 * MS, 0);
+    assert_eq!(
+        actions(&mut s, 0),
+        vec![SlotAction::Retire, SlotAction::Stop]
+    );
+    assert_eq!((s.phase(0), s.recycles(0)), (Phase::Stopped, 1));
+    assert_eq!(s.next_deadline(0), None);
 }
 
 #[test]
@@ -238,7 +375,9 @@ fn a_replacement_not_heard_within_its_patience_is_dropped_and_the_old_worker_sta
     let mut s = running(1, restart(5), recycle_after(1), t0);
     s.handle_served(t0, 0, 1);
     assert_eq!(actions(&mut s, 0), vec![SlotAction::StartReplacement]);
-    assert_eq!(s.next_deadline(0), Some(t0 + PATIENCE));
+    assert_eq!(s.next_deadline(0), Some(t0 + HEARTBEAT), "the first look");
+    s.handle_timeout(t0 + PATIENCE - MS, 0);
+    assert_eq!(actions(&mut s, 0), vec![]);
     s.handle_timeout(t0 + PATIENCE, 0);
     assert_eq!(actions(&mut s, 0), vec![SlotAction::DropReplacement]);
     assert_eq!(s.phase(0), Phase::Running);
@@ -263,6 +402,9 @@ fn one_slot_of_a_service_recycles_at_a_time() {
     assert_eq!(actions(&mut s, 0), vec![SlotAction::StartReplacement]);
     assert_eq!(actions(&mut s, 1), vec![], "slot 0 is recycling");
     s.handle_replacement_heard(t0 + MS, 0, WorkerId::next("echo"));
+    s.handle_served(t0 + MS, 1, 3);
+    assert_eq!(actions(&mut s, 1), vec![], "slot 0 is still retiring");
+    s.handle_old_replied(t0 + MS, 0);
     assert_eq!(actions(&mut s, 0), vec![SlotAction::Retire]);
     s.handle_served(t0 + 2 * MS, 1, 3);
     assert_eq!(actions(&mut s, 1), vec![SlotAction::StartReplacement]);
@@ -276,6 +418,7 @@ fn a_failed_replacement_frees_the_service_for_another_slot() {
     assert_eq!(actions(&mut s, 0), vec![SlotAction::StartReplacement]);
     s.handle_replacement_failed(t0 + MS, 0, "no fd");
     assert_eq!(s.phase(0), Phase::Running);
+    assert_eq!(actions(&mut s, 0), vec![SlotAction::DropReplacement]);
     s.handle_served(t0 + MS, 1, 1);
     assert_eq!(actions(&mut s, 1), vec![SlotAction::StartReplacement]);
 }
@@ -295,9 +438,8 @@ fn an_old_worker_dying_during_its_hand_over_is_restarted_and_frees_the_service()
 fn recycle_by_age_is_due_after_the_first_request_past_it() {
     let t0 = Instant::now();
     let policy = RecyclePolicy {
-        after_requests: None,
         after: Some(Duration::from_secs(60)),
-        patience: PATIENCE,
+        ..no_recycle()
     };
     let mut s = running(1, restart(5), policy, t0);
     s.handle_served(t0 + Duration::from_secs(59), 0, 1);

@@ -35,7 +35,7 @@ use crate::events::{Identity, WorkerId};
 use crate::io::wake::Waker;
 use crate::session::Session;
 use crate::shutdown::{DrainHandle, ShutdownHandle};
-use crate::stats::{StatsCell, WorkerStats};
+use crate::stats::{StatsCell, Summary, WorkerStats};
 use registration::{Registration, Shared};
 
 /// A boxed future of reply frames, as [`AsyncAction::call`] returns it.
@@ -84,14 +84,9 @@ pub struct AsyncWorker<A> {
     contexts: Vec<zmq::Context>,
 }
 
-/// What an [`AsyncWorker`] did: each registration's counters and their total.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AsyncSummary {
-    /// Per registration: its identity and counters.
-    pub registrations: Vec<(WorkerId, WorkerStats)>,
-    /// All counters added up.
-    pub total: WorkerStats,
-}
+/// What an [`AsyncWorker`] did: each registration's identity (always `Some`) and counters,
+/// and their total, in the pool's [`Summary`] (`restarts` and `recycles` are 0).
+pub type AsyncSummary = Summary;
 
 impl<A: AsyncAction> AsyncWorker<A> {
     /// An async worker for `config` (with its `concurrency`); nothing connects before
@@ -308,11 +303,9 @@ pub struct AsyncStats {
 impl AsyncStats {
     /// Each registration's counters, and their total.
     pub fn summary(&self) -> AsyncSummary {
-        let mut summary = AsyncSummary::default();
+        let mut summary = Summary::default();
         for (id, cell) in &self.cells {
-            let stats = cell.snapshot();
-            summary.total.add(&stats);
-            summary.registrations.push((id.clone(), stats));
+            summary.push(Some(id.clone()), cell.snapshot());
         }
         summary
     }
